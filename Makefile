@@ -1,0 +1,48 @@
+# Two commands do all the set-up on a fresh Debian machine (as root): `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := .make
+R_PACKAGES := r-base-core r-cran-forecast r-cran-jsonlite r-cran-data.table
+N ?= 300
+
+.PHONY: setup test demo bench lint clean
+
+setup: $(STAMP)/apt $(STAMP)/npm $(STAMP)/venv
+
+# R 4.2 and the R packages from Debian; --no-install-recommends keeps forecast from pulling ~100 packages.
+$(STAMP)/apt:
+	@mkdir -p $(STAMP)
+	@missing="$$(for p in $(R_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; \
+	  command -v npm >/dev/null || echo 'nodejs npm')"; \
+	if [ -n "$$missing" ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    $$missing >/dev/null; fi
+	@touch $@
+
+$(STAMP)/npm: package.json package-lock.json
+	@mkdir -p $(STAMP)
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(STAMP)/venv: requirements.txt requirements-dev.txt scoring/requirements.txt $(STAMP)/apt
+	@mkdir -p $(STAMP)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+demo: setup
+	$(PY) -m devenv.demo --postcodes $(N)
+
+bench: setup
+	$(PY) bench/run.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(STAMP) $(VENV) node_modules .dev bench/out

@@ -1,0 +1,426 @@
+"""The one module that talks to Azure Container Instances (through ARM and azure-mgmt-containerinstance).
+
+Everything else in the app works with the small types defined here, so that the SDK's models, its
+error types and its quirks stay in one place. The same code runs against real Azure and against the
+loopback stand-in in devenv/aci_standin (selected only by Settings.arm_endpoint).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import json
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlparse
+
+from azure.core.credentials import AccessToken, TokenCredential
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.mgmt.containerinstance import ContainerInstanceManagementClient
+from azure.mgmt.containerinstance.models import (
+    Container,
+    ContainerGroup,
+    ContainerGroupIdentity,
+    ContainerGroupSubnetId,
+    EnvironmentVariable,
+    ImageRegistryCredential,
+    ResourceRequests,
+    ResourceRequirements,
+    UserAssignedIdentities,
+)
+
+from orchestrators.settings import Settings
+
+CONTAINER_NAME = "scoring"
+# The durable orchestration retries with durable timers; the SDK must fail fast instead of retrying
+# (and sleeping inside an activity) for minutes.
+SDK_RETRY_TOTAL = 2
+# Group states (properties.instanceView.state) after which nothing more will happen under restart
+# policy Never.
+FINAL_GROUP_STATES = frozenset({"Succeeded", "Failed", "Stopped"})
+# ARM error codes that mean "try again later" whatever the HTTP status (ServiceUnavailable and
+# InsufficientCapacity come as 409 or as a failed operation; quota errors come as 400).
+TRANSIENT_CODES = frozenset(
+    {"ServiceUnavailable", "InsufficientCapacity", "ContainerGroupQuotaReached", "TooManyRequests"}
+)
+# Retrying these without a change is pointless.
+PERMANENT_CODES = frozenset({"InaccessibleImage", "InvalidContainerGroupName", "InvalidImage"})
+MAX_MESSAGE_CHARS = 500
+
+
+@dataclass(frozen=True)
+class ContainerGroupSpec:
+    name: str  # caller guarantees an ARM-valid name
+    image: str
+    cpu: float
+    memory_gb: float
+    environment: dict[str, str]  # plain env vars
+    secure_environment: dict[str, str]  # passed only as secureValue
+    tags: dict[str, str]
+    command: list[str] | None = None  # overrides the image entrypoint (ACI semantics)
+
+
+def scoring_spec(
+    settings: Settings,
+    name: str,
+    environment: Mapping[str, str],
+    secure_environment: Mapping[str, str] | None = None,
+    tags: Mapping[str, str] | None = None,
+    command: list[str] | None = None,
+) -> ContainerGroupSpec:
+    """A spec for the scoring image, sized from the app settings."""
+    return ContainerGroupSpec(
+        name=name,
+        image=settings.scoring_image,
+        cpu=settings.container_cpu,
+        memory_gb=settings.container_memory_gb,
+        environment=dict(environment),
+        secure_environment=dict(secure_environment or {}),
+        tags=dict(tags or {}),
+        command=command,
+    )
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    group_state: str | None  # properties.instanceView.state (or provisioningState if absent)
+    provisioning_state: str | None
+    state: str | None  # container instanceView.currentState.state: Waiting/Running/Terminated/...
+    exit_code: int | None
+    start_time: str | None  # ISO 8601
+    finish_time: str | None
+    detail: str | None  # detailStatus / latest event message
+
+    @property
+    def terminated(self) -> bool:
+        """The container will not run (again): it exited, was stopped, or the group failed to deploy.
+
+        Unknown or in-between states count as not terminated; callers keep a deadline for those.
+        """
+        return self.state == "Terminated" or self.group_state in FINAL_GROUP_STATES
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    name: str
+    tags: dict[str, str]
+    provisioning_state: str | None
+
+
+class AciError(Exception):
+    """An ARM/ACI call failed. The message holds the operation, group, ARM code and ARM message only."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep the fields when the exception is pickled (e.g. across worker processes).
+        return (_rebuild_aci_error, (str(self), self.status, self.code, self.retryable, self.retry_after))
+
+
+def _rebuild_aci_error(
+    message: str, status: int | None, code: str | None, retryable: bool, retry_after: float | None
+) -> AciError:
+    return AciError(message, status=status, code=code, retryable=retryable, retry_after=retry_after)
+
+
+class LoopbackCredential:
+    """A fixed dummy token for the loopback ARM stand-in.
+
+    The SDK insists on a bearer token (over https); the stand-in only checks that one is present.
+    It refuses any non-loopback endpoint so that a dummy token can never be sent to real Azure.
+    """
+
+    TOKEN = "loopback-standin-dummy-token"
+
+    def __init__(self, endpoint: str) -> None:
+        if not is_loopback_endpoint(endpoint):
+            raise ValueError(f"LoopbackCredential is only for loopback endpoints, not {endpoint!r}")
+        self.endpoint = endpoint
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(self.TOKEN, int(time.time()) + 3600)
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    host = urlparse(endpoint).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def default_credential(settings: Settings) -> TokenCredential:
+    if is_loopback_endpoint(settings.arm_endpoint):
+        return LoopbackCredential(settings.arm_endpoint)
+    # Imported here so that development runs never need azure-identity's credential chain.
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id or None)
+
+
+def make_client(settings: Settings, credential: TokenCredential) -> ContainerInstanceManagementClient:
+    endpoint = settings.arm_endpoint.rstrip("/")
+    options: dict[str, Any] = {}
+    if not is_loopback_endpoint(endpoint):
+        # The token audience follows the ARM endpoint (sovereign clouds); the SDK default is public Azure.
+        options["credential_scopes"] = [f"{endpoint}/.default"]
+    return ContainerInstanceManagementClient(
+        credential,
+        settings.azure_subscription_id,
+        base_url=endpoint,
+        connection_verify=settings.arm_ca_bundle or True,
+        polling_interval=settings.arm_polling_interval_seconds,
+        retry_total=SDK_RETRY_TOTAL,
+        **options,
+    )
+
+
+class ContainerGroups:
+    """Create, watch, read logs of and delete the scoring container groups of one resource group."""
+
+    def __init__(self, settings: Settings, credential: TokenCredential | None = None) -> None:
+        self._settings = settings
+        self._client = make_client(settings, credential or default_credential(settings))
+        self._rg = settings.aci_resource_group
+
+    def create(self, spec: ContainerGroupSpec) -> None:
+        """Create (or update) the group; returns when ACI reports the container started."""
+        group = build_container_group(self._settings, spec)
+        with arm_errors("create", spec.name, secrets=spec.secure_environment.values()):
+            poller = self._client.container_groups.begin_create_or_update(self._rg, spec.name, group)
+            poller.result()
+
+    def state(self, name: str) -> ContainerState | None:
+        """The group's and its container's state; None when the group does not exist."""
+        with arm_errors("get", name):
+            try:
+                group = self._client.container_groups.get(self._rg, name)
+            except ResourceNotFoundError:
+                return None
+        return container_state(group)
+
+    def logs(self, name: str, tail: int = 1000) -> str:
+        """The container's last `tail` log lines; "" when the group or container is gone."""
+        with arm_errors("logs", name):
+            try:
+                logs = self._client.containers.list_logs(self._rg, name, CONTAINER_NAME, tail=tail)
+            except ResourceNotFoundError:
+                return ""
+        return logs.content or ""
+
+    def stop(self, name: str) -> None:
+        """Stop (kill) the container; a group that does not exist has nothing to stop."""
+        with arm_errors("stop", name):
+            try:
+                self._client.container_groups.stop(self._rg, name)
+            except ResourceNotFoundError:
+                pass
+
+    def delete(self, name: str) -> bool:
+        """Delete the group. True: it was deleted; False: it was already gone."""
+        statuses: list[int] = []
+
+        def record_status(pipeline_response: Any) -> None:
+            statuses.append(pipeline_response.http_response.status_code)
+
+        with arm_errors("delete", name):
+            try:
+                # ARM answers 204 to deleting a group that does not exist; the LRO result alone
+                # cannot tell (a 202 can also end in an empty result), so look at the first answer.
+                poller = self._client.container_groups.begin_delete(
+                    self._rg, name, raw_response_hook=record_status
+                )
+                poller.result()
+            except ResourceNotFoundError:
+                return False
+        return bool(statuses) and statuses[0] != 204
+
+    def list(self, tags: dict[str, str] | None = None) -> list[GroupSummary]:
+        """Groups in the resource group whose tags include every given pair."""
+        wanted = tags or {}
+        with arm_errors("list", self._rg):
+            groups = list(self._client.container_groups.list_by_resource_group(self._rg))
+        summaries = [GroupSummary(g.name or "", dict(g.tags or {}), g.provisioning_state) for g in groups]
+        return [s for s in summaries if all(s.tags.get(k) == v for k, v in wanted.items())]
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def build_container_group(settings: Settings, spec: ContainerGroupSpec) -> ContainerGroup:
+    """The ARM body: one run-once Linux container, no public IP, keyless pull when configured."""
+    env = [EnvironmentVariable(name=k, value=v) for k, v in spec.environment.items()]
+    env += [EnvironmentVariable(name=k, secure_value=v) for k, v in spec.secure_environment.items()]
+    container = Container(
+        name=CONTAINER_NAME,
+        image=spec.image,
+        command=list(spec.command) if spec.command else None,
+        resources=ResourceRequirements(requests=ResourceRequests(memory_in_gb=spec.memory_gb, cpu=spec.cpu)),
+        environment_variables=env,
+    )
+    identity_id = settings.managed_identity_resource_id
+    identity = None
+    registry_credentials = None
+    if identity_id:
+        identity = ContainerGroupIdentity(
+            type="UserAssigned", user_assigned_identities={identity_id: UserAssignedIdentities()}
+        )
+        if settings.registry_server:
+            registry_credentials = [
+                ImageRegistryCredential(server=settings.registry_server, identity=identity_id)
+            ]
+    subnets = [ContainerGroupSubnetId(id=settings.aci_subnet_id)] if settings.aci_subnet_id else None
+    return ContainerGroup(
+        location=settings.aci_location,
+        tags=dict(spec.tags),
+        identity=identity,
+        containers=[container],
+        os_type="Linux",
+        # The ACI default is Always: a failing job would restart (and bill) forever.
+        restart_policy="Never",
+        image_registry_credentials=registry_credentials,
+        subnet_ids=subnets,
+        # No ip_address: the worker only calls out (to storage), nothing calls in.
+    )
+
+
+def container_state(group: ContainerGroup) -> ContainerState:
+    provisioning = group.provisioning_state
+    group_view = group.instance_view
+    group_state = (group_view.state if group_view else None) or provisioning
+    container = next((c for c in group.containers or [] if c.name == CONTAINER_NAME), None)
+    if container is None and group.containers:
+        container = group.containers[0]
+    view = container.instance_view if container else None
+    current = view.current_state if view else None
+    detail = current.detail_status if current else None
+    events = list(view.events or []) if view else []
+    if group_view:
+        events += list(group_view.events or [])
+    if not detail and events:
+        latest = max(events, key=lambda e: e.last_timestamp or e.first_timestamp or _EPOCH)
+        detail = latest.message
+    return ContainerState(
+        group_state=group_state,
+        provisioning_state=provisioning,
+        state=current.state if current else None,
+        exit_code=current.exit_code if current else None,
+        start_time=_iso(current.start_time) if current else None,
+        finish_time=_iso(current.finish_time) if current else None,
+        detail=detail,
+    )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _iso(value: datetime | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+@contextmanager
+def arm_errors(operation: str, name: str, secrets: Any = ()) -> Iterator[None]:
+    """Turn SDK exceptions into AciError; `secrets` are scrubbed from the message just in case."""
+    try:
+        yield
+    except HttpResponseError as exc:
+        raise aci_error_from_http(operation, name, exc, list(secrets)) from exc
+    except AzureError as exc:
+        # No HTTP answer at all (connection refused, timeout): the endpoint may come back.
+        code = type(exc).__name__
+        message = _scrub(f"{operation} {name}: {code}: {exc.message}", list(secrets))
+        raise AciError(message, status=None, code=code, retryable=True) from exc
+
+
+def aci_error_from_http(operation: str, name: str, exc: HttpResponseError, secrets: list[str]) -> AciError:
+    code, arm_message = _arm_error(exc)
+    status = exc.status_code
+    if _is_failed_operation(exc):
+        # A long-running operation that ended Failed: the HTTP exchange itself was a 200.
+        status = None
+        operation = f"{operation} (operation failed)"
+    retry_after = _retry_after(exc)
+    retryable = is_retryable(status, code)
+    shown_status = f"HTTP {status}" if status is not None else "no HTTP error"
+    message = _scrub(f"{operation} {name}: {code or 'UnknownError'} ({shown_status}): {arm_message}", secrets)
+    return AciError(message, status=status, code=code, retryable=retryable, retry_after=retry_after)
+
+
+def is_retryable(status: int | None, code: str | None) -> bool:
+    if code in PERMANENT_CODES:
+        return False
+    if status is not None and (status in (408, 429) or status >= 500):
+        return True
+    return code is not None and (code in TRANSIENT_CODES or "quota" in code.lower())
+
+
+def _is_failed_operation(exc: HttpResponseError) -> bool:
+    return exc.status_code is not None and exc.status_code < 300
+
+
+def _arm_error(exc: HttpResponseError) -> tuple[str | None, str]:
+    """(code, message) from the ARM error body: {"error": {"code", "message"}} or an operation status."""
+    if exc.error is not None and exc.error.code:
+        return exc.error.code, exc.error.message or ""
+    body = _json_body(exc)
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return error.get("code"), str(error.get("message") or "")
+    return None, exc.reason or "no error details"
+
+
+def _json_body(exc: HttpResponseError) -> Any:
+    try:
+        return json.loads(exc.response.text()) if exc.response is not None else None
+    except (ValueError, TypeError):
+        return None
+
+
+def _retry_after(exc: HttpResponseError) -> float | None:
+    headers = exc.response.headers if exc.response is not None else {}
+    for name, scale in (("retry-after-ms", 0.001), ("x-ms-retry-after-ms", 0.001)):
+        if headers.get(name):
+            try:
+                return float(headers[name]) * scale
+            except ValueError:
+                pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _scrub(message: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "***")
+    return message[:MAX_MESSAGE_CHARS]

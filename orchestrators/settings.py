@@ -1,0 +1,115 @@
+"""Every app setting the Functions app reads, in one place.
+
+Defaults are documented in local.settings.sample.json; tests/test_settings.py keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+# name -> default ("" means: required in Azure, or optional and off).
+DEFAULTS: dict[str, str] = {
+    # Storage: an account URL with managed identity in Azure; a connection string only for Azurite.
+    "STORAGE_ACCOUNT_URL": "",
+    "STORAGE_CONNECTION_STRING": "",
+    "MODELS_CONTAINER": "models",
+    "INPUT_CONTAINER": "input",
+    "RESULTS_CONTAINER": "results",
+    "INPUT_PREFIX": "daily/",
+    "DEFAULT_MODEL": "parcels",
+    # ACI placement.
+    "AZURE_SUBSCRIPTION_ID": "",
+    "ACI_RESOURCE_GROUP": "",
+    "ACI_LOCATION": "westeurope",
+    "ACI_SUBNET_ID": "",
+    # ARM endpoint; only development points it at the loopback stand-in (with its CA bundle).
+    "ARM_ENDPOINT": "https://management.azure.com",
+    "ARM_CA_BUNDLE": "",
+    "ARM_POLLING_INTERVAL_SECONDS": "5",
+    # Image and keyless pull through a user-assigned managed identity.
+    "SCORING_IMAGE": "",
+    "REGISTRY_SERVER": "",
+    "MANAGED_IDENTITY_RESOURCE_ID": "",
+    "MANAGED_IDENTITY_CLIENT_ID": "",
+    # Container size and fan-out; CORE_QUOTA is the regional ACI core quota we may use.
+    "CONTAINER_CPU": "2",
+    "CONTAINER_MEMORY_GB": "4",
+    "MAX_PARALLEL_GROUPS": "10",
+    "CORE_QUOTA": "20",
+    "MIN_SHARD_SIZE": "100",
+    # Waiting.
+    "POLL_INTERVAL_SECONDS": "20",
+    "SHARD_DEADLINE_MINUTES": "60",
+    "DEFAULT_HORIZON_DAYS": "60",
+    # Schedule (NCRONTAB, six fields): daily at 02:00 UTC.
+    "SCORING_SCHEDULE": "0 0 2 * * *",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage_account_url: str
+    storage_connection_string: str
+    models_container: str
+    input_container: str
+    results_container: str
+    input_prefix: str
+    default_model: str
+    azure_subscription_id: str
+    aci_resource_group: str
+    aci_location: str
+    aci_subnet_id: str
+    arm_endpoint: str
+    arm_ca_bundle: str
+    arm_polling_interval_seconds: float
+    scoring_image: str
+    registry_server: str
+    managed_identity_resource_id: str
+    managed_identity_client_id: str
+    container_cpu: float
+    container_memory_gb: float
+    max_parallel_groups: int
+    core_quota: int
+    min_shard_size: int
+    poll_interval_seconds: float
+    shard_deadline_minutes: float
+    default_horizon_days: int
+    scoring_schedule: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values = {}
+        for f in fields(cls):
+            name = f.name.upper()
+            raw = env.get(name, DEFAULTS[name])
+            try:
+                values[f.name] = _convert(raw, f.type)
+            except ValueError:
+                raise ValueError(f"app setting {name}={raw!r} is not a valid {f.type}") from None
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.container_cpu <= 0 or self.container_memory_gb <= 0:
+            raise ValueError("CONTAINER_CPU and CONTAINER_MEMORY_GB must be positive")
+        if self.max_parallel_groups < 1:
+            raise ValueError("MAX_PARALLEL_GROUPS must be at least 1")
+        if self.core_quota < self.container_cpu:
+            raise ValueError("CORE_QUOTA is smaller than CONTAINER_CPU: not even one group fits")
+
+    @property
+    def parallel_groups(self) -> int:
+        """Groups that may run at once: the configured bound, lowered to fit the core quota."""
+        return max(1, min(self.max_parallel_groups, int(self.core_quota // self.container_cpu)))
+
+
+def _convert(raw: str, type_name: str) -> object:
+    if type_name == "int":
+        return int(raw)
+    if type_name == "float":
+        return float(raw)
+    return raw

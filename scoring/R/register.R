@@ -1,0 +1,59 @@
+# Registration-time checks, R side: every model must load; glm/lm models get a slim scoring copy.
+#
+# A fitted glm carries its training data several times over (model frame, residuals, qr, the formula's
+# environment): ~90% of its bytes and of readRDS time. The slim copy keeps what predict() needs. It is
+# stored only when it predicts *identically* to the original on the model's own training rows; otherwise
+# the original bytes are stored. The manifest records the sha256 of both.
+
+SLIM_FIELDS <- c("coefficients", "rank", "family", "terms", "xlevels", "contrasts", "call", "formula",
+                 "offset", "na.action")
+
+slim_glm <- function(m) {
+  s <- unclass(m)[intersect(SLIM_FIELDS, names(m))]
+  s$qr <- structure(list(pivot = m$qr$pivot), class = "qr")
+  environment(s$terms) <- globalenv()
+  if (!is.null(s$formula)) environment(s$formula) <- globalenv()
+  class(s) <- class(m)
+  s
+}
+
+slim_is_identical <- function(m, s) {
+  probe <- m$data
+  if (!is.data.frame(probe) || nrow(probe) == 0) return(FALSE)
+  probe <- probe[unique(c(seq_len(min(50, nrow(probe))), nrow(probe))), , drop = FALSE]
+  a <- tryCatch(suppressWarnings(predict(m, newdata = probe, type = "response")), error = function(e) NULL)
+  b <- tryCatch(suppressWarnings(predict(s, newdata = probe, type = "response")), error = function(e) NULL)
+  !is.null(a) && !is.null(b) && identical(unname(a), unname(b))
+}
+
+# Returns "class|slimmed" for a readable model (slim copy written to slim_path when slimmed), or stops.
+inspect_model <- function(path, slim_path, allow_slim) {
+  m <- tryCatch(readRDS(path), error = function(e) stop("cannot read model: ", conditionMessage(e), call. = FALSE))
+  slimmed <- FALSE
+  if (allow_slim && (identical(class(m), c("glm", "lm")) || identical(class(m), "lm"))) {
+    s <- slim_glm(m)
+    if (slim_is_identical(m, s)) {
+      saveRDS(s, slim_path)
+      slimmed <- TRUE
+    }
+  }
+  if (is_ts_model(m)) requireNamespace("forecast", quietly = TRUE)
+  paste(class(m)[1], slimmed, sep = "|")
+}
+
+# Versions of the non-base packages the models and the scorer need (loaded by now), as "name=version".
+package_versions <- function(extra) {
+  base <- rownames(utils::installed.packages(priority = "base"))
+  pkgs <- setdiff(unique(c(loadedNamespaces(), extra)), c(base, "data.table", "jsonlite"))
+  missing <- pkgs[!vapply(pkgs, requireNamespace, logical(1), quietly = TRUE)]
+  if (length(missing)) stop("R package(s) not installed here: ", paste(missing, collapse = ", "), call. = FALSE)
+  vapply(sort(pkgs), function(p) paste0(p, "=", as.character(utils::packageVersion(p))), character(1))
+}
+
+# One call per folder: "class|slimmed" per model, or "error|<reason>" for a model that does not load.
+inspect_models <- function(paths, slim_paths, allow_slim) {
+  vapply(seq_along(paths), function(i) {
+    tryCatch(inspect_model(paths[[i]], slim_paths[[i]], allow_slim),
+             error = function(e) paste0("error|", gsub("[\r\n]+", " ", conditionMessage(e))))
+  }, character(1))
+}

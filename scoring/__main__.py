@@ -1,0 +1,132 @@
+"""`python -m scoring`: the container's entrypoint (`run`) and the data scientists' CLI.
+
+    python -m scoring run                       score the job in SCORING_JOB / SCORING_JOB_BLOB
+    python -m scoring register --model M --version V --from DIR [--champion]
+    python -m scoring champion --model M --version V
+    python -m scoring versions --model M
+
+Storage: SCORING_STORAGE_ACCOUNT_URL (managed identity / az login) or, for Azurite,
+SCORING_STORAGE_CONNECTION_STRING. Exit codes of `run`: 0 all scored, 3 some postcodes failed (see the
+shard's status.json), 2 the shard could not run (one-line reason on stderr), 1 an unexpected crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from .blobstore import BlobStore
+from .job import JobError, job_from_environment
+from .modelstore import ModelStore, ModelStoreError
+from .names import InvalidName
+from .worker import EXIT_FATAL, FatalShardError, _now, run_shard, write_failure_status
+
+
+def connect_storage(env=os.environ) -> BlobStore:
+    return BlobStore.connect(account_url=env.get("SCORING_STORAGE_ACCOUNT_URL", ""),
+                             connection_string=env.get("SCORING_STORAGE_CONNECTION_STRING", ""))
+
+
+def command_run(_args: argparse.Namespace) -> int:
+    started = _now()
+    job = None
+    try:
+        blobs = connect_storage()
+        job = job_from_environment(os.environ, blobs.read_bytes)
+        with tempfile.TemporaryDirectory(prefix="scoring-") as tmp:
+            status = run_shard(job, blobs, Path(tmp))
+    except (FatalShardError, JobError, ValueError, LookupError, OSError) as e:
+        reason = _one_line(e)
+        print(f"scoring: shard could not run: {reason}", file=sys.stderr)
+        if job is not None:
+            try:
+                write_failure_status(blobs, job, reason, started)
+            except Exception:  # noqa: BLE001 - storage may be what failed; stderr already has the reason
+                pass
+        return EXIT_FATAL
+    except Exception as e:  # noqa: BLE001 - storage errors from the SDK (unreachable account, auth)
+        if type(e).__module__.startswith("azure."):
+            print(f"scoring: shard could not run: storage error: {_one_line(e)}", file=sys.stderr)
+            return EXIT_FATAL
+        raise
+    summary = {"scored": len(status.scored), "failed": len(status.failed), "rows": status.rows,
+               "seconds": round(status.timings["total"], 3), "exit_code": status.exit_code}
+    print(json.dumps(summary))
+    for pc, reason in sorted(status.failed.items())[:20]:
+        print(f"scoring: postcode {pc} failed: {reason}", file=sys.stderr)
+    return status.exit_code
+
+
+def command_register(args: argparse.Namespace) -> int:
+    store = ModelStore(connect_storage(), args.container)
+    manifest = store.register(args.model, args.version, Path(args.source), champion=args.champion,
+                              check_models=not args.no_check, slim=not args.no_slim,
+                              extra_packages=tuple(args.r_package))
+    slimmed = sum(e.slimmed for e in manifest.models.values())
+    print(f"registered {args.model}/{args.version}: {len(manifest.models)} models in {len(manifest.packs)} "
+          f"pack(s), {slimmed} slimmed for scoring, R {manifest.r_version}"
+          + (", now champion" if args.champion else ""))
+    return 0
+
+
+def command_champion(args: argparse.Namespace) -> int:
+    ModelStore(connect_storage(), args.container).set_alias(args.model, args.version)
+    print(f"{args.model}: champion is now {args.version}")
+    return 0
+
+
+def command_versions(args: argparse.Namespace) -> int:
+    store = ModelStore(connect_storage(), args.container)
+    try:
+        champion = store.resolve_version(args.model, "champion")
+    except ModelStoreError:
+        champion = None
+    for v in store.versions(args.model):
+        print(v + ("  (champion)" if v == champion else ""))
+    return 0
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scoring", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="score the job given in the environment (the container entrypoint)")
+    reg = sub.add_parser("register", help="register a folder of <postcode>.rds files as a new model version")
+    reg.add_argument("--model", required=True)
+    reg.add_argument("--version", required=True)
+    reg.add_argument("--from", dest="source", required=True, help="folder of <postcode>.rds [+ scorer.R]")
+    reg.add_argument("--champion", action="store_true", help="also make this version the champion")
+    reg.add_argument("--r-package", action="append", default=[], help="an R package the models need")
+    reg.add_argument("--no-slim", action="store_true", help="store the .rds files exactly as given")
+    reg.add_argument("--no-check", action="store_true",
+                     help="skip loading each model in R (stores the files as given, unverified)")
+    champ = sub.add_parser("champion", help="make a registered version the champion")
+    champ.add_argument("--model", required=True)
+    champ.add_argument("--version", required=True)
+    ver = sub.add_parser("versions", help="list a model's versions")
+    ver.add_argument("--model", required=True)
+    for p in (reg, champ, ver):
+        p.add_argument("--container", default=os.environ.get("MODELS_CONTAINER", "models"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("SCORING_LOG_LEVEL", "WARNING"))
+    if args.command == "run":
+        return command_run(args)
+    handler = {"register": command_register, "champion": command_champion, "versions": command_versions}
+    try:
+        return handler[args.command](args)
+    except (ModelStoreError, InvalidName, ValueError) as e:
+        print(f"scoring {args.command}: {_one_line(e)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The one module that talks to Azure Blob Storage (azure-storage-blob).
+
+In Azure: an account URL and DefaultAzureCredential (managed identity). In development: Azurite through
+a connection string. Both the scoring worker and the Functions app use this module.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient, ContentSettings
+
+# Many small requests dominate; a bigger pool lets download threads run without waiting for sockets.
+_POOL_SIZE = 32
+
+
+class BlobNotFound(LookupError):
+    pass
+
+
+class BlobExists(FileExistsError):
+    pass
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    name: str
+    etag: str
+    size: int
+    last_modified: str
+
+
+class BlobStore:
+    def __init__(self, service: BlobServiceClient):
+        self._service = service
+
+    @classmethod
+    def connect(cls, account_url: str = "", connection_string: str = "") -> BlobStore:
+        """Connection string (Azurite) when given, otherwise the account URL with managed identity."""
+        import requests
+        from azure.core.pipeline.transport import RequestsTransport
+
+        session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=_POOL_SIZE, pool_maxsize=_POOL_SIZE)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        transport = RequestsTransport(session=session, session_owner=False)
+        if connection_string:
+            return cls(BlobServiceClient.from_connection_string(connection_string, transport=transport))
+        if not account_url:
+            raise ValueError("no storage configured: set an account URL (managed identity) or a connection string")
+        from azure.identity import DefaultAzureCredential
+
+        return cls(BlobServiceClient(account_url, credential=DefaultAzureCredential(), transport=transport))
+
+    @property
+    def account_name(self) -> str:
+        return self._service.account_name or ""
+
+    def ensure_container(self, container: str) -> None:
+        try:
+            self._service.create_container(container)
+        except ResourceExistsError:
+            pass
+
+    def _blob(self, container: str, name: str):
+        return self._service.get_blob_client(container, name)
+
+    def read_bytes(self, container: str, name: str, offset: int | None = None, length: int | None = None) -> bytes:
+        try:
+            return self._blob(container, name).download_blob(offset=offset, length=length).readall()
+        except ResourceNotFoundError:
+            raise BlobNotFound(f"blob {container}/{name} does not exist") from None
+
+    def read_json(self, container: str, name: str) -> dict:
+        data = self.read_bytes(container, name)
+        try:
+            return json.loads(data)
+        except ValueError as e:
+            raise ValueError(f"blob {container}/{name} is not valid JSON: {e}") from None
+
+    def download_to_file(self, container: str, name: str, path: str) -> BlobInfo:
+        """Download to a local file; returns the properties of the version that was read."""
+        try:
+            downloader = self._blob(container, name).download_blob()
+        except ResourceNotFoundError:
+            raise BlobNotFound(f"blob {container}/{name} does not exist") from None
+        with open(path, "wb") as f:
+            downloader.readinto(f)
+        p = downloader.properties
+        return BlobInfo(name, p.etag.strip('"'), p.size, p.last_modified.isoformat())
+
+    def write_bytes(self, container: str, name: str, data: bytes, overwrite: bool = True,
+                    content_type: str = "application/octet-stream") -> str:
+        """Write a blob; with overwrite=False an existing blob raises BlobExists. Returns the ETag."""
+        try:
+            r = self._blob(container, name).upload_blob(
+                data, overwrite=overwrite, content_settings=ContentSettings(content_type=content_type),
+                max_concurrency=4,
+            )
+        except ResourceExistsError:
+            raise BlobExists(f"blob {container}/{name} already exists") from None
+        return str(r.get("etag", "")).strip('"')
+
+    def write_json(self, container: str, name: str, value: object, overwrite: bool = True) -> str:
+        data = json.dumps(value, indent=2, sort_keys=True).encode()
+        return self.write_bytes(container, name, data, overwrite, "application/json")
+
+    def upload_file(self, container: str, name: str, path: str, content_type: str = "text/csv") -> str:
+        with open(path, "rb") as f:
+            r = self._blob(container, name).upload_blob(
+                f, overwrite=True, content_settings=ContentSettings(content_type=content_type), max_concurrency=4
+            )
+        return str(r.get("etag", "")).strip('"')
+
+    def info(self, container: str, name: str) -> BlobInfo | None:
+        try:
+            p = self._blob(container, name).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        return BlobInfo(name, p.etag.strip('"'), p.size, p.last_modified.isoformat())
+
+    def exists(self, container: str, name: str) -> bool:
+        return self.info(container, name) is not None
+
+    def list(self, container: str, prefix: str = "") -> Iterator[BlobInfo]:
+        try:
+            for p in self._service.get_container_client(container).list_blobs(name_starts_with=prefix or None):
+                yield BlobInfo(p.name, p.etag.strip('"'), p.size, p.last_modified.isoformat())
+        except ResourceNotFoundError:
+            return
+
+    def delete(self, container: str, name: str) -> bool:
+        try:
+            self._blob(container, name).delete_blob()
+            return True
+        except ResourceNotFoundError:
+            return False

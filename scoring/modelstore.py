@@ -1,0 +1,259 @@
+"""Versioned models in Blob Storage.
+
+Layout, in the models container:
+    <model>/<version>/manifest.json      written last: a version exists once its manifest does
+    <model>/<version>/packs/NNNNN.bin    models concatenated, ~250 a pack (few requests, not one per model)
+    <model>/<version>/scorer.R           optional: the version's own score(model, newdata)
+    <model>/champion.json                the alias scheduled runs use: {"version": ..., "updated": ...}
+
+The manifest maps each postcode to its bytes (pack blob, offset, length, sha256), and records the R version,
+the R packages the models need and when the version was created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .blobstore import BlobExists, BlobNotFound, BlobStore
+from .names import check_model_name, check_version, is_valid_postcode, postcode_pattern
+
+MANIFEST = "manifest.json"
+SCORER = "scorer.R"
+CHAMPION = "champion"
+PACK_MAX_MODELS = 250
+PACK_MAX_BYTES = 16 * 1024 * 1024
+
+
+class ModelStoreError(ValueError):
+    """A registration or lookup that cannot proceed; the message says why."""
+
+
+class VersionNotFound(ModelStoreError, LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    blob: str
+    offset: int
+    length: int
+    sha256: str  # of the stored bytes
+    source_sha256: str  # of the .rds file that was registered
+    model_class: str
+    slimmed: bool
+
+
+@dataclass
+class Manifest:
+    model: str
+    version: str
+    created: str
+    r_version: str
+    r_packages: dict[str, str]
+    models: dict[str, ModelEntry]
+    scorer: str | None = None
+    scorer_sha256: str | None = None
+    packs: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["schema"] = 1
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> Manifest:
+        try:
+            models = {pc: ModelEntry(**e) for pc, e in d["models"].items()}
+            return cls(model=d["model"], version=d["version"], created=d["created"], r_version=d["r_version"],
+                       r_packages=dict(d["r_packages"]), models=models, scorer=d.get("scorer"),
+                       scorer_sha256=d.get("scorer_sha256"), packs=list(d.get("packs", [])))
+        except (KeyError, TypeError) as e:
+            raise ModelStoreError(f"manifest is malformed: {e!r}") from None
+
+    @property
+    def postcodes(self) -> list[str]:
+        return sorted(self.models)
+
+
+def version_prefix(model: str, version: str) -> str:
+    return f"{check_model_name(model)}/{check_version(version)}/"
+
+
+def alias_blob(model: str, alias: str = CHAMPION) -> str:
+    return f"{check_model_name(model)}/{alias}.json"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ModelStore:
+    def __init__(self, blobs: BlobStore, container: str = "models"):
+        self.blobs = blobs
+        self.container = container
+
+    def resolve_version(self, model: str, version: str) -> str:
+        """A concrete version, or the one the `champion` alias names."""
+        check_model_name(model)
+        if version != CHAMPION:
+            return check_version(version)
+        try:
+            alias = self.blobs.read_json(self.container, alias_blob(model))
+        except BlobNotFound:
+            raise VersionNotFound(f"model {model!r} has no champion version: register one with --champion") from None
+        return check_version(alias.get("version"))
+
+    def read_manifest(self, model: str, version: str) -> Manifest:
+        name = version_prefix(model, version) + MANIFEST
+        try:
+            manifest = Manifest.from_json(self.blobs.read_json(self.container, name))
+        except BlobNotFound:
+            raise VersionNotFound(f"model {model!r} has no version {version!r}") from None
+        return manifest
+
+    def versions(self, model: str) -> list[str]:
+        prefix = f"{check_model_name(model)}/"
+        found = {b.name[len(prefix):-len("/" + MANIFEST)] for b in self.blobs.list(self.container, prefix)
+                 if b.name.endswith("/" + MANIFEST)}
+        return sorted(found)
+
+    def set_alias(self, model: str, version: str, alias: str = CHAMPION) -> None:
+        self.read_manifest(model, version)  # refuse to point an alias at nothing
+        self.blobs.write_json(self.container, alias_blob(model, alias),
+                              {"version": version, "updated": _now()})
+
+    def read_scorer(self, manifest: Manifest) -> bytes | None:
+        if not manifest.scorer:
+            return None
+        data = self.blobs.read_bytes(self.container, version_prefix(manifest.model, manifest.version) + manifest.scorer)
+        if sha256(data) != manifest.scorer_sha256:
+            raise ModelStoreError(f"scorer.R of {manifest.model}/{manifest.version} does not match its sha256")
+        return data
+
+    def read_pack_range(self, manifest: Manifest, pack: str, start: int, end: int) -> bytes:
+        return self.blobs.read_bytes(self.container, version_prefix(manifest.model, manifest.version) + pack,
+                                     offset=start, length=end - start)
+
+    def register(self, model: str, version: str, folder: Path, champion: bool = False,
+                 check_models: bool = True, slim: bool = True, extra_packages: tuple[str, ...] = ()) -> Manifest:
+        """Upload a folder of <postcode>.rds (and optional scorer.R) as a new version."""
+        check_model_name(model)
+        check_version(version)
+        files, scorer = scan_model_folder(folder)
+        prefix = version_prefix(model, version)
+        if self.blobs.exists(self.container, prefix + MANIFEST):
+            raise ModelStoreError(f"model {model!r} already has version {version!r}; versions are immutable, "
+                                  "register a new one")
+        with tempfile.TemporaryDirectory(prefix="register-") as tmp:
+            stored, classes, r_version, packages = _inspect(files, scorer, Path(tmp), check_models, slim,
+                                                           extra_packages)
+            models, packs = self._upload_packs(prefix, files, stored, classes)
+        manifest = Manifest(model=model, version=version, created=_now(), r_version=r_version,
+                            r_packages=packages, models=models, packs=packs)
+        if scorer is not None:
+            data = scorer.read_bytes()
+            self.blobs.write_bytes(self.container, prefix + SCORER, data, content_type="text/plain")
+            manifest.scorer, manifest.scorer_sha256 = SCORER, sha256(data)
+        self.blobs.ensure_container(self.container)
+        try:
+            self.blobs.write_json(self.container, prefix + MANIFEST, manifest.to_json(), overwrite=False)
+        except BlobExists:
+            raise ModelStoreError(f"model {model!r} version {version!r} was registered concurrently") from None
+        if champion:
+            self.set_alias(model, version)
+        return manifest
+
+    def _upload_packs(self, prefix: str, files: dict[str, Path], stored: dict[str, Path],
+                      classes: dict[str, tuple[str, bool]]) -> tuple[dict[str, ModelEntry], list[dict]]:
+        models: dict[str, ModelEntry] = {}
+        packs: list[tuple[str, bytes]] = []
+        chunk: list[bytes] = []
+        size = 0
+        for postcode in sorted(files):
+            data = stored[postcode].read_bytes()
+            source = data if stored[postcode] == files[postcode] else files[postcode].read_bytes()
+            blob = f"packs/{len(packs):05d}.bin"
+            models[postcode] = ModelEntry(blob=blob, offset=size, length=len(data), sha256=sha256(data),
+                                          source_sha256=sha256(source), model_class=classes[postcode][0],
+                                          slimmed=classes[postcode][1])
+            chunk.append(data)
+            size += len(data)
+            if len(chunk) >= PACK_MAX_MODELS or size >= PACK_MAX_BYTES:
+                packs.append((blob, b"".join(chunk)))
+                chunk, size = [], 0
+        if chunk:
+            packs.append((f"packs/{len(packs):05d}.bin", b"".join(chunk)))
+        self.blobs.ensure_container(self.container)
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda p: self.blobs.write_bytes(self.container, prefix + p[0], p[1]), packs))
+        return models, [{"blob": b, "size": len(d), "sha256": sha256(d)} for b, d in packs]
+
+
+def scan_model_folder(folder: Path) -> tuple[dict[str, Path], Path | None]:
+    """<postcode>.rds files and an optional scorer.R; anything else is refused with the reason."""
+    if not folder.is_dir():
+        raise ModelStoreError(f"{folder} is not a folder")
+    files: dict[str, Path] = {}
+    bad: list[str] = []
+    scorer = None
+    pattern = postcode_pattern()
+    for path in sorted(folder.iterdir()):
+        if path.name == SCORER:
+            scorer = path
+        elif path.suffix == ".rds" and path.is_file() and is_valid_postcode(path.stem, pattern):
+            files[path.stem] = path
+        else:
+            bad.append(path.name)
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise ModelStoreError(f"{folder}: {len(bad)} file(s) are not <postcode>.rds (postcodes match "
+                              f"{pattern.pattern}) or scorer.R: {shown}")
+    if not files:
+        raise ModelStoreError(f"{folder} holds no models: expected one <postcode>.rds per postcode")
+    return files, scorer
+
+
+def _inspect(files: dict[str, Path], scorer: Path | None, tmp: Path, check_models: bool, slim: bool,
+             extra_packages: tuple[str, ...]) -> tuple[dict[str, Path], dict[str, tuple[str, bool]], str, dict]:
+    """Load every model in R: refuse unreadable ones, make slim copies, collect the R packages needed."""
+    from . import r_session
+
+    postcodes = sorted(files)
+    if not check_models:
+        return dict(files), {pc: ("unknown", False) for pc in postcodes}, r_session.r_version(), {}
+    slim_paths = [str(tmp / f"{pc}.rds") for pc in postcodes]
+    result = r_session.call("inspect_models", [str(files[pc]) for pc in postcodes], slim_paths, slim)
+    stored: dict[str, Path] = {}
+    classes: dict[str, tuple[str, bool]] = {}
+    errors: list[str] = []
+    for pc, slim_path, outcome in zip(postcodes, slim_paths, result, strict=True):
+        kind, _, detail = str(outcome).partition("|")
+        if kind == "error":
+            errors.append(f"{pc}.rds: {detail}")
+            continue
+        slimmed = detail == "TRUE"
+        classes[pc] = (kind, slimmed)
+        stored[pc] = Path(slim_path) if slimmed else files[pc]
+    if errors:
+        raise ModelStoreError(f"{len(errors)} model(s) do not load in R: " + "; ".join(errors[:5]))
+    scorer_packages = _scorer_packages(scorer.read_text()) if scorer else []
+    versions = r_session.call("package_versions", list(extra_packages) + scorer_packages)
+    packages = dict(str(v).split("=", 1) for v in versions)
+    return stored, classes, r_session.r_version(), packages
+
+
+def _scorer_packages(source: str) -> list[str]:
+    import re
+
+    found = re.findall(r"(?:library|require|requireNamespace)\(\s*['\"]?([A-Za-z][A-Za-z0-9.]*)", source)
+    found += re.findall(r"\b([A-Za-z][A-Za-z0-9.]*):::?", source)
+    return sorted(set(found))
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

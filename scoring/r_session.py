@@ -1,0 +1,72 @@
+"""The embedded R session (rpy2): sources the R side of the contract and calls it, a batch at a time."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+
+R_DIR = Path(__file__).resolve().parent / "R"
+
+
+class RError(RuntimeError):
+    pass
+
+
+@cache
+def _r():
+    # Imported lazily: `python -m scoring --help` and the Functions app never start R.
+    import rpy2.rinterface_lib.callbacks as callbacks
+    import rpy2.robjects as ro
+
+    # R's console chatter would interleave with our logs; errors come back as exceptions instead.
+    callbacks.consolewrite_print = lambda s: None
+    callbacks.consolewrite_warnerror = lambda s: None
+    ro.r["source"](str(R_DIR / "score.R"))
+    ro.r["source"](str(R_DIR / "register.R"))
+    return ro
+
+
+def call(function: str, *args):
+    """Call an R function from score.R/register.R; an R error becomes RError with R's own message."""
+    ro = _r()
+    from rpy2.rinterface_lib.embedded import RRuntimeError
+
+    converted = [_to_r(ro, a) for a in args]
+    try:
+        return ro.r[function](*converted)
+    except RRuntimeError as e:
+        raise RError(str(e).strip().removeprefix("Error in").strip()) from None
+
+
+def _to_r(ro, value):
+    if isinstance(value, list | tuple):
+        return ro.StrVector([str(v) for v in value])
+    return value
+
+
+def named_strings(value) -> dict[str, str]:
+    """An R named character vector as a dict (empty vector -> {})."""
+    names = list(value.names) if len(value) and value.names is not None else []
+    return {str(n): str(v) for n, v in zip(names, value, strict=True)}
+
+
+def r_version() -> str:
+    ro = _r()
+    return str(ro.r('paste(R.version$major, R.version$minor, sep = ".")')[0])
+
+
+def installed_package_version(name: str) -> str | None:
+    ro = _r()
+    if not ro.r["requireNamespace"](name, quietly=True)[0]:
+        return None
+    return str(ro.r["as.character"](ro.r["packageVersion"](name))[0])
+
+
+def available_cores() -> int:
+    """Cores this container may use: SCORING_WORKERS, else the CPU affinity (what ACI gives us)."""
+    configured = os.environ.get("SCORING_WORKERS", "")
+    if configured:
+        return max(1, int(configured))
+    return max(1, len(os.sched_getaffinity(0)))
+

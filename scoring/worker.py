@@ -1,0 +1,169 @@
+"""Score one shard: download the models (few range requests, in parallel), score in R, write the results.
+
+Downloads overlap with scoring: each finished pack range becomes one batch, one rpy2 call, which R fans out
+over every core (PSOCK nodes). A postcode that fails is reported with its reason; the others are scored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import r_session
+from .blobstore import BlobNotFound, BlobStore
+from .job import Job
+from .modelstore import Manifest, ModelStore, ModelStoreError, sha256
+
+EXIT_OK = 0  # every postcode scored
+EXIT_FATAL = 2  # the shard could not run at all (bad job spec, storage unreachable, version missing)
+EXIT_PARTIAL = 3  # some postcodes failed; status.json lists each with its reason
+
+DOWNLOAD_THREADS = 8
+log = logging.getLogger("scoring")
+
+
+class FatalShardError(RuntimeError):
+    """The shard cannot run; the message is the one-line reason."""
+
+
+@dataclass
+class ShardStatus:
+    model: str
+    version: str
+    run_id: str
+    shard: int
+    started: str
+    postcodes_requested: int = 0
+    scored: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    rows: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    cores: int = 1
+    input_etag: str = ""
+    error: str = ""
+    exit_code: int = EXIT_OK
+    finished: str = ""
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class PackRange:
+    blob: str
+    start: int
+    end: int
+    postcodes: tuple[str, ...]
+
+
+def plan_ranges(manifest: Manifest, postcodes: list[str]) -> list[PackRange]:
+    """One range request per pack: from the first needed model to the end of the last one."""
+    by_pack: dict[str, list[str]] = {}
+    for pc in postcodes:
+        by_pack.setdefault(manifest.models[pc].blob, []).append(pc)
+    ranges = []
+    for blob, pcs in sorted(by_pack.items()):
+        entries = [manifest.models[pc] for pc in pcs]
+        start = min(e.offset for e in entries)
+        end = max(e.offset + e.length for e in entries)
+        ranges.append(PackRange(blob, start, end, tuple(pcs)))
+    return ranges
+
+
+def run_shard(job: Job, blobs: BlobStore, workdir: Path, cores: int | None = None) -> ShardStatus:
+    t0 = time.perf_counter()
+    cores = cores or r_session.available_cores()
+    status = ShardStatus(job.model, job.version, job.run_id, job.shard, _now(), cores=cores)
+    store = ModelStore(blobs, job.models_container)
+    try:
+        status.version = store.resolve_version(job.model, job.version)
+        manifest = store.read_manifest(job.model, status.version)
+    except ModelStoreError as e:
+        raise FatalShardError(str(e)) from None
+    requested = list(job.postcodes) if job.postcodes is not None else manifest.postcodes
+    status.postcodes_requested = len(requested)
+    todo = [pc for pc in requested if pc in manifest.models]
+    for pc in requested:
+        if pc not in manifest.models:
+            status.failed[pc] = f"no model for this postcode in {job.model}/{status.version}"
+
+    model_dir = workdir / "models"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
+        # Downloads start first and run while R starts its nodes and reads the input.
+        futures = [pool.submit(_fetch_range, store, manifest, r, model_dir) for r in plan_ranges(manifest, todo)]
+        input_path = workdir / "input.csv"
+        try:
+            status.input_etag = blobs.download_to_file(job.input_container, job.input_blob, str(input_path)).etag
+        except BlobNotFound as e:
+            raise FatalShardError(f"input data missing: {e}") from None
+        scorer_path = ""
+        scorer = store.read_scorer(manifest)
+        if scorer is not None:
+            (workdir / "scorer.R").write_bytes(scorer)
+            scorer_path = str(workdir / "scorer.R")
+        status.timings["prepare"] = time.perf_counter() - t0
+        try:
+            r_session.call("start_nodes", cores, str(r_session.R_DIR / "score.R"), str(input_path), todo,
+                           scorer_path, job.horizon or 0)
+        except r_session.RError as e:
+            raise FatalShardError(str(e)) from None
+        with_input = set(r_session.call("input_postcodes"))
+        status.timings["r_start"] = time.perf_counter() - t0
+        try:
+            for future in as_completed(futures):
+                fetched, failed = future.result()
+                status.failed.update(failed)
+                batch = [(pc, path) for pc, path in fetched if pc in with_input]
+                for pc, _ in fetched:
+                    if pc not in with_input:
+                        status.failed[pc] = "no input rows for this postcode"
+                if batch:
+                    failures = r_session.call("score_batch", [pc for pc, _ in batch], [p for _, p in batch])
+                    status.failed.update(r_session.named_strings(failures))
+            status.timings["scored"] = time.perf_counter() - t0
+            results_path = workdir / "results.csv"
+            status.rows = int(r_session.call("write_results", str(results_path), job.model, status.version)[0])
+        finally:
+            r_session.call("stop_nodes")
+    blobs.upload_file(job.output_container, job.results_blob, str(results_path))
+    status.scored = sorted(pc for pc in todo if pc not in status.failed)
+    status.exit_code = EXIT_PARTIAL if status.failed else EXIT_OK
+    status.timings["total"] = time.perf_counter() - t0
+    status.finished = _now()
+    blobs.write_json(job.output_container, job.status_blob, status.to_json())
+    return status
+
+
+def _fetch_range(store: ModelStore, manifest: Manifest, r: PackRange,
+                 model_dir: Path) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Download one pack range; verify each model's sha256 and write it as <postcode>.rds for R."""
+    try:
+        data = store.read_pack_range(manifest, r.blob, r.start, r.end)
+    except Exception as e:  # noqa: BLE001 - any storage failure marks these postcodes, with the reason
+        return [], {pc: f"model download failed: {type(e).__name__}: {str(e).splitlines()[0]}" for pc in r.postcodes}
+    fetched, failed = [], {}
+    for pc in r.postcodes:
+        e = manifest.models[pc]
+        chunk = data[e.offset - r.start:e.offset - r.start + e.length]
+        if len(chunk) != e.length or sha256(chunk) != e.sha256:
+            failed[pc] = f"model blob does not match its sha256 in the manifest ({e.blob}@{e.offset})"
+            continue
+        path = model_dir / f"{pc}.rds"
+        path.write_bytes(chunk)
+        fetched.append((pc, str(path)))
+    return fetched, failed
+
+
+def write_failure_status(blobs: BlobStore, job: Job, reason: str, started: str) -> None:
+    status = ShardStatus(job.model, job.version, job.run_id, job.shard, started, error=reason,
+                         exit_code=EXIT_FATAL, finished=_now())
+    blobs.write_json(job.output_container, job.status_blob, status.to_json())
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
