@@ -20,6 +20,8 @@ from urllib.parse import urlparse
 
 from azure.core.credentials import AccessToken, TokenCredential
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.core.pipeline import PipelineResponse
+from azure.core.pipeline.policies import RetryPolicy
 from azure.mgmt.containerinstance import ContainerInstanceManagementClient
 from azure.mgmt.containerinstance.models import (
     Container,
@@ -39,6 +41,8 @@ CONTAINER_NAME = "scoring"
 # The durable orchestration retries with durable timers; the SDK must fail fast instead of retrying
 # (and sleeping inside an activity) for minutes.
 SDK_RETRY_TOTAL = 2
+# A longer Retry-After is left to the orchestration: AciError.retry_after carries it.
+SDK_MAX_RETRY_AFTER_SECONDS = 10.0
 # Group states (properties.instanceView.state) after which nothing more will happen under restart
 # policy Never.
 FINAL_GROUP_STATES = frozenset({"Succeeded", "Failed", "Stopped"})
@@ -177,6 +181,19 @@ def default_credential(settings: Settings) -> TokenCredential:
     return DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id or None)
 
 
+class FailFastRetryPolicy(RetryPolicy):
+    """The SDK's retry policy, minus waits longer than SDK_MAX_RETRY_AFTER_SECONDS.
+
+    Stock RetryPolicy sleeps for any Retry-After, however long, inside the activity.
+    """
+
+    def is_retry(self, settings: dict[str, Any], response: PipelineResponse) -> bool:
+        retry_after = self.get_retry_after(response)
+        if retry_after is not None and retry_after > SDK_MAX_RETRY_AFTER_SECONDS:
+            return False
+        return super().is_retry(settings, response)
+
+
 def make_client(settings: Settings, credential: TokenCredential) -> ContainerInstanceManagementClient:
     endpoint = settings.arm_endpoint.rstrip("/")
     options: dict[str, Any] = {}
@@ -189,7 +206,7 @@ def make_client(settings: Settings, credential: TokenCredential) -> ContainerIns
         base_url=endpoint,
         connection_verify=settings.arm_ca_bundle or True,
         polling_interval=settings.arm_polling_interval_seconds,
-        retry_total=SDK_RETRY_TOTAL,
+        retry_policy=FailFastRetryPolicy(retry_total=SDK_RETRY_TOTAL),
         **options,
     )
 
@@ -237,22 +254,24 @@ class ContainerGroups:
 
     def delete(self, name: str) -> bool:
         """Delete the group. True: it was deleted; False: it was already gone."""
-        statuses: list[int] = []
+        delete_statuses: list[int] = []
 
-        def record_status(pipeline_response: Any) -> None:
-            statuses.append(pipeline_response.http_response.status_code)
+        def record_delete_status(pipeline_response: PipelineResponse) -> None:
+            # Called for every attempt (retries included) and every poll; keep the DELETE answers.
+            if pipeline_response.http_request.method == "DELETE":
+                delete_statuses.append(pipeline_response.http_response.status_code)
 
         with arm_errors("delete", name):
             try:
                 # ARM answers 204 to deleting a group that does not exist; the LRO result alone
-                # cannot tell (a 202 can also end in an empty result), so look at the first answer.
+                # cannot tell (a 202 can also end in an empty result), so look at the answer itself.
                 poller = self._client.container_groups.begin_delete(
-                    self._rg, name, raw_response_hook=record_status
+                    self._rg, name, raw_response_hook=record_delete_status
                 )
                 poller.result()
             except ResourceNotFoundError:
                 return False
-        return bool(statuses) and statuses[0] != 204
+        return bool(delete_statuses) and delete_statuses[-1] != 204
 
     def list(self, tags: dict[str, str] | None = None) -> list[GroupSummary]:
         """Groups in the resource group whose tags include every given pair."""
@@ -312,7 +331,7 @@ def container_state(group: ContainerGroup) -> ContainerState:
         container = group.containers[0]
     view = container.instance_view if container else None
     current = view.current_state if view else None
-    detail = current.detail_status if current else None
+    detail = (current.detail_status if current else None) or None
     events = list(view.events or []) if view else []
     if group_view:
         events += list(group_view.events or [])
@@ -349,7 +368,7 @@ def arm_errors(operation: str, name: str, secrets: Any = ()) -> Iterator[None]:
     except AzureError as exc:
         # No HTTP answer at all (connection refused, timeout): the endpoint may come back.
         code = type(exc).__name__
-        message = _scrub(f"{operation} {name}: {code}: {exc.message}", list(secrets))
+        message = _scrub(f"{operation} {name}: no HTTP answer: {code}: {exc.message}", list(secrets))
         raise AciError(message, status=None, code=code, retryable=True) from exc
 
 
@@ -359,12 +378,12 @@ def aci_error_from_http(operation: str, name: str, exc: HttpResponseError, secre
     if _is_failed_operation(exc):
         # A long-running operation that ended Failed: the HTTP exchange itself was a 200.
         status = None
-        operation = f"{operation} (operation failed)"
-    retry_after = _retry_after(exc)
-    retryable = is_retryable(status, code)
-    shown_status = f"HTTP {status}" if status is not None else "no HTTP error"
-    message = _scrub(f"{operation} {name}: {code or 'UnknownError'} ({shown_status}): {arm_message}", secrets)
-    return AciError(message, status=status, code=code, retryable=retryable, retry_after=retry_after)
+        how = "the operation failed"
+    else:
+        how = f"HTTP {status}" if status is not None else "no HTTP answer"
+    message = _scrub(f"{operation} {name}: {how}: {code or 'UnknownError'}: {arm_message}", secrets)
+    return AciError(message, status=status, code=code, retryable=is_retryable(status, code),
+                    retry_after=_retry_after(exc))
 
 
 def is_retryable(status: int | None, code: str | None) -> bool:

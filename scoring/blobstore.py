@@ -11,10 +11,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import BlobServiceClient, ContentSettings
+from azure.storage.blob import BlobServiceClient, ContentSettings, ExponentialRetry
 
 # Many small requests dominate; a bigger pool lets download threads run without waiting for sockets.
 _POOL_SIZE = 32
+# The SDK default (15 s base, x3) makes an unreachable account look like a hang for ~80 s. Retries stay,
+# shorter: ~1 s, 3 s, 5 s. The orchestration retries whole shards on top of this.
+_RETRY = dict(initial_backoff=1, increment_base=2, retry_total=3, random_jitter_range=1)
 
 
 class BlobNotFound(LookupError):
@@ -48,13 +51,14 @@ class BlobStore:
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         transport = RequestsTransport(session=session, session_owner=False)
+        options = dict(transport=transport, retry_policy=ExponentialRetry(**_RETRY))
         if connection_string:
-            return cls(BlobServiceClient.from_connection_string(connection_string, transport=transport))
+            return cls(BlobServiceClient.from_connection_string(connection_string, **options))
         if not account_url:
             raise ValueError("no storage configured: set an account URL (managed identity) or a connection string")
         from azure.identity import DefaultAzureCredential
 
-        return cls(BlobServiceClient(account_url, credential=DefaultAzureCredential(), transport=transport))
+        return cls(BlobServiceClient(account_url, credential=DefaultAzureCredential(), **options))
 
     @property
     def account_name(self) -> str:

@@ -72,6 +72,8 @@ def parse_job(raw: object) -> Job:
     if unknown:
         raise JobError(f"job spec has unknown field(s): {', '.join(sorted(unknown))}")
     try:
+        model = check_model_name(_required(raw, "model"))
+        version = check_version(_required(raw, "version"), allow_alias=True)
         inp = _object(raw, "input")
         out = _object(raw, "output")
         postcodes = raw.get("postcodes")
@@ -85,8 +87,8 @@ def parse_job(raw: object) -> Job:
         if horizon is not None and (not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1):
             raise JobError(f"job field 'horizon' must be a positive integer, got {horizon!r}")
         return Job(
-            model=check_model_name(_required(raw, "model")),
-            version=check_version(_required(raw, "version"), allow_alias=True),
+            model=model,
+            version=version,
             input_container=_container(_required(inp, "container", "input.")),
             input_blob=check_blob_path(_required(inp, "blob", "input."), "input blob"),
             postcodes=postcodes,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from functools import cache
 from pathlib import Path
 
@@ -36,7 +37,13 @@ def call(function: str, *args):
     try:
         return ro.r[function](*converted)
     except RRuntimeError as e:
-        raise RError(str(e).strip().removeprefix("Error in").strip()) from None
+        raise RError(_r_message(str(e))) from None
+
+
+def _r_message(text: str) -> str:
+    """R's 'Error in f(x) : message' as one line holding just the message."""
+    text = re.sub(r"^\s*Error( in .*?)?\s*:\s*", "", text.strip(), count=1, flags=re.S)
+    return " ".join(text.split())
 
 
 def _to_r(ro, value):

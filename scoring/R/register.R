@@ -41,12 +41,15 @@ inspect_model <- function(path, slim_path, allow_slim) {
   paste(class(m)[1], slimmed, sep = "|")
 }
 
-# Versions of the non-base packages the models and the scorer need (loaded by now), as "name=version".
+# Versions of the packages the models and the scorer need directly, as "name=version": the non-base
+# namespaces loaded by now that no other loaded package imports (their own imports come with them).
 package_versions <- function(extra) {
   base <- rownames(utils::installed.packages(priority = "base"))
-  pkgs <- setdiff(unique(c(loadedNamespaces(), extra)), c(base, "data.table", "jsonlite"))
-  missing <- pkgs[!vapply(pkgs, requireNamespace, logical(1), quietly = TRUE)]
+  missing <- extra[!vapply(extra, requireNamespace, logical(1), quietly = TRUE)]
   if (length(missing)) stop("R package(s) not installed here: ", paste(missing, collapse = ", "), call. = FALSE)
+  loaded <- setdiff(loadedNamespaces(), c(base, "data.table", "jsonlite"))
+  imported <- unlist(lapply(loaded, function(p) names(getNamespaceImports(p))))
+  pkgs <- union(setdiff(loaded, imported), setdiff(extra, base))
   vapply(sort(pkgs), function(p) paste0(p, "=", as.character(utils::packageVersion(p))), character(1))
 }
 

@@ -140,27 +140,33 @@ score_chunk <- function(postcodes, paths) {
   list(results = data.table::rbindlist(frames), failures = failures)
 }
 
+score_chunk_list <- function(chunk) score_chunk(chunk[[1]], chunk[[2]])
+
 # ---- Driver side (the rpy2 session): fan a batch out over the worker nodes, keep results in R ----
+
+# Runs on each node. Top-level on purpose: a closure made inside start_nodes would carry (and then modify)
+# a serialized copy of the driver's .scoring instead of the node's own.
+init_node <- function(script, input_path, postcodes, scorer_path, horizon) {
+  source(script)
+  .scoring$horizon <- horizon
+  data.table::setDTthreads(1)
+  load_input(input_path, postcodes)
+  if (nzchar(scorer_path)) set_user_scorer(scorer_path)
+  TRUE
+}
 
 start_nodes <- function(n, script, input_path, postcodes, scorer_path, horizon) {
   .scoring$results <- list()
   .scoring$cluster <- NULL
   .scoring$horizon <- horizon
-  init <- function(script, input_path, postcodes, scorer_path, horizon) {
-    source(script)
-    .scoring$horizon <- horizon
-    data.table::setDTthreads(1)
-    load_input(input_path, postcodes)
-    if (nzchar(scorer_path)) set_user_scorer(scorer_path)
-    TRUE
-  }
-  if (n > 1) {
-    .scoring$cluster <- parallel::makePSOCKcluster(n)
-    parallel::clusterCall(.scoring$cluster, init, script, input_path, postcodes, scorer_path, horizon)
-  }
-  # The driver keeps its own copy: it scores itself when there is one core, and answers input_postcodes().
+  # The driver reads the input first, so bad input fails fast with its own message; it keeps the copy to
+  # score itself when there is one core, and to answer input_postcodes().
   load_input(input_path, postcodes)
   if (nzchar(scorer_path)) set_user_scorer(scorer_path)
+  if (n > 1) {
+    .scoring$cluster <- parallel::makePSOCKcluster(n)
+    parallel::clusterCall(.scoring$cluster, init_node, script, input_path, postcodes, scorer_path, horizon)
+  }
   length(.scoring$newdata)
 }
 
@@ -178,8 +184,8 @@ score_batch <- function(postcodes, paths) {
   } else {
     groups <- parallel::splitIndices(length(postcodes), length(cl))
     groups <- groups[lengths(groups) > 0]
-    parts <- parallel::clusterApply(cl[seq_along(groups)], groups, function(ix, pcs, pths) score_chunk(pcs[ix], pths[ix]),
-                                    postcodes, paths)
+    chunks <- lapply(groups, function(ix) list(postcodes[ix], paths[ix]))
+    parts <- parallel::clusterApply(cl[seq_along(chunks)], chunks, score_chunk_list)
   }
   for (p in parts) if (nrow(p$results)) .scoring$results[[length(.scoring$results) + 1]] <- p$results
   failures <- unlist(lapply(parts, `[[`, "failures"))
