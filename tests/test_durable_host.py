@@ -247,6 +247,22 @@ def test_client_queries_and_purge(host: DevHost) -> None:
         run_coroutine(client.start_new("no_such_orchestrator"))
 
 
+def test_opt_in_completion_batching_gives_the_same_results(tmp_path: Path) -> None:
+    with DevHost(APP, tmp_path / "state", schedule_timers=False, blob_poll_interval=3600,
+                 completions_per_episode=16) as batched:
+        links = {
+            "fan": start(batched.base_url, "fan_out", 40),
+            "bounded": start(batched.base_url, "bounded_fan_out", {"count": 12, "limit": 4}),
+            "retry": start(batched.base_url, "retrying", {"counter_file": str(tmp_path / "n"), "fail_times": 2}),
+            "parent": start(batched.base_url, "parent", None, f"batched-{uuid.uuid4().hex[:6]}"),
+        }
+        results = {key: wait_for(value["statusQueryGetUri"]) for key, value in links.items()}
+    assert results["fan"]["output"]["sum"] == sum(i * i for i in range(40))
+    assert results["bounded"]["output"] == sorted(i * i for i in range(12))
+    assert results["retry"]["output"] == "succeeded on attempt 3"
+    assert results["parent"]["output"]["good"] == 49
+
+
 # ------------------------------------------------------------------------------------ other triggers
 
 

@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task-hub", default="TestHubName")
     parser.add_argument("--activity-workers", type=int, default=8)
     parser.add_argument("--blob-poll-interval", type=float, default=2.0, help="seconds between blob listings")
+    parser.add_argument("--completions-per-episode", type=int, default=1,
+                        help="opt-in batching of completions for big fan-outs (default 1, the safe rule)")
     parser.add_argument("--no-schedule", action="store_true", help="do not fire timer triggers on schedule")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -32,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
         load_settings(args.settings)
     host = DevHost(args.app, args.state_dir, args.port, app_dir=args.app_dir, task_hub=args.task_hub,
                    activity_workers=args.activity_workers, schedule_timers=not args.no_schedule,
-                   blob_poll_interval=args.blob_poll_interval)
+                   blob_poll_interval=args.blob_poll_interval,
+                   completions_per_episode=args.completions_per_episode)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())

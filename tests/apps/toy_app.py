@@ -35,9 +35,11 @@ async def http_start(req: func.HttpRequest, client: df.DurableOrchestrationClien
 
 @app.route(route="run/{orchestrator}", methods=["POST"])
 @app.durable_client_input(client_name="client")
-async def http_run_and_wait(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+async def http_run_and_wait(req: func.HttpRequest,
+                            client: df.DurableOrchestrationClient) -> func.HttpResponse:
     body = req.get_body()
-    instance_id = await client.start_new(req.route_params["orchestrator"], None, json.loads(body) if body else None)
+    payload = json.loads(body) if body else None
+    instance_id = await client.start_new(req.route_params["orchestrator"], None, payload)
     return await client.wait_for_completion_or_create_check_status_response(req, instance_id, 10000, 100)
 
 
