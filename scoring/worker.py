@@ -79,42 +79,40 @@ def run_shard(job: Job, blobs: BlobStore, workdir: Path, cores: int | None = Non
     cores = cores or r_session.available_cores()
     status = ShardStatus(job.model, job.version, job.run_id, job.shard, _now(), cores=cores)
     store = ModelStore(blobs, job.models_container)
-    try:
-        status.version = store.resolve_version(job.model, job.version)
-        manifest = store.read_manifest(job.model, status.version)
-    except ModelStoreError as e:
-        raise FatalShardError(str(e)) from None
-    requested = list(job.postcodes) if job.postcodes is not None else manifest.postcodes
-    status.postcodes_requested = len(requested)
-    todo = [pc for pc in requested if pc in manifest.models]
-    for pc in requested:
-        if pc not in manifest.models:
-            status.failed[pc] = f"no model for this postcode in {job.model}/{status.version}"
-
     model_dir = workdir / "models"
     model_dir.mkdir(parents=True, exist_ok=True)
+    input_path = workdir / "input.csv"
     with ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
-        # Downloads start first and run while R starts its nodes and reads the input.
-        futures = [pool.submit(_fetch_range, store, manifest, r, model_dir) for r in plan_ranges(manifest, todo)]
-        input_path = workdir / "input.csv"
+        # Storage work runs in threads while R spawns its nodes (rpy2 releases the GIL inside R).
+        manifest_future = pool.submit(_read_manifest, store, job)
+        input_future = pool.submit(blobs.download_to_file, job.input_container, job.input_blob, str(input_path))
+        r_session.call("spawn_nodes", cores)
         try:
-            status.input_etag = blobs.download_to_file(job.input_container, job.input_blob, str(input_path)).etag
-        except BlobNotFound as e:
-            raise FatalShardError(f"input data missing: {e}") from None
-        scorer_path = ""
-        scorer = store.read_scorer(manifest)
-        if scorer is not None:
-            (workdir / "scorer.R").write_bytes(scorer)
-            scorer_path = str(workdir / "scorer.R")
-        status.timings["prepare"] = time.perf_counter() - t0
-        try:
-            r_session.call("start_nodes", cores, str(r_session.R_DIR / "score.R"), str(input_path), todo,
-                           scorer_path, job.horizon or 0)
-        except r_session.RError as e:
-            raise FatalShardError(str(e)) from None
-        with_input = set(r_session.call("input_postcodes"))
-        status.timings["r_start"] = time.perf_counter() - t0
-        try:
+            status.version, manifest = manifest_future.result()
+            requested = list(job.postcodes) if job.postcodes is not None else manifest.postcodes
+            status.postcodes_requested = len(requested)
+            todo = [pc for pc in requested if pc in manifest.models]
+            for pc in requested:
+                if pc not in manifest.models:
+                    status.failed[pc] = f"no model for this postcode in {job.model}/{status.version}"
+            futures = [pool.submit(_fetch_range, store, manifest, r, model_dir) for r in plan_ranges(manifest, todo)]
+            scorer_path = ""
+            scorer = store.read_scorer(manifest)
+            if scorer is not None:
+                (workdir / "scorer.R").write_bytes(scorer)
+                scorer_path = str(workdir / "scorer.R")
+            try:
+                status.input_etag = input_future.result().etag
+            except BlobNotFound as e:
+                raise FatalShardError(f"input data missing: {e}") from None
+            status.timings["prepare"] = time.perf_counter() - t0
+            try:
+                r_session.call("start_nodes", str(r_session.R_DIR / "score.R"), str(input_path), todo,
+                               scorer_path, job.horizon or 0)
+            except r_session.RError as e:
+                raise FatalShardError(str(e)) from None
+            with_input = set(r_session.call("input_postcodes"))
+            status.timings["r_start"] = time.perf_counter() - t0
             for future in as_completed(futures):
                 fetched, failed = future.result()
                 status.failed.update(failed)
@@ -137,6 +135,14 @@ def run_shard(job: Job, blobs: BlobStore, workdir: Path, cores: int | None = Non
     status.finished = _now()
     blobs.write_json(job.output_container, job.status_blob, status.to_json())
     return status
+
+
+def _read_manifest(store: ModelStore, job: Job) -> tuple[str, Manifest]:
+    try:
+        version = store.resolve_version(job.model, job.version)
+        return version, store.read_manifest(job.model, version)
+    except ModelStoreError as e:
+        raise FatalShardError(str(e)) from None
 
 
 def _fetch_range(store: ModelStore, manifest: Manifest, r: PackRange,

@@ -5,7 +5,8 @@
 # models; 3. predict(type = "response"), or predict without `type` where the method does not take it.
 
 .scoring <- new.env()
-.scoring$newdata <- list()
+.scoring$input <- NULL   # the shard's input rows as a plain list of columns, sorted by postcode and date
+.scoring$rows <- NULL    # postcode -> c(first row, last row) in .scoring$input
 .scoring$user_score <- NULL
 .scoring$results <- list()
 .scoring$horizon <- 0
@@ -22,7 +23,9 @@ load_input <- function(path, postcodes) {
   missing <- setdiff(c("postcode", "date"), names(dt))
   if (length(missing)) stop("input data lacks column(s) ", paste(missing, collapse = ", "),
                             "; it has: ", paste(names(dt), collapse = ", "), call. = FALSE)
-  dates <- suppressWarnings(as.Date(as.character(dt$date), tryFormats = c("%Y-%m-%d"), optional = TRUE))
+  # fread already parses ISO dates (IDate); only other text needs the slow strptime path.
+  dates <- if (inherits(dt$date, "Date")) as.Date(unclass(dt$date), origin = "1970-01-01") else
+    suppressWarnings(as.Date(as.character(dt$date), format = "%Y-%m-%d", optional = TRUE))
   bad <- which(is.na(dates))
   if (length(bad)) stop("input data has ", length(bad), " row(s) whose date is not YYYY-MM-DD, first at row ",
                         bad[1], ": '", dt$date[bad[1]], "'", call. = FALSE)
@@ -32,12 +35,23 @@ load_input <- function(path, postcodes) {
                         dt$postcode[dup[1]], " ", format(dt$date[dup[1]]), call. = FALSE)
   dt <- dt[dt$postcode %in% postcodes]
   data.table::setorderv(dt, c("postcode", "date"))
-  parts <- split(dt, by = "postcode", keep.by = TRUE, sorted = TRUE)
-  .scoring$newdata <- lapply(parts, data.table::setDF)
-  invisible(length(.scoring$newdata))
+  # Index runs instead of split(): 3,000 data.frames cost more than scoring a tenth of them.
+  runs <- rle(dt$postcode)
+  last <- cumsum(runs$lengths)
+  .scoring$rows <- split(cbind(last - runs$lengths + 1L, last), seq_along(last))
+  names(.scoring$rows) <- runs$values
+  .scoring$input <- as.list(dt)
+  invisible(length(runs$values))
 }
 
-input_postcodes <- function() names(.scoring$newdata)
+newdata_for <- function(postcode) {
+  r <- .scoring$rows[[postcode]]
+  if (is.null(r)) return(NULL)
+  i <- r[1]:r[2]
+  structure(lapply(.scoring$input, `[`, i), class = "data.frame", row.names = c(NA, -length(i)))
+}
+
+input_postcodes <- function() .scoring$input_postcodes
 
 set_user_scorer <- function(path) {
   env <- new.env(parent = globalenv())
@@ -66,17 +80,25 @@ forecast_model <- function(model, h) {
   out
 }
 
-predict_model <- function(model, newdata) {
+# Whether predict() for this class takes `type`, looked up once per class (the lookup costs as much as a
+# small predict).
+.takes_type <- new.env()
+predict_takes_type <- function(model) {
+  key <- paste(class(model), collapse = "/")
+  known <- .takes_type[[key]]
+  if (!is.null(known)) return(known)
   method <- NULL
   for (cl in class(model)) {
     method <- utils::getS3method("predict", cl, optional = TRUE)
     if (!is.null(method)) break
   }
-  takes_type <- is.null(method) || any(c("type", "...") %in% names(formals(method)))
-  if (takes_type) {
-    tried <- tryCatch(list(value = predict(model, newdata = newdata, type = "response")),
-                      error = function(e) e)
-    if (!inherits(tried, "error")) return(tried$value)
+  .takes_type[[key]] <- is.null(method) || any(c("type", "...") %in% names(formals(method)))
+}
+
+predict_model <- function(model, newdata) {
+  if (predict_takes_type(model)) {
+    tried <- tryCatch(predict(model, newdata = newdata, type = "response"), error = function(e) e)
+    if (!inherits(tried, "error")) return(tried)
     # Only a complaint about `type` itself earns the retry without it; any other error is the answer.
     if (!grepl("type", conditionMessage(tried), fixed = TRUE)) stop(tried)
   }
@@ -85,6 +107,12 @@ predict_model <- function(model, newdata) {
 
 # Bring whatever a scorer/predict/forecast returned to list(volume, [interval columns]) and check it.
 normalise_output <- function(out, n) {
+  if (is.numeric(out) && is.null(dim(out))) {  # the common case: predict() gave a plain vector
+    if (length(out) != n) stop("expected ", n, " volume values (one per input row), got ", length(out))
+    if (anyNA(out) || any(is.infinite(out))) stop("volume is NA or infinite for ", sum(!is.finite(out)), " of ", n, " rows")
+    if (any(out < 0)) stop("negative volume (", signif(min(out), 6), ") for ", sum(out < 0), " of ", n, " rows")
+    return(list(volume = as.vector(out)))
+  }
   if (is.list(out) && !is.data.frame(out) && !is.null(out$predictions)) out <- out$predictions  # ranger
   if (is.data.frame(out) || (is.list(out) && !is.null(out$volume))) {
     if (is.null(out$volume)) stop("scorer returned a data frame without a 'volume' column")
@@ -109,7 +137,7 @@ normalise_output <- function(out, n) {
 }
 
 score_one <- function(postcode, path) {
-  newdata <- .scoring$newdata[[postcode]]
+  newdata <- newdata_for(postcode)
   if (is.null(newdata)) stop("no input rows for this postcode")
   n <- nrow(newdata)
   if (.scoring$horizon > 0 && n != .scoring$horizon)
@@ -123,8 +151,9 @@ score_one <- function(postcode, path) {
     predict_model(model, newdata)
   }
   res <- normalise_output(out, n)
-  frame <- data.frame(postcode = postcode, date = newdata$date, volume = res$volume, stringsAsFactors = FALSE)
-  for (col in INTERVAL_COLUMNS) frame[[col]] <- if (is.null(res[[col]])) NA_real_ else res[[col]]
+  # A plain list, not a data.frame: rbindlist takes lists, and data.frame() costs more than predict here.
+  frame <- list(postcode = rep(postcode, n), date = newdata$date, volume = res$volume)
+  for (col in INTERVAL_COLUMNS) frame[[col]] <- if (is.null(res[[col]])) rep(NA_real_, n) else res[[col]]
   frame
 }
 
@@ -146,28 +175,38 @@ score_chunk_list <- function(chunk) score_chunk(chunk[[1]], chunk[[2]])
 
 # Runs on each node. Top-level on purpose: a closure made inside start_nodes would carry (and then modify)
 # a serialized copy of the driver's .scoring instead of the node's own.
+# Errors come back as values, so the driver can report the node's own message (not checkForRemoteErrors').
 init_node <- function(script, input_path, postcodes, scorer_path, horizon) {
   source(script)
   .scoring$horizon <- horizon
   data.table::setDTthreads(1)
-  load_input(input_path, postcodes)
-  if (nzchar(scorer_path)) set_user_scorer(scorer_path)
-  TRUE
+  tryCatch({
+    load_input(input_path, postcodes)
+    if (nzchar(scorer_path)) set_user_scorer(scorer_path)
+    list(ok = TRUE, postcodes = names(.scoring$rows))
+  }, error = function(e) list(ok = FALSE, message = conditionMessage(e)))
 }
 
-start_nodes <- function(n, script, input_path, postcodes, scorer_path, horizon) {
+# Spawning the nodes comes first, so it overlaps with the worker fetching the manifest and the input.
+spawn_nodes <- function(n) {
   .scoring$results <- list()
-  .scoring$cluster <- NULL
-  .scoring$horizon <- horizon
-  # The driver reads the input first, so bad input fails fast with its own message; it keeps the copy to
-  # score itself when there is one core, and to answer input_postcodes().
-  load_input(input_path, postcodes)
-  if (nzchar(scorer_path)) set_user_scorer(scorer_path)
-  if (n > 1) {
-    .scoring$cluster <- parallel::makePSOCKcluster(n)
-    parallel::clusterCall(.scoring$cluster, init_node, script, input_path, postcodes, scorer_path, horizon)
+  .scoring$cluster <- if (n > 1) parallel::makePSOCKcluster(n) else NULL
+  invisible(n)
+}
+
+start_nodes <- function(script, input_path, postcodes, scorer_path, horizon) {
+  if (is.null(.scoring$cluster)) {
+    .scoring$horizon <- horizon
+    load_input(input_path, postcodes)
+    if (nzchar(scorer_path)) set_user_scorer(scorer_path)
+    .scoring$input_postcodes <- names(.scoring$rows)
+    return(length(.scoring$input_postcodes))
   }
-  length(.scoring$newdata)
+  # With nodes, only the nodes hold the input: the driver just dispatches and collects.
+  replies <- parallel::clusterCall(.scoring$cluster, init_node, script, input_path, postcodes, scorer_path, horizon)
+  for (r in replies) if (!isTRUE(r$ok)) stop(r$message, call. = FALSE)
+  .scoring$input_postcodes <- replies[[1]]$postcodes
+  length(.scoring$input_postcodes)
 }
 
 stop_nodes <- function() {
