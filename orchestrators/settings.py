@@ -11,9 +11,10 @@ from dataclasses import dataclass, fields
 
 # name -> default ("" means: required in Azure, or optional and off).
 DEFAULTS: dict[str, str] = {
-    # Storage: an account URL with managed identity in Azure; a connection string only for Azurite.
-    "STORAGE_ACCOUNT_URL": "",
-    "STORAGE_CONNECTION_STRING": "",
+    # Storage, named like a Functions binding connection "STORAGE" (the blob trigger uses it too):
+    # STORAGE__blobServiceUri with managed identity in Azure; STORAGE as a connection string only for Azurite.
+    "STORAGE__blobServiceUri": "",
+    "STORAGE": "",
     "MODELS_CONTAINER": "models",
     "INPUT_CONTAINER": "input",
     "RESULTS_CONTAINER": "results",
@@ -42,10 +43,22 @@ DEFAULTS: dict[str, str] = {
     # Waiting.
     "POLL_INTERVAL_SECONDS": "20",
     "SHARD_DEADLINE_MINUTES": "60",
+    "PROVISIONING_DEADLINE_MINUTES": "15",
     "DEFAULT_HORIZON_DAYS": "60",
+    "MAX_HORIZON_DAYS": "366",
+    # Durable retries of ACI calls (create, delete) and of failed shards.
+    "ACI_RETRY_INTERVAL_SECONDS": "15",
+    "ACI_RETRY_ATTEMPTS": "5",
+    "SHARD_ATTEMPTS": "2",
+    # Orphan sweeper: groups of this app older than this and of no running run are deleted.
+    "ORPHAN_TTL_MINUTES": "180",
     # Schedule (NCRONTAB, six fields): daily at 02:00 UTC.
     "SCORING_SCHEDULE": "0 0 2 * * *",
 }
+
+
+# Fields whose app-setting name is not simply the field name in capitals.
+ENV_NAMES = {"storage_account_url": "STORAGE__blobServiceUri", "storage_connection_string": "STORAGE"}
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,12 @@ class Settings:
     poll_interval_seconds: float
     shard_deadline_minutes: float
     default_horizon_days: int
+    provisioning_deadline_minutes: float
+    max_horizon_days: int
+    aci_retry_interval_seconds: float
+    aci_retry_attempts: int
+    shard_attempts: int
+    orphan_ttl_minutes: float
     scoring_schedule: str
 
     @classmethod
@@ -83,7 +102,7 @@ class Settings:
         env = os.environ if env is None else env
         values = {}
         for f in fields(cls):
-            name = f.name.upper()
+            name = ENV_NAMES.get(f.name, f.name.upper())
             raw = env.get(name, DEFAULTS[name])
             try:
                 values[f.name] = _convert(raw, f.type)

@@ -1,0 +1,129 @@
+"""Scoring service for R models: the Functions app's table of contents.
+
+Three kinds of run start the `score_run` orchestration (orchestrators/):
+  - timer   `daily_scoring`   schedule SCORING_SCHEDULE; one run per model and day (instance id from the date)
+  - HTTP    POST /api/runs                start an ad-hoc run -> 202 with status URLs
+            GET  /api/runs, /api/runs/{id} list recent runs, read one run's status
+            POST /api/runs/{id}/cancel    stop a run; its container groups are deleted
+  - blob    `new_input_blob`  a new blob under INPUT_CONTAINER/INPUT_PREFIX; one run per blob and ETag
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from orchestrators import bp, naming
+from orchestrators.run_requests import RequestError, parse_run_body, scheduled_request
+from orchestrators.run_status import FINISHED, RUN_ORCHESTRATOR, run_view
+from orchestrators.services import settings
+
+app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_functions(bp)
+log = logging.getLogger("function_app")
+
+
+@app.timer_trigger(schedule="%SCORING_SCHEDULE%", arg_name="timer", run_on_startup=False)
+@app.durable_client_input(client_name="client")
+async def daily_scoring(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+    s = settings()
+    run_id = naming.daily_run_id(s.default_model, datetime.now(UTC).date())
+    await start_once(client, run_id, scheduled_request(s, "timer").to_json())
+
+
+@app.blob_trigger(arg_name="blob", path="%INPUT_CONTAINER%/%INPUT_PREFIX%{name}", connection="STORAGE",
+                  source=func.BlobSource.EVENT_GRID)
+@app.durable_client_input(client_name="client")
+async def new_input_blob(blob: func.InputStream, client: df.DurableOrchestrationClient) -> None:
+    container, _, name = blob.name.partition("/")
+    etag = str((blob.blob_properties or {}).get("ETag", "")).strip('"')
+    if not etag:
+        log.error("blob event for %s carries no ETag; not started", blob.name)
+        return
+    try:
+        request = scheduled_request(settings(), "blob", input_blob=name)
+    except RequestError as e:
+        log.error("blob %s cannot be scored: %s", blob.name, e)
+        return
+    await start_once(client, naming.blob_run_id(name, etag), request.to_json())
+
+
+@app.route(route="runs", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    try:
+        request = parse_run_body(req.get_body(), settings())
+    except RequestError as e:
+        return json_response({"error": str(e), "field": e.field}, e.status)
+    run_id = naming.adhoc_run_id(uuid.uuid4().hex)
+    await client.start_new(RUN_ORCHESTRATOR, run_id, request.to_json())
+    urls = client.create_http_management_payload(run_id)
+    base = req.url.split("/api/")[0]
+    return json_response({"id": run_id, "statusUrl": f"{base}/api/runs/{run_id}",
+                          "cancelUrl": f"{base}/api/runs/{run_id}/cancel", "durable": urls}, 202,
+                         headers={"Location": f"{base}/api/runs/{run_id}"})
+
+
+@app.route(route="runs/{id}", methods=["GET"])
+@app.durable_client_input(client_name="client")
+async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    status = await find_run(client, req.route_params["id"])
+    if status is None:
+        return json_response({"error": f"no run {req.route_params['id']!r}"}, 404)
+    return json_response(run_view(status))
+
+
+@app.route(route="runs", methods=["GET"])
+@app.durable_client_input(client_name="client")
+async def list_runs(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    since = datetime.now(UTC) - timedelta(days=7)
+    statuses = await client.get_status_by(created_time_from=since)
+    runs = [run_view(s) for s in statuses if s.name == RUN_ORCHESTRATOR]
+    runs.sort(key=lambda r: r["created"] or "", reverse=True)
+    return json_response({"runs": runs[:100]})
+
+
+@app.route(route="runs/{id}/cancel", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    status = await find_run(client, req.route_params["id"])
+    if status is None:
+        return json_response({"error": f"no run {req.route_params['id']!r}"}, 404)
+    if status.runtime_status and status.runtime_status.value in FINISHED:
+        return json_response({"error": f"run {status.instance_id} has already finished"}, 409)
+    await client.raise_event(status.instance_id, "cancel", None)
+    return json_response({"id": status.instance_id, "state": "cancelling"}, 202)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+async def start_once(client: df.DurableOrchestrationClient, run_id: str, request: dict) -> None:
+    """Start run_id unless it exists: a trigger that fires twice starts one run."""
+    existing = await client.get_status(run_id)
+    if existing and existing.runtime_status is not None:
+        log.info("run %s exists (%s); not started again", run_id, existing.runtime_status.value)
+        return
+    try:
+        await client.start_new(RUN_ORCHESTRATOR, run_id, request)
+    except Exception as e:  # noqa: BLE001 - a concurrent start of the same id lost the race: still one run
+        log.info("run %s not started: %s", run_id, e)
+
+
+async def find_run(client: df.DurableOrchestrationClient, run_id: str):
+    if not naming.is_run_id(run_id):
+        return None
+    status = await client.get_status(run_id)
+    if not status or status.name != RUN_ORCHESTRATOR:
+        return None
+    return status
+
+
+def json_response(body: dict, status: int = 200, headers: dict | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body, default=str), status_code=status, mimetype="application/json",
+                             headers=headers)

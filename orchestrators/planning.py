@@ -1,0 +1,133 @@
+"""Plan a run before anything is created: resolve the version, check the input, cut the shards.
+
+Everything that can be known to fail fails here, before any container group exists.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import Counter
+from datetime import date
+
+from scoring.blobstore import BlobNotFound, BlobStore
+from scoring.modelstore import ModelStore, ModelStoreError
+
+from .run_requests import LATEST_INPUT, RunRequest
+from .settings import Settings
+
+MAX_SHARDS = 500
+
+
+class PlanError(ValueError):
+    """The run cannot start; the message says why (it becomes the run's error)."""
+
+
+def cut_shards(postcodes: list[str], shard_size: int | None, settings: Settings) -> list[list[str]]:
+    """Contiguous slices of the sorted postcodes. By default as many shards as groups may run at once,
+    but none smaller than MIN_SHARD_SIZE (a container's start-up costs more than scoring a few postcodes)."""
+    if not postcodes:
+        return []
+    size = shard_size or max(settings.min_shard_size, math.ceil(len(postcodes) / settings.parallel_groups))
+    shards = [postcodes[i:i + size] for i in range(0, len(postcodes), size)]
+    if len(shards) > MAX_SHARDS:
+        raise PlanError(f"{len(shards)} shards of {size} postcodes; at most {MAX_SHARDS}: use a larger shardSize")
+    return shards
+
+
+def resolve_input(blobs: BlobStore, settings: Settings, input_blob: str) -> str:
+    if input_blob != LATEST_INPUT:
+        return input_blob
+    found = list(blobs.list(settings.input_container, settings.input_prefix))
+    if not found:
+        raise PlanError(f"no input data under {settings.input_container}/{settings.input_prefix}")
+    return max(found, key=lambda b: (b.last_modified, b.name)).name
+
+
+def input_postcodes(data: bytes, where: str, today: date | None = None) -> Counter:
+    """Rows per postcode in the input CSV, after the checks a run needs before any container starts."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise PlanError(f"{where} is not UTF-8 text") from None
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if not header:
+        raise PlanError(f"{where} is empty")
+    missing = [c for c in ("postcode", "date") if c not in header]
+    if missing:
+        raise PlanError(f"{where} lacks column(s) {', '.join(missing)}; it has: {', '.join(header)}")
+    ip, idate = header.index("postcode"), header.index("date")
+    rows: Counter = Counter()
+    seen: set[tuple[str, str]] = set()
+    earliest = None
+    for number, row in enumerate(reader, start=2):
+        if len(row) != len(header):
+            raise PlanError(f"{where} line {number}: {len(row)} fields where the header has {len(header)}")
+        key = (row[ip], row[idate])
+        if key in seen:
+            raise PlanError(f"{where} line {number}: duplicate row for postcode {key[0]} on {key[1]}")
+        seen.add(key)
+        try:
+            day = date.fromisoformat(key[1])
+        except ValueError:
+            raise PlanError(f"{where} line {number}: date {key[1]!r} is not YYYY-MM-DD") from None
+        earliest = day if earliest is None or day < earliest else earliest
+        rows[key[0]] += 1
+    if not rows:
+        raise PlanError(f"{where} has a header but no rows")
+    if today is not None and earliest < today:
+        raise PlanError(f"{where} has dates in the past (earliest {earliest}, today {today}): "
+                        "scoring forecasts future days")
+    return rows
+
+
+def plan_run(request: RunRequest, run_id: str, settings: Settings, blobs: BlobStore,
+             today: date | None = None) -> dict:
+    store = ModelStore(blobs, settings.models_container)
+    try:
+        version = store.resolve_version(request.model, request.version)
+        manifest = store.read_manifest(request.model, version)
+    except ModelStoreError as e:
+        raise PlanError(str(e)) from None
+    input_blob = resolve_input(blobs, settings, request.input_blob)
+    where = f"input {settings.input_container}/{input_blob}"
+    info = blobs.info(settings.input_container, input_blob)
+    if info is None:
+        raise PlanError(f"{where} does not exist")
+    try:
+        data = blobs.read_bytes(settings.input_container, input_blob)
+    except BlobNotFound:
+        raise PlanError(f"{where} does not exist") from None
+    rows = input_postcodes(data, where, today)
+
+    failed: dict[str, str] = {}
+    if request.postcodes is not None:
+        wanted = request.postcodes
+        for pc in wanted:
+            if pc not in manifest.models:
+                failed[pc] = f"no model for this postcode in {request.model}/{version}"
+            elif pc not in rows:
+                failed[pc] = "no input rows for this postcode"
+    else:
+        wanted = manifest.postcodes
+    scorable = sorted(pc for pc in wanted if pc in manifest.models and pc in rows)
+    if not scorable:
+        raise PlanError(f"nothing to score: none of {len(wanted)} postcode(s) of {request.model}/{version} "
+                        f"has rows in {where}")
+    shards = cut_shards(scorable, request.shard_size, settings)
+    return {
+        "run_id": run_id,
+        "model": request.model,
+        "version": version,
+        "model_packages": manifest.r_packages,
+        "input": {"container": settings.input_container, "blob": input_blob, "etag": info.etag},
+        "horizon": request.horizon,
+        "trigger": request.trigger,
+        "postcodes_total": len(scorable) + len(failed),
+        "failed": failed,
+        "not_in_input": len([pc for pc in manifest.postcodes if pc not in rows]) if request.postcodes is None else 0,
+        "parallel_groups": min(settings.parallel_groups, len(shards)),
+        "shards": [{"index": i, "postcodes": pcs} for i, pcs in enumerate(shards)],
+    }
