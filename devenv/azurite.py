@@ -34,12 +34,14 @@ class Azurite:
         )
 
     def stop(self) -> None:
+        # Azurite ignores SIGTERM for ~10 s; its storage is in memory, so a short grace then SIGKILL loses nothing.
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+                self.process.wait()
 
 
 def start_azurite(port: int | None = None, log_file: Path | None = None) -> Azurite:

@@ -101,8 +101,8 @@ def start_stack(root: Path, overrides: dict[str, str] | None = None, host_args: 
     except Exception:
         azurite.stop()
         raise
-    settings = {**DEFAULTS, **FAST_LOCAL_SETTINGS, "STORAGE": azurite.connection_string, "ARM_ENDPOINT": standin.endpoint,
-                "ARM_CA_BUNDLE": str(standin.ca_file), **(overrides or {})}
+    settings = {**DEFAULTS, **FAST_LOCAL_SETTINGS, "STORAGE": azurite.connection_string,
+                "ARM_ENDPOINT": standin.endpoint, "ARM_CA_BUNDLE": str(standin.ca_file), **(overrides or {})}
     stack = LocalStack(root, azurite, standin, settings, host_args=list(host_args or []))
     blobs = stack.blobs
     for name in ("MODELS_CONTAINER", "INPUT_CONTAINER", "RESULTS_CONTAINER"):

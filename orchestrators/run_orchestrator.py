@@ -41,7 +41,7 @@ def fan_out(context: df.DurableOrchestrationContext, plan: dict, progress: dict)
             continue
         instance_id = next(i for i, task in running.items() if task is winner)
         del running[instance_id]
-        outcome = winner.result if not getattr(winner, "is_faulted", False) else {
+        outcome = winner.result if not isinstance(winner.result, Exception) else {
             "index": int(instance_id.rsplit("-", 1)[1]), "state": "failed", "reason": error_text(winner.result),
             "status": None, "attempts": []}
         outcomes.append(outcome)
@@ -75,8 +75,8 @@ def score_run(context: df.DurableOrchestrationContext):
     context.set_custom_status(progress)
     result = {"run_id": run_id, "model": request["model"], "trigger": request["trigger"], "errors": []}
     try:
-        plan = yield context.call_activity(
-            "plan_run", {"request": request, "run_id": run_id, "today": context.current_utc_datetime.date().isoformat()})
+        today = context.current_utc_datetime.date().isoformat()
+        plan = yield context.call_activity("plan_run", {"request": request, "run_id": run_id, "today": today})
     except Exception as e:  # noqa: BLE001 - a plan that cannot be made ends the run, with its reason
         progress["stage"] = "done"
         context.set_custom_status(progress)

@@ -19,16 +19,23 @@ EXIT_OK, EXIT_PARTIAL = 0, 3
 
 def error_text(e: BaseException) -> str:
     text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    return text.splitlines()[0].strip() if text else type(e).__name__
+
+
+class BackoffRetryOptions(df.RetryOptions):
+    """RetryOptions whose JSON carries the backoff coefficient (SDK 1.7 sends only interval and attempts)."""
+
+    def to_json(self) -> dict:
+        return {**super().to_json(), "backoffCoefficient": self.backoff_coefficient}
 
 
 def aci_retry(timing: dict) -> df.RetryOptions:
-    retry = df.RetryOptions(int(timing["retry_interval_seconds"] * 1000), int(timing["retry_attempts"]))
+    retry = BackoffRetryOptions(int(timing["retry_interval_seconds"] * 1000), int(timing["retry_attempts"]))
     retry.backoff_coefficient = 2
     return retry
 
 
-def wait_for_container(context: df.DurableOrchestrationContext, name: str, timing: dict):
+def wait_for_container(context: df.DurableOrchestrationContext, name: str, timing: dict, cancel: df.Task):
     """Poll until the container terminates, a deadline passes or the run is cancelled."""
     started_at = context.current_utc_datetime
     deadline = started_at + timedelta(minutes=timing["deadline_minutes"])
@@ -52,14 +59,13 @@ def wait_for_container(context: df.DurableOrchestrationContext, name: str, timin
             return {"state": "timed_out", "started": state["start_time"],
                     "reason": f"the container did not finish within {timing['deadline_minutes']} min"}
         timer = context.create_timer(min(now + timedelta(seconds=timing["poll_seconds"]), deadline))
-        cancel = context.wait_for_external_event("cancel")
         winner = yield context.task_any([timer, cancel])
         if winner is cancel:
             timer.cancel()
             return {"state": "cancelled", "reason": "the run was cancelled"}
 
 
-def run_attempt(context: df.DurableOrchestrationContext, shard: dict, attempt: int):
+def run_attempt(context: df.DurableOrchestrationContext, shard: dict, attempt: int, cancel: df.Task):
     timing = shard["timing"]
     name = naming.group_name(shard["run_id"], shard["index"], attempt)
     prefix = naming.staging_prefix(shard["run_id"], shard["index"], attempt)
@@ -69,7 +75,7 @@ def run_attempt(context: df.DurableOrchestrationContext, shard: dict, attempt: i
             "create_container_group", aci_retry(timing), {**shard, "attempt": attempt, "group": name,
                                                           "output_prefix": prefix})
         if created["ok"]:
-            result.update((yield from wait_for_container(context, name, timing)))
+            result.update((yield from wait_for_container(context, name, timing, cancel)))
         else:
             result.update(reason=created["reason"], permanent=True)
     except Exception as e:  # noqa: BLE001 - every failure becomes the attempt's reason
@@ -100,9 +106,12 @@ def run_attempt(context: df.DurableOrchestrationContext, shard: dict, attempt: i
 @bp.orchestration_trigger(context_name="context")
 def score_shard(context: df.DurableOrchestrationContext):
     shard = context.get_input()
+    # One wait for the whole shard: the SDK hands an event to the newest open wait, so a wait per poll
+    # would let an abandoned one swallow the cancel.
+    cancel = context.wait_for_external_event("cancel")
     attempts = []
     for attempt in range(1, int(shard["timing"]["shard_attempts"]) + 1):
-        result = yield from run_attempt(context, shard, attempt)
+        result = yield from run_attempt(context, shard, attempt, cancel)
         attempts.append(result)
         if result["state"] in ("succeeded", "partial", "cancelled") or result.get("permanent"):
             break

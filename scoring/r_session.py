@@ -17,8 +17,17 @@ class RError(RuntimeError):
 @cache
 def _r():
     # Imported lazily: `python -m scoring --help` and the Functions app never start R.
+    # rpy2 exports R's LD_LIBRARY_PATH (with /usr/lib/x86_64-linux-gnu first) into os.environ. This process's
+    # loader has already read it; only children would inherit it, and a Python child built against another
+    # OpenSSL then fails `import ssl`. So put it back as it was.
+    saved = os.environ.get("LD_LIBRARY_PATH")
     import rpy2.rinterface_lib.callbacks as callbacks
     import rpy2.robjects as ro
+
+    if saved is None:
+        os.environ.pop("LD_LIBRARY_PATH", None)
+    else:
+        os.environ["LD_LIBRARY_PATH"] = saved
 
     # R's console chatter would interleave with our logs; errors come back as exceptions instead.
     callbacks.consolewrite_print = lambda s: None

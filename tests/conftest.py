@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,8 @@ sys.path.insert(0, str(REPO))
 from devenv.azurite import start_azurite  # noqa: E402
 from scoring.blobstore import BlobStore  # noqa: E402
 
-SAMPLE_START = "2026-11-23"
+# Sample input starts tomorrow: a run refuses input dates in the past.
+SAMPLE_START = (date.today() + timedelta(days=1)).isoformat()
 HORIZON = 14
 
 
@@ -48,3 +51,35 @@ def sample_models(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("sample")
     models = train(root / "models", 10, "mixed", root / "input.csv")
     return models, root / "input.csv"
+
+
+REFERENCE_R = r"""
+args <- commandArgs(trailingOnly = TRUE)
+input <- read.csv(args[2], colClasses = c(postcode = "character"))
+input$date <- as.Date(input$date)
+out <- list()
+for (f in list.files(args[1], pattern = "[.]rds$", full.names = TRUE)) {
+  pc <- sub("[.]rds$", "", basename(f))
+  nd <- input[input$postcode == pc, ]
+  nd <- nd[order(nd$date), ]
+  m <- readRDS(f)
+  if (inherits(m, "ets")) {
+    fc <- forecast::forecast(m, h = nrow(nd))
+    out[[pc]] <- data.frame(postcode = pc, date = format(nd$date), volume = as.numeric(fc$mean),
+                            lower_95 = as.numeric(fc$lower[, 2]), upper_95 = as.numeric(fc$upper[, 2]))
+  } else {
+    out[[pc]] <- data.frame(postcode = pc, date = format(nd$date),
+                            volume = as.numeric(predict(m, newdata = nd, type = "response")),
+                            lower_95 = NA, upper_95 = NA)
+  }
+}
+write.csv(do.call(rbind, out), args[3], row.names = FALSE)
+"""
+
+
+def r_reference(models: Path, input_csv: Path, tmp_path: Path) -> list[dict]:
+    """What R itself computes for these models and this input: predict(type = "response") or forecast()."""
+    reference, script = tmp_path / "reference.csv", tmp_path / "reference.R"
+    script.write_text(REFERENCE_R)
+    subprocess.run(["Rscript", str(script), str(models), str(input_csv), str(reference)], check=True)
+    return list(csv.DictReader(reference.open()))

@@ -12,33 +12,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import HORIZON, REPO
+from conftest import HORIZON, REPO, r_reference
 
 from scoring.modelstore import ModelStore
 from scoring.worker import EXIT_FATAL, EXIT_OK, EXIT_PARTIAL
-
-REFERENCE_R = r"""
-args <- commandArgs(trailingOnly = TRUE)
-input <- read.csv(args[2], colClasses = c(postcode = "character"))
-input$date <- as.Date(input$date)
-out <- list()
-for (f in list.files(args[1], pattern = "[.]rds$", full.names = TRUE)) {
-  pc <- sub("[.]rds$", "", basename(f))
-  nd <- input[input$postcode == pc, ]
-  nd <- nd[order(nd$date), ]
-  m <- readRDS(f)
-  if (inherits(m, "ets")) {
-    fc <- forecast::forecast(m, h = nrow(nd))
-    out[[pc]] <- data.frame(postcode = pc, date = format(nd$date), volume = as.numeric(fc$mean),
-                            lower_95 = as.numeric(fc$lower[, 2]), upper_95 = as.numeric(fc$upper[, 2]))
-  } else {
-    out[[pc]] <- data.frame(postcode = pc, date = format(nd$date),
-                            volume = as.numeric(predict(m, newdata = nd, type = "response")),
-                            lower_95 = NA, upper_95 = NA)
-  }
-}
-write.csv(do.call(rbind, out), args[3], row.names = FALSE)
-"""
 
 
 def run_worker(azurite, job: dict | None = None, extra_env: dict | None = None) -> subprocess.CompletedProcess:
@@ -75,11 +52,7 @@ def test_scores_equal_r_for_glm_and_ets(azurite, blobs, sample_models, registere
     assert result.returncode == EXIT_OK, result.stderr
     got = {(r["postcode"], r["date"]): r for r in read_csv(blobs, "t/exact/results.csv")}
 
-    reference = tmp_path / "reference.csv"
-    script = tmp_path / "reference.R"
-    script.write_text(REFERENCE_R)
-    subprocess.run(["Rscript", str(script), str(models), str(input_csv), str(reference)], check=True)
-    expected = list(csv.DictReader(reference.open()))
+    expected = r_reference(models, input_csv, tmp_path)
     assert len(got) == len(expected) == 10 * HORIZON
     ets_rows = 0
     for row in expected:

@@ -586,6 +586,7 @@ class OrchestrationEngine:
             completion = h.task_completed(h.format_timestamp(h.utc_now()), task_id, result_text)
             outcome = "Succeeded"
         except Exception as exc:
+            log.debug("activity traceback", exc_info=True)
             reason = f"Activity function '{name}' failed: {type(exc).__name__}: {exc}"
             details = "".join(traceback.format_exception(exc))
             completion = h.task_failed(h.format_timestamp(h.utc_now()), task_id, reason, details)

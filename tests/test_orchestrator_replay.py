@@ -1,0 +1,855 @@
+"""Replay tests of the production orchestrators through the real azure-functions-durable SDK.
+
+Each test hands `score_shard` / `score_run` a history exactly as the Durable host would (one completion per
+episode, see platform-facts.md "Durable Functions 1.7: how the SDK replays") and asserts on the actions the SDK
+returns. No host, no storage, no ACI: the orchestrators do no I/O, the tests answer their activities.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import azure.durable_functions as df
+from azure.durable_functions.models.actions.ActionType import ActionType
+from azure.functions import meta
+from azure.functions.durable_functions import OrchestrationTriggerConverter
+
+import orchestrators
+from devenv.durable_host import history as h
+from devenv.durable_host.actions import RetryPolicy, flatten_actions, parse_orchestrator_failure
+from orchestrators import naming
+
+# --------------------------------------------------------------------------------------------- replay driver
+
+SCHEMA_VERSION = 2  # what current hosts send: fan-out comes back as nested WhenAny/WhenAll actions
+ACTIVITY_SECONDS = 2  # how long every activity / sub-orchestration "takes" on the driver's clock
+T0 = datetime(2026, 11, 23, 6, 0, 0, tzinfo=UTC)
+
+
+@functools.cache
+def orchestrator_functions() -> dict[str, Callable[[Any], str]]:
+    """The registered orchestrators, as the worker gets them: a fresh app, get_functions() called once."""
+    app = df.DFApp()
+    app.register_functions(orchestrators.bp)
+    return {f.get_function_name(): f.get_user_function() for f in app.get_functions()
+            if f.get_trigger().type == "orchestrationTrigger"}
+
+
+def identity(action: dict) -> tuple:
+    return tuple(action.get(k) for k in ("actionType", "functionName", "instanceId", "input", "fireAt",
+                                          "externalEventName"))
+
+
+class OrchestratorCrashed(AssertionError):
+    """The orchestrator raised: the real host would mark the instance Failed (these orchestrators never should)."""
+
+
+@dataclass(frozen=True)
+class Fail:
+    """Answer for an activity / sub-orchestration: it failed (TaskFailed / SubOrchestrationInstanceFailed)."""
+
+    reason: str
+    details: str = ""
+
+
+@dataclass(frozen=True)
+class Raise:
+    """Answer for any work item: do not complete it now, raise this external event instead."""
+
+    name: str
+    value: Any = None
+
+
+@dataclass
+class Work:
+    """One unit of work the orchestrator scheduled: an activity, a durable timer or a sub-orchestration."""
+
+    kind: str  # "activity" | "timer" | "sub"
+    id: int
+    name: str | None
+    input: Any
+    scheduled_at: datetime
+    episode: int
+    fire_at: datetime | None = None
+    instance_id: str | None = None
+    retry: dict | None = None  # retryOptions of a *WithRetry action
+    attempt: int = 1  # of a retried activity, as the Durable retry loop counts them
+    retry_timer_for: Work | None = None  # set on the timers of the retry loop (no action of their own)
+    action_index: int | None = None  # position in the flattened action list (None for retry-loop work)
+    canceled: bool = False
+    done: bool = False
+
+
+@dataclass
+class Episode:
+    delivered: str  # what this episode delivered, e.g. "started", "completed get_container_state#3"
+    clock: datetime
+    new_work: list[Work]
+    pending_subs: list[str]  # instance ids of sub-orchestrations outstanding after the episode
+    custom_status: Any
+
+
+@dataclass
+class Replay:
+    """Runs one orchestration instance episode by episode, building the history the Durable host would."""
+
+    orchestrator: str
+    input: Any
+    instance_id: str = "run-0f3a9c2b7d4e4a1b9c8d"
+    clock: datetime = T0
+    history: list[dict] = field(default_factory=list)
+    pending: list[Work] = field(default_factory=list)
+    scheduled: list[Work] = field(default_factory=list)  # every work item ever scheduled, in id order
+    actions: list[dict] = field(default_factory=list)  # the flattened actions of the latest episode
+    episodes: list[Episode] = field(default_factory=list)
+    state: dict | None = None
+    next_id: int = 0
+
+    # ------------------------------------------------------------------ delivering one thing per episode
+
+    def start(self) -> None:
+        ts = h.format_timestamp(self.clock)
+        self._episode("started", [h.execution_started(ts, self.orchestrator, json.dumps(self.input), "", None)])
+
+    def complete(self, work: Work, value: Any) -> None:
+        self._finish(work, ACTIVITY_SECONDS)
+        ts = h.format_timestamp(self.clock)
+        if work.kind == "sub":
+            event = h.sub_orchestration_completed(ts, work.id, json.dumps(value))
+        else:
+            event = h.task_completed(ts, work.id, json.dumps(value))
+        self._episode(f"completed {work.name}#{work.id}", [event])
+
+    def fail(self, work: Work, failure: Fail) -> None:
+        self._finish(work, ACTIVITY_SECONDS)
+        ts = h.format_timestamp(self.clock)
+        if work.kind == "sub":
+            events = [h.sub_orchestration_failed(ts, work.id, failure.reason, failure.details)]
+        else:
+            events = [h.task_failed(ts, work.id, failure.reason, failure.details)]
+        if work.retry is not None:
+            # Durable Task's retry loop: the failure is followed by a retry timer (always, even after the last
+            # attempt: the SDK waits for it), then by the task again while attempts are left.
+            policy = RetryPolicy.from_action(work.retry)
+            fire_at = self.clock + timedelta(milliseconds=policy.delay_ms(work.attempt))
+            timer = self._new_work("timer", None, None, fire_at=fire_at, retry=work.retry, attempt=work.attempt,
+                                   retry_timer_for=work)
+            events.append(h.timer_created(ts, timer.id, h.format_timestamp(fire_at)))
+        self._episode(f"failed {work.name}#{work.id}", events)
+
+    def fire(self, timer: Work) -> None:
+        assert timer.kind == "timer" and timer.fire_at is not None
+        self._finish(timer, 0)
+        self.clock = max(self.clock, timer.fire_at)
+        ts = h.format_timestamp(self.clock)
+        events = [h.timer_fired(ts, timer.id, h.format_timestamp(timer.fire_at))]
+        origin = timer.retry_timer_for
+        if origin is not None and timer.attempt < RetryPolicy.from_action(origin.retry).max_attempts:
+            again = self._new_work("activity", origin.name, origin.input, retry=origin.retry,
+                                   attempt=timer.attempt + 1)
+            events.append(h.task_scheduled(ts, again.id, again.name, json.dumps(again.input)))
+        self._episode(f"fired timer#{timer.id}", events)
+
+    def raise_event(self, name: str, value: Any = None) -> None:
+        self.clock += timedelta(seconds=1)
+        self._episode(f"event {name}", [h.event_raised(h.format_timestamp(self.clock), name, json.dumps(value))])
+
+    # ------------------------------------------------------------------ running a whole scenario
+
+    def run(self, answer: Callable[[Work], Any], max_episodes: int = 400) -> dict:
+        """Deliver the oldest outstanding work item's outcome, one per episode, until the orchestration ends.
+
+        `answer(work)` gives an activity's / sub-orchestration's result, a Fail, or a Raise (raise an event
+        instead; the work stays outstanding). Timers fire unless `answer` returns a Raise for them.
+        """
+        if not self.episodes:
+            self.start()
+        while not self.done:
+            assert len(self.episodes) < max_episodes, "the orchestration did not finish"
+            assert self.pending, f"the orchestration waits for nothing it was given: {self.actions}"
+            work = self.pending[0]
+            reply = answer(work)
+            if isinstance(reply, Raise):
+                self.raise_event(reply.name, reply.value)
+            elif work.kind == "timer":
+                self.fire(work)
+            elif isinstance(reply, Fail):
+                self.fail(work, reply)
+            else:
+                self.complete(work, reply)
+        return self.output
+
+    @property
+    def done(self) -> bool:
+        return bool(self.state and self.state.get("isDone"))
+
+    @property
+    def output(self) -> dict:
+        assert self.done, "the orchestration has not finished"
+        return self.state["output"]
+
+    def calls(self, name: str) -> list[Work]:
+        return [w for w in self.scheduled if w.kind == "activity" and w.name == name]
+
+    def timeline(self) -> list[str]:
+        """Every scheduled work item, in order: activity names, "timer", "sub:<instance id>"."""
+        return [w.name if w.kind == "activity" else "timer" if w.kind == "timer" else f"sub:{w.instance_id}"
+                for w in self.scheduled if w.retry_timer_for is None]
+
+    # ------------------------------------------------------------------ internals
+
+    def _finish(self, work: Work, seconds: float) -> None:
+        assert work in self.pending, f"{work.kind} {work.name}#{work.id} is not outstanding"
+        self.pending.remove(work)
+        work.done = True
+        self.clock += timedelta(seconds=seconds)
+
+    def _new_work(self, kind: str, name: str | None, value: Any, **fields: Any) -> Work:
+        work = Work(kind, self.next_id, name, value, self.clock, len(self.episodes), **fields)
+        self.next_id += 1
+        self.pending.append(work)
+        self.scheduled.append(work)
+        return work
+
+    def _episode(self, delivered: str, events: list[dict]) -> None:
+        assert not self.done, "the orchestration has already finished"
+        ts = h.format_timestamp(self.clock)
+        new_events = [h.orchestrator_started(ts), *events]
+        replay = [{**e, "IsPlayed": True} for e in self.history] + new_events
+        context = {"history": replay, "instanceId": self.instance_id, "isReplaying": False,
+                   "parentInstanceId": None, "input": json.dumps(self.input), "upperSchemaVersion": SCHEMA_VERSION}
+        handle = orchestrator_functions()[self.orchestrator]
+        try:
+            state = json.loads(handle(OrchestrationTriggerConverter.decode(
+                meta.Datum(type="json", value=json.dumps(context)), trigger_metadata={})))
+        except Exception as exc:  # noqa: BLE001 - the SDK reports a user exception this way
+            message, state = parse_orchestrator_failure(exc)
+            raise OrchestratorCrashed(f"{self.orchestrator} raised after '{delivered}': {message}") from None
+        self.state = state
+        flat = flatten_actions(state.get("actions") or [])
+        seen = len(self.actions)
+        assert [identity(a) for a in flat[:seen]] == [identity(a) for a in self.actions], \
+            "the SDK's action list is not append-only across episodes"
+        new_work: list[Work] = []
+        if not state.get("isDone"):
+            for index in range(seen, len(flat)):
+                work = self._schedule(flat[index], index, new_events)
+                if work is not None:
+                    new_work.append(work)
+            for work in list(self.pending):  # a timer canceled after its WhenAny was won never fires
+                if work.action_index is not None and flat[work.action_index].get("isCanceled"):
+                    work.canceled = True
+                    self.pending.remove(work)
+        self.actions = flat
+        new_events.append(h.orchestrator_completed(ts))
+        self.history.extend(new_events)
+        self.episodes.append(Episode(delivered, self.clock, new_work,
+                                     [w.instance_id for w in self.pending if w.kind == "sub"],
+                                     state.get("customStatus")))
+
+    def _schedule(self, action: dict, index: int, new_events: list[dict]) -> Work | None:
+        kind = action["actionType"]
+        ts = h.format_timestamp(self.clock)
+        if kind == ActionType.WAIT_FOR_EXTERNAL_EVENT:
+            return None  # matched by name, takes no id
+        if kind in (ActionType.CALL_ACTIVITY, ActionType.CALL_ACTIVITY_WITH_RETRY):
+            work = self._new_work("activity", action["functionName"], json.loads(action["input"]),
+                                  retry=action.get("retryOptions"), action_index=index)
+            new_events.append(h.task_scheduled(ts, work.id, work.name, action["input"]))
+        elif kind == ActionType.CREATE_TIMER:
+            fire_at = h.parse_timestamp(action["fireAt"])
+            work = self._new_work("timer", None, None, fire_at=fire_at, action_index=index)
+            new_events.append(h.timer_created(ts, work.id, h.format_timestamp(fire_at)))
+            if action.get("isCanceled"):
+                work.canceled = True
+                self.pending.remove(work)
+        elif kind == ActionType.CALL_SUB_ORCHESTRATOR:
+            work = self._new_work("sub", action["functionName"], json.loads(action["input"]),
+                                  instance_id=action["instanceId"], action_index=index)
+            new_events.append(h.sub_orchestration_created(ts, work.id, work.name, work.instance_id,
+                                                          action["input"]))
+        else:
+            raise AssertionError(f"unexpected action {action}")
+        return work
+
+
+# --------------------------------------------------------------------------------------------- realistic data
+
+RUN_ID = "run-0f3a9c2b7d4e4a1b9c8d"
+TIMING = {"poll_seconds": 20, "deadline_minutes": 60, "provisioning_deadline_minutes": 15,
+          "retry_interval_seconds": 15, "retry_attempts": 5, "shard_attempts": 2}
+INPUT = {"container": "input", "blob": "daily/2026-11-23.csv", "etag": "0x8DD0B5F3A2C41E7"}
+
+
+def shard(index: int = 0, postcodes: list[str] | None = None, **timing: Any) -> dict:
+    """A shard orchestration's input, as run_orchestrator.shard_input builds it."""
+    return {"run_id": RUN_ID, "index": index, "postcodes": postcodes or ["8001", "8002", "8003"],
+            "model": "parcels", "version": "v20261120", "input": INPUT, "horizon": 14,
+            "timing": {**TIMING, **timing}}
+
+
+def container(state: str | None, exit_code: int | None = None, group_state: str | None = None,
+              detail: str | None = None) -> dict:
+    """get_container_state's answer: aci.ContainerState as a dict, with `terminated`."""
+    group = group_state or {"Running": "Running", "Waiting": "Pending"}.get(
+        state or "", "Succeeded" if exit_code == 0 else "Failed")
+    terminated = state == "Terminated" or group in ("Succeeded", "Failed", "Stopped")
+    return {"group_state": group, "provisioning_state": "Succeeded" if state else "Creating", "state": state,
+            "exit_code": exit_code, "start_time": "2026-11-23T06:00:41Z" if state != "Waiting" else None,
+            "finish_time": "2026-11-23T06:04:12Z" if terminated else None, "detail": detail,
+            "terminated": terminated}
+
+
+RUNNING = container("Running")
+WAITING = container("Waiting", detail="pulling image \"scoringacr.azurecr.io/r-scoring:1.4.2\"")
+
+
+def shard_status(prefix: str, postcodes: list[str], exit_code: int = 0, failed: dict | None = None) -> dict:
+    """read_shard_status's answer: the worker's status.json, trimmed, with its prefix."""
+    failed = failed or {}
+    scored = [pc for pc in postcodes if pc not in failed]
+    return {"scored": scored, "failed": failed, "rows": 14 * len(scored), "exit_code": exit_code, "error": None,
+            "timings": {"load": 1.2, "score": 8.4}, "started": "2026-11-23T06:00:43Z",
+            "finished": "2026-11-23T06:04:11Z", "cores": 2, "output_prefix": prefix}
+
+
+def aci_shard(states: Callable[[str, int], dict | None] | None = None, *, create: Any = None,
+              status: Callable[[str], dict | None] | None = None, overrides: dict | None = None,
+              postcodes: list[str] | None = None) -> Callable[[Work], Any]:
+    """Answers a shard's activities like the ACI stand-in would.
+
+    states(group, poll) -> get_container_state's answer for the poll-th poll (1-based) of that group; by default
+    Running once, then Terminated with exit 0. create: create_container_group's answer (default ok) or a Fail.
+    status(prefix) -> read_shard_status's answer (default: all postcodes scored). overrides: name -> answer fn.
+    """
+    polls: dict[str, int] = {}
+    postcodes = postcodes or shard()["postcodes"]
+
+    def default_states(group: str, poll: int) -> dict:
+        return RUNNING if poll == 1 else container("Terminated", 0, detail="Completed")
+
+    def answer(work: Work) -> Any:
+        if overrides and work.name in overrides:
+            return overrides[work.name](work)
+        if work.kind == "timer":
+            return None
+        if work.name == "create_container_group":
+            return {"ok": True} if create is None else create
+        if work.name == "get_container_state":
+            polls[work.input] = polls.get(work.input, 0) + 1
+            return (states or default_states)(work.input, polls[work.input])
+        if work.name == "save_container_logs":
+            return f"results/{work.input['blob']}"
+        if work.name == "delete_container_group":
+            return True
+        if work.name == "read_shard_status":
+            return (status or (lambda prefix: shard_status(prefix, postcodes)))(work.input)
+        raise AssertionError(f"unexpected work {work}")
+
+    return answer
+
+
+def run_shard(answer: Callable[[Work], Any], shard_input: dict | None = None) -> Replay:
+    replay = Replay("score_shard", shard_input or shard(), instance_id=naming.shard_instance_id(RUN_ID, 0))
+    replay.run(answer)
+    return replay
+
+
+GROUP = naming.group_name(RUN_ID, 0)  # run-0f3a9c2b7d4e4a1b9c8d-s000
+GROUP_A2 = naming.group_name(RUN_ID, 0, 2)
+
+
+# --------------------------------------------------------------------------------------------- score_shard
+
+
+def test_shard_happy_path_polls_with_a_durable_timer_then_keeps_logs_deletes_and_reads_status():
+    replay = run_shard(aci_shard())
+
+    assert replay.timeline() == ["create_container_group", "get_container_state", "timer", "get_container_state",
+                                 "save_container_logs", "delete_container_group", "read_shard_status"]
+    create = replay.calls("create_container_group")[0]
+    assert create.input == {**shard(), "attempt": 1, "group": GROUP,
+                            "output_prefix": naming.staging_prefix(RUN_ID, 0)}
+    assert create.retry["firstRetryIntervalInMilliseconds"] == 15000 and create.retry["maxNumberOfAttempts"] == 5
+    assert [w.input for w in replay.calls("get_container_state")] == [GROUP, GROUP]
+    # The poll wait is a durable timer at now + poll_seconds (no sleep), raced against a 'cancel' event.
+    timer = next(w for w in replay.scheduled if w.kind == "timer")
+    assert timer.fire_at == timer.scheduled_at + timedelta(seconds=TIMING["poll_seconds"])
+    timer_episode = [a for a in replay.actions if a["actionType"] in (ActionType.CREATE_TIMER,
+                                                                       ActionType.WAIT_FOR_EXTERNAL_EVENT)]
+    assert [a["actionType"] for a in timer_episode] == [ActionType.CREATE_TIMER, ActionType.WAIT_FOR_EXTERNAL_EVENT]
+    assert timer_episode[1]["externalEventName"] == "cancel"
+    assert replay.calls("save_container_logs")[0].input == {"group": GROUP,
+                                                            "blob": naming.logs_blob(RUN_ID, 0)}
+    assert replay.calls("delete_container_group")[0].input == GROUP
+    assert replay.calls("delete_container_group")[0].retry == create.retry
+    assert replay.calls("read_shard_status")[0].input == naming.staging_prefix(RUN_ID, 0)
+
+    out = replay.output
+    assert out["state"] == "succeeded" and out["reason"] == "" and out["index"] == 0 and out["postcodes"] == 3
+    assert out["status"] == shard_status(naming.staging_prefix(RUN_ID, 0), ["8001", "8002", "8003"])
+    [attempt] = out["attempts"]
+    assert attempt == {"attempt": 1, "group": GROUP, "state": "succeeded", "reason": "", "exit_code": 0,
+                       "started": "2026-11-23T06:00:41Z", "finished": "2026-11-23T06:04:12Z",
+                       "logs": f"results/{naming.logs_blob(RUN_ID, 0)}", "deleted": True}
+
+
+def test_shard_exit_code_3_with_matching_status_is_partial():
+    failed = {"8002": "model did not converge"}
+    replay = run_shard(aci_shard(
+        lambda group, poll: container("Terminated", 3, group_state="Succeeded", detail="Completed"),
+        status=lambda prefix: shard_status(prefix, ["8001", "8002", "8003"], exit_code=3, failed=failed)))
+    assert replay.output["state"] == "partial"
+    assert replay.output["status"]["failed"] == failed
+    assert len(replay.output["attempts"]) == 1  # partial is an outcome, not a failure: no second attempt
+
+
+def test_shard_nonzero_exit_keeps_logs_deletes_and_retries_in_a_new_group():
+    replay = run_shard(aci_shard(lambda group, poll: container("Terminated", 1, detail="Error"),
+                                 status=lambda prefix: None))
+
+    assert replay.timeline() == ["create_container_group", "get_container_state", "save_container_logs",
+                                 "delete_container_group", "read_shard_status"] * 2
+    assert [w.input["group"] for w in replay.calls("create_container_group")] == [GROUP, GROUP_A2]
+    assert [w.input["attempt"] for w in replay.calls("create_container_group")] == [1, 2]
+    assert [w.input for w in replay.calls("delete_container_group")] == [GROUP, GROUP_A2]
+    assert [w.input["blob"] for w in replay.calls("save_container_logs")] == [naming.logs_blob(RUN_ID, 0, 1),
+                                                                              naming.logs_blob(RUN_ID, 0, 2)]
+    assert [w.input for w in replay.calls("read_shard_status")] == [naming.staging_prefix(RUN_ID, 0, 1),
+                                                                    naming.staging_prefix(RUN_ID, 0, 2)]
+    out = replay.output
+    assert out["state"] == "failed"
+    assert "exited with code 1" in out["reason"] and "no status written" in out["reason"]
+    assert [(a["group"], a["state"], a["deleted"]) for a in out["attempts"]] == [(GROUP, "failed", True),
+                                                                                 (GROUP_A2, "failed", True)]
+
+
+def test_shard_second_attempt_can_succeed():
+    replay = run_shard(aci_shard(
+        lambda group, poll: container("Terminated", 1 if group == GROUP else 0, detail="Completed")))
+    out = replay.output
+    assert out["state"] == "succeeded" and out["reason"] == ""
+    assert out["status"]["output_prefix"] == naming.staging_prefix(RUN_ID, 0, 2)
+    assert [a["state"] for a in out["attempts"]] == ["failed", "succeeded"]
+    assert [w.input for w in replay.calls("delete_container_group")] == [GROUP, GROUP_A2]
+
+
+def test_shard_single_attempt_when_shard_attempts_is_1():
+    replay = run_shard(aci_shard(lambda group, poll: container("Terminated", 1, detail="Error"),
+                                 status=lambda prefix: None), shard(shard_attempts=1))
+    assert replay.output["state"] == "failed" and len(replay.output["attempts"]) == 1
+    assert [w.input for w in replay.calls("delete_container_group")] == [GROUP]
+
+
+def test_shard_worker_error_in_status_is_the_reason():
+    def status(prefix: str) -> dict:
+        return {**shard_status(prefix, []), "exit_code": 2, "error": "input daily/2026-11-23.csv: no such blob"}
+
+    replay = run_shard(aci_shard(lambda group, poll: container("Terminated", 2), status=status),
+                       shard(shard_attempts=1))
+    assert replay.output["reason"] == ("the container exited with code 2: input daily/2026-11-23.csv: "
+                                       "no such blob")
+
+
+def test_shard_group_that_ends_without_exit_code_fails_without_reading_status():
+    replay = run_shard(aci_shard(lambda group, poll: container(None, None, group_state="Failed",
+                                                               detail="Container group was OOM killed")),
+                       shard(shard_attempts=1))
+    assert replay.timeline() == ["create_container_group", "get_container_state", "save_container_logs",
+                                 "delete_container_group"]
+    assert replay.output["state"] == "failed"
+    assert replay.output["reason"] == "the container group ended Failed: Container group was OOM killed"
+
+
+def test_shard_group_that_disappears_fails_and_is_still_deleted():
+    replay = run_shard(aci_shard(lambda group, poll: None), shard(shard_attempts=1))
+    assert replay.output["reason"] == "the container group disappeared while running"
+    assert [w.input for w in replay.calls("delete_container_group")] == [GROUP]
+
+
+def test_shard_permanent_create_error_is_not_polled_nor_retried_but_deleted():
+    reason = ("InaccessibleImage: The image 'scoringacr.azurecr.io/r-scoring:1.4.2' in container group "
+              f"'{GROUP}' is not accessible. Please check the image and registry credential.")
+    replay = run_shard(aci_shard(create={"ok": False, "reason": reason, "code": "InaccessibleImage"}))
+
+    assert replay.timeline() == ["create_container_group", "save_container_logs", "delete_container_group"]
+    assert not replay.calls("get_container_state") and not replay.calls("read_shard_status")
+    assert not [w for w in replay.scheduled if w.kind == "timer"]
+    out = replay.output
+    assert out["state"] == "failed" and out["reason"] == reason
+    assert out["attempts"] == [{"attempt": 1, "group": GROUP, "state": "failed", "reason": reason, "permanent": True,
+                                "logs": f"results/{naming.logs_blob(RUN_ID, 0)}", "deleted": True}]
+
+
+def test_shard_create_that_always_raises_is_retried_durably_then_the_group_is_still_deleted():
+    error = Fail("Activity function 'create_container_group' failed: AciError: 503 ServiceUnavailable: "
+                 "the service is temporarily unavailable", "Traceback (most recent call last): ...")
+    replay = run_shard(aci_shard(create=error), shard(retry_attempts=3))
+
+    creates = replay.calls("create_container_group")
+    assert [(w.input["group"], w.attempt) for w in creates] == [(GROUP, 1), (GROUP, 2), (GROUP, 3),
+                                                                (GROUP_A2, 1), (GROUP_A2, 2), (GROUP_A2, 3)]
+    # Between tries, the retry loop's durable timers (none of the orchestrator's own poll timers: never polled).
+    assert not replay.calls("get_container_state") and not replay.calls("read_shard_status")
+    assert [w.input for w in replay.calls("delete_container_group")] == [GROUP, GROUP_A2]
+    assert [w.input["group"] for w in replay.calls("save_container_logs")] == [GROUP, GROUP_A2]
+    out = replay.output
+    assert out["state"] == "failed"
+    assert out["reason"].startswith(f"container group {GROUP_A2}: Activity function 'create_container_group' "
+                                    "failed: AciError: 503")
+    assert "Traceback" not in out["reason"]
+    assert [a["deleted"] for a in out["attempts"]] == [True, True]
+
+
+def test_shard_aci_retries_carry_the_backoff_coefficient_the_orchestrator_sets():
+    """Known bug (see the report): aci_retry() sets `retry.backoff_coefficient = 2`, but SDK 1.7's
+    RetryOptions.to_json() sends only firstRetryIntervalInMilliseconds and maxNumberOfAttempts, so the host never
+    sees the coefficient and retries ACI calls at a fixed interval."""
+    replay = run_shard(aci_shard(create=Fail("Activity function 'create_container_group' failed: AciError: 429")),
+                       shard(retry_attempts=3, shard_attempts=1))
+    for call in replay.calls("create_container_group") + replay.calls("delete_container_group"):
+        assert call.retry.get("backoffCoefficient") == 2, call.retry
+
+
+def test_shard_delete_failure_is_reported_not_raised():
+    error = Fail("Activity function 'delete_container_group' failed: AciError: 409 Conflict")
+    replay = run_shard(aci_shard(overrides={"delete_container_group": lambda work: error}),
+                       shard(retry_attempts=2))
+    out = replay.output
+    assert out["state"] == "succeeded"  # the shard's results are in; the orphan is reported for the sweeper
+    assert len(replay.calls("delete_container_group")) == 2  # retried durably first
+    [attempt] = out["attempts"]
+    assert attempt["deleted"] is False
+    assert attempt["delete_error"].startswith(f"could not delete container group {GROUP}: Activity function")
+
+
+def test_shard_save_logs_failure_still_deletes():
+    error = Fail("Activity function 'save_container_logs' failed: AciError: 404 ContainerGroupNotFound")
+    replay = run_shard(aci_shard(overrides={"save_container_logs": lambda work: error}))
+    [attempt] = replay.output["attempts"]
+    assert attempt["logs_error"].startswith("Activity function 'save_container_logs' failed")
+    assert attempt["deleted"] is True and replay.output["state"] == "succeeded"
+
+
+def test_shard_deadline_times_out_on_the_orchestration_clock_and_deletes():
+    replay = run_shard(aci_shard(lambda group, poll: RUNNING), shard(deadline_minutes=5, shard_attempts=1))
+
+    out = replay.output
+    assert out["state"] == "timed_out"
+    assert out["reason"] == "the container did not finish within 5 min"
+    assert out["attempts"][0]["started"] == "2026-11-23T06:00:41Z"
+    timers = [w for w in replay.scheduled if w.kind == "timer"]
+    deadline = replay.calls("get_container_state")[0].scheduled_at + timedelta(minutes=5)
+    assert all(t.fire_at <= deadline for t in timers)  # the last wait is cut to the deadline
+    assert timers[-1].fire_at == deadline
+    assert replay.calls("get_container_state")[-1].scheduled_at >= deadline
+    assert replay.timeline()[-2:] == ["save_container_logs", "delete_container_group"]
+    assert not replay.calls("read_shard_status")
+
+
+def test_shard_provisioning_deadline_times_out_a_group_that_never_starts():
+    replay = run_shard(aci_shard(lambda group, poll: WAITING), shard(provisioning_deadline_minutes=2,
+                                                                     shard_attempts=1))
+    out = replay.output
+    assert out["state"] == "timed_out"
+    assert out["reason"].startswith("the container did not start within 2 min (state Waiting: pulling image")
+    polls = replay.calls("get_container_state")
+    assert polls[-1].scheduled_at - polls[0].scheduled_at >= timedelta(minutes=2)
+    assert polls[-1].scheduled_at - polls[0].scheduled_at < timedelta(minutes=60)
+    assert replay.calls("delete_container_group")[0].input == GROUP
+
+
+def test_shard_cancel_during_the_poll_wait_cancels_the_timer_and_deletes():
+    def answer(work: Work) -> Any:
+        if work.kind == "timer":
+            return Raise("cancel")
+        return aci_shard(lambda group, poll: RUNNING)(work)
+
+    replay = run_shard(answer)
+
+    out = replay.output
+    assert out["state"] == "cancelled" and out["reason"] == "the run was cancelled"
+    assert len(out["attempts"]) == 1  # a cancelled shard is not tried again
+    [timer] = [w for w in replay.scheduled if w.kind == "timer"]
+    assert timer.canceled and not timer.done
+    assert replay.timeline() == ["create_container_group", "get_container_state", "timer", "save_container_logs",
+                                 "delete_container_group"]
+    assert replay.calls("delete_container_group")[0].input == GROUP
+
+
+def test_shard_cancel_raised_while_a_later_poll_is_outstanding_is_honoured():
+    """Known bug (see the report): the run forwards 'cancel' to its shards at any moment, e.g. while the shard
+    waits for its second get_container_state. Each poll loop creates a new wait_for_external_event("cancel");
+    the SDK hands an event to the newest *open* waiter, which at that moment is the previous loop's (abandoned)
+    one, so the event is swallowed and the shard keeps polling until its container ends by itself."""
+    polls: list[int] = []
+    cancel_sent: list[int] = []
+    aci = aci_shard(lambda group, poll: RUNNING if poll < 6 else container("Terminated", 0, detail="Completed"))
+
+    def answer(work: Work) -> Any:
+        if work.name == "get_container_state" and len(polls) == 1 and not cancel_sent:
+            cancel_sent.append(len(polls))
+            return Raise("cancel")  # the second poll is outstanding when the event arrives
+        if work.name == "get_container_state":
+            polls.append(1)
+        return aci(work)
+
+    replay = run_shard(answer, shard(shard_attempts=1))
+
+    assert replay.output["state"] == "cancelled"
+    assert len(replay.calls("get_container_state")) == 2  # the outstanding poll, then no more
+    assert replay.calls("delete_container_group")[0].input == GROUP
+
+
+# --------------------------------------------------------------------------------------------- score_run
+
+REQUEST = {"model": "parcels", "version": "latest", "input_blob": "latest", "postcodes": None, "horizon": 14,
+           "shard_size": 3, "trigger": "http", "dry_run": False}
+
+
+def make_plan(shards: int = 5, parallel_groups: int = 2, failed: dict | None = None) -> dict:
+    """plan_run's answer: planning.plan_run's plan plus the `timing` the activity adds."""
+    cut = [{"index": i, "postcodes": [str(8001 + 3 * i + k) for k in range(3)]} for i in range(shards)]
+    failed = failed or {}
+    return {"run_id": RUN_ID, "model": "parcels", "version": "v20261120",
+            "model_packages": {"forecast": "8.23.0", "data.table": "1.16.2"}, "input": INPUT, "horizon": 14,
+            "trigger": "http", "postcodes_total": 3 * shards + len(failed), "failed": failed, "not_in_input": 0,
+            "parallel_groups": parallel_groups, "shards": cut, "timing": TIMING}
+
+
+def shard_outcome(shard_input: dict, state: str = "succeeded", reason: str = "", failed: dict | None = None,
+                  delete_error: str | None = None) -> dict:
+    """score_shard's output for its input."""
+    index = shard_input["index"]
+    prefix = naming.staging_prefix(RUN_ID, index)
+    status = shard_status(prefix, shard_input["postcodes"], 3 if failed else 0, failed) \
+        if state in ("succeeded", "partial") else None
+    attempt = {"attempt": 1, "group": naming.group_name(RUN_ID, index), "state": state, "reason": reason,
+               "logs": f"results/{naming.logs_blob(RUN_ID, index)}", "deleted": delete_error is None}
+    if delete_error:
+        attempt["delete_error"] = delete_error
+    return {"index": index, "state": state, "reason": reason, "status": status,
+            "postcodes": len(shard_input["postcodes"]), "attempts": [attempt]}
+
+
+def published(plan: dict, failed: dict | None = None) -> dict:
+    """publish_run's answer."""
+    failed = failed or {}
+    scored = plan["postcodes_total"] - len(failed)
+    return {"results": f"results/runs/{RUN_ID}/results.csv", "manifest": f"results/runs/{RUN_ID}/manifest.json",
+            "rows": 14 * scored, "postcodes_scored": scored, "postcodes_failed": failed,
+            "state": "succeeded" if not failed else "partial"}
+
+
+def run_answers(plan: dict | Fail, shard_answer: Callable[[Work], Any] | None = None) -> Callable[[Work], Any]:
+    def answer(work: Work) -> Any:
+        if work.name == "plan_run":
+            return plan
+        if work.kind == "sub":
+            return (shard_answer or (lambda w: shard_outcome(w.input)))(work)
+        if work.name == "publish_run":
+            return published(plan, {pc: why for pc, why in plan["failed"].items()})
+        if work.name == "request_shard_cancel":
+            return len(work.input)
+        raise AssertionError(f"unexpected work {work}")
+
+    return answer
+
+
+def assert_bounded(replay: Replay, bound: int) -> None:
+    """At most `bound` shards outstanding after every episode, and a new one only when one has finished."""
+    for episode in replay.episodes:
+        assert len(episode.pending_subs) <= bound, episode
+        started = [w for w in episode.new_work if w.kind == "sub"]
+        if started and not episode.delivered.startswith("completed plan_run"):
+            assert episode.delivered.startswith(("completed score_shard", "failed score_shard")), episode
+            assert len(started) == 1, episode
+
+
+def test_run_fans_out_with_bounded_concurrency_then_publishes():
+    plan = make_plan(shards=5, parallel_groups=2)
+    replay = Replay("score_run", REQUEST, instance_id=RUN_ID)
+    out = replay.run(run_answers(plan))
+
+    [plan_call] = replay.calls("plan_run")
+    assert plan_call.input == {"request": REQUEST, "run_id": RUN_ID, "today": "2026-11-23"}
+    subs = [w for w in replay.scheduled if w.kind == "sub"]
+    assert [w.instance_id for w in subs] == [f"{RUN_ID}:shard-00{i}" for i in range(5)]
+    assert {w.name for w in subs} == {"score_shard"}
+    assert [w.input for w in subs] == [
+        {"run_id": RUN_ID, "index": i, "postcodes": plan["shards"][i]["postcodes"], "model": "parcels",
+         "version": "v20261120", "input": INPUT, "horizon": 14, "timing": TIMING} for i in range(5)]
+    # The plan episode starts two shards; every later start follows one completion.
+    assert [w.instance_id for w in replay.episodes[1].new_work] == [f"{RUN_ID}:shard-000", f"{RUN_ID}:shard-001"]
+    assert max(len(e.pending_subs) for e in replay.episodes) == 2
+    assert_bounded(replay, 2)
+
+    [publish] = replay.calls("publish_run")
+    assert publish.input == {"plan": plan, "shards": [shard_outcome(w.input) for w in subs]}
+    assert replay.timeline()[-1] == "publish_run"
+    assert not replay.calls("request_shard_cancel")
+    assert out == {"run_id": RUN_ID, "model": "parcels", "trigger": "http", "errors": [], "version": "v20261120",
+                   "input": INPUT, "shards_total": 5,
+                   "shards": [{"index": i, "state": "succeeded", "reason": "",
+                               "attempts": shard_outcome(subs[i].input)["attempts"]} for i in range(5)],
+                   "cleanup_errors": [], **published(plan)}
+    assert replay.state["customStatus"] == {"stage": "done", "shards_total": 5, "shards_done": 5,
+                                            "shards_running": 0, "postcodes_total": 15, "postcodes_scored": 15,
+                                            "postcodes_failed": 0}
+
+
+def test_run_fan_out_tolerates_completions_out_of_order():
+    plan = make_plan(shards=4, parallel_groups=3)
+    replay = Replay("score_run", REQUEST, instance_id=RUN_ID)
+    replay.start()
+    replay.complete(replay.pending[0], plan)
+    while not replay.done:  # always finish the newest shard first
+        work = replay.pending[-1]
+        if work.kind == "sub":
+            replay.complete(work, shard_outcome(work.input))
+        else:
+            replay.complete(work, run_answers(plan)(work))
+    assert_bounded(replay, 3)
+    assert [s["index"] for s in replay.output["shards"]] == [0, 1, 2, 3]
+    assert [s["index"] for s in replay.calls("publish_run")[0].input["shards"]] == [0, 1, 2, 3]
+    assert replay.output["state"] == "succeeded"
+
+
+def test_run_with_a_failed_shard_does_not_publish_and_reports_its_postcodes():
+    plan = make_plan(shards=5, parallel_groups=2, failed={"8999": "no input rows for this postcode"})
+    reason = "the container exited with code 1: no status written"
+
+    def shards(work: Work) -> dict:
+        return shard_outcome(work.input, "failed", reason) if work.input["index"] == 2 else shard_outcome(work.input)
+
+    replay = Replay("score_run", REQUEST, instance_id=RUN_ID)
+    out = replay.run(run_answers(plan, shards))
+
+    assert len([w for w in replay.scheduled if w.kind == "sub"]) == 5  # the other shards still ran
+    assert not replay.calls("publish_run")
+    assert out["state"] == "failed"
+    assert out["errors"] == [f"shard 2: {reason}"]
+    assert out["postcodes_failed"] == {"8999": "no input rows for this postcode",
+                                       **{pc: f"shard 2 failed: {reason}" for pc in ("8007", "8008", "8009")}}
+    assert out["postcodes_scored"] == 16 - 4
+    assert [s["state"] for s in out["shards"]] == ["succeeded", "succeeded", "failed", "succeeded", "succeeded"]
+
+
+def test_run_partial_shard_and_undeleted_group_still_publish():
+    plan = make_plan(shards=2, parallel_groups=2)
+    orphan = f"could not delete container group {naming.group_name(RUN_ID, 1)}: AciError: 409 Conflict"
+
+    def shards(work: Work) -> dict:
+        if work.input["index"] == 0:
+            return shard_outcome(work.input, "partial", failed={"8002": "model did not converge"})
+        return shard_outcome(work.input, delete_error=orphan)
+
+    replay = Replay("score_run", REQUEST, instance_id=RUN_ID)
+    out = replay.run(run_answers(plan, shards))
+    [publish] = replay.calls("publish_run")
+    assert [s["state"] for s in publish.input["shards"]] == ["partial", "succeeded"]
+    assert out["cleanup_errors"] == [orphan]
+    assert out["errors"] == []
+    assert replay.state["customStatus"]["postcodes_failed"] == 1
+
+
+def test_run_shard_sub_orchestration_failure_fails_that_shard_not_the_run():
+    """Known bug (see the report): fan_out detects a failed sub-orchestration with getattr(winner, "is_faulted"),
+    an attribute SDK 1.7 tasks do not have, so the exception is used as the outcome and score_run crashes."""
+    plan = make_plan(shards=3, parallel_groups=2)
+    failure = Fail("Orchestrator function 'score_shard' failed: KeyError: 'timing'", "Traceback ...")
+
+    def shards(work: Work) -> Any:
+        return failure if work.input["index"] == 1 else shard_outcome(work.input)
+
+    replay = Replay("score_run", REQUEST, instance_id=RUN_ID)
+    out = replay.run(run_answers(plan, shards))
+
+    assert len([w for w in replay.scheduled if w.kind == "sub"]) == 3
+    assert not replay.calls("publish_run")
+    assert out["state"] == "failed"
+    assert [s["state"] for s in out["shards"]] == ["succeeded", "failed", "succeeded"]
+    assert out["errors"][0].startswith("shard 1: Orchestrator function 'score_shard' failed: KeyError")
+    assert set(out["postcodes_failed"]) == {"8004", "8005", "8006"}
+
+
+def test_run_cancel_forwards_to_running_shards_and_starts_no_more():
+    plan = make_plan(shards=5, parallel_groups=2)
+    cancelled: list[str] = []
+
+    def shards(work: Work) -> Any:
+        if not cancelled:
+            cancelled.append(work.instance_id)
+            return Raise("cancel")  # while shards 0 and 1 run
+        return shard_outcome(work.input, "cancelled", "the run was cancelled")
+
+    replay = Replay("score_run", REQUEST, instance_id=RUN_ID)
+    out = replay.run(run_answers(plan, shards))
+
+    [forward] = replay.calls("request_shard_cancel")
+    assert forward.input == [f"{RUN_ID}:shard-000", f"{RUN_ID}:shard-001"]
+    assert [w.instance_id for w in replay.scheduled if w.kind == "sub"] == [f"{RUN_ID}:shard-000",
+                                                                           f"{RUN_ID}:shard-001"]
+    assert not replay.calls("publish_run")
+    assert out["state"] == "cancelled"
+    assert [(s["index"], s["state"]) for s in out["shards"]] == [(i, "cancelled") for i in range(5)]
+    assert [s["reason"] for s in out["shards"][2:]] == ["the run was cancelled"] * 3
+    assert [s["attempts"] for s in out["shards"][2:]] == [[], [], []]
+    assert set(out["postcodes_failed"]) == {pc for s in plan["shards"] for pc in s["postcodes"]}
+    assert out["postcodes_scored"] == 0
+    cancelling = [e for e in replay.episodes if e.delivered == "event cancel"][0]
+    assert cancelling.custom_status["stage"] == "cancelling"
+    assert replay.state["customStatus"]["stage"] == "done"
+
+
+def test_run_cancel_after_some_shards_finished_forwards_only_to_the_running_ones():
+    plan = make_plan(shards=5, parallel_groups=2)
+    seen: list[str] = []
+
+    def shards(work: Work) -> Any:
+        if work.instance_id.endswith("shard-002") and "cancel" not in seen:
+            seen.append("cancel")
+            return Raise("cancel")
+        return shard_outcome(work.input, "cancelled", "the run was cancelled") if "cancel" in seen \
+            else shard_outcome(work.input)
+
+    replay = Replay("score_run", REQUEST, instance_id=RUN_ID)
+    out = replay.run(run_answers(plan, shards))
+    assert replay.calls("request_shard_cancel")[0].input == [f"{RUN_ID}:shard-002", f"{RUN_ID}:shard-003"]
+    assert len([w for w in replay.scheduled if w.kind == "sub"]) == 4
+    assert [s["state"] for s in out["shards"]] == ["succeeded", "succeeded", "cancelled", "cancelled", "cancelled"]
+    assert out["state"] == "cancelled" and not replay.calls("publish_run")
+
+
+def test_run_plan_failure_fails_the_run_without_shards():
+    reason = ("Activity function 'plan_run' failed: PlanError: input input/daily/2026-11-23.csv lacks column(s) "
+              "date; it has: postcode, day, parcels")
+    replay = Replay("score_run", REQUEST, instance_id=RUN_ID)
+    out = replay.run(run_answers(Fail(reason, "Traceback (most recent call last): ...")))
+
+    assert replay.timeline() == ["plan_run"]
+    assert out["state"] == "failed"
+    assert len(out["errors"]) == 1 and out["errors"][0].startswith(f"plan: {reason}")
+    assert "Traceback" not in out["errors"][0]
+    assert out["run_id"] == RUN_ID and out["model"] == "parcels" and out["trigger"] == "http"
+    assert replay.state["customStatus"]["stage"] == "done"
+
+
+def test_run_publish_failure_fails_the_run():
+    plan = make_plan(shards=2, parallel_groups=2)
+    answers = run_answers(plan)
+
+    def answer(work: Work) -> Any:
+        if work.name == "publish_run":
+            return Fail("Activity function 'publish_run' failed: ValueError: shard 1 results lack postcode 8005")
+        return answers(work)
+
+    out = Replay("score_run", REQUEST, instance_id=RUN_ID).run(answer)
+    assert out["state"] == "failed"
+    assert out["errors"] == ["publish: Activity function 'publish_run' failed: ValueError: shard 1 results lack "
+                             "postcode 8005"]
