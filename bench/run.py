@@ -7,7 +7,10 @@ Trains the sample glm models once (cached under bench/out/), registers them in a
   worker   `python -m scoring run` scoring every postcode: manifest, model download, R, results upload;
   rscript  `Rscript` looping readRDS + predict(type = "response") over the .rds files on local disk, then
            writing one CSV.
-The last line is `worker_vs_rscript <ratio>` (worker time / Rscript time; lower is better).
+  e2e      the whole local pipeline: POST /api/runs to the Durable dev host, plan, one ACI container group
+           (ARM stand-in, real SDK over HTTPS) running the worker, logs, delete, publish; timed until the
+           run's results are published.
+Prints `worker_vs_rscript <ratio>`, then, as the last line, `e2e_vs_rscript <ratio>` (lower is better).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from devenv.azurite import start_azurite  # noqa: E402
+from devenv.stack import start_stack  # noqa: E402
 from scoring.blobstore import BlobStore  # noqa: E402
 from scoring.modelstore import ModelStore  # noqa: E402
 
@@ -72,6 +76,29 @@ def sample_models(postcodes: int, horizon: int) -> tuple[Path, Path]:
     return folder, input_csv
 
 
+def pipeline(models: Path, input_csv: Path, args: argparse.Namespace) -> list[float]:
+    """HTTP start to published results, through the dev host, the ARM stand-in and Azurite."""
+    # One group with both cores: on a 2-core machine a second group would only add a second start-up.
+    stack = start_stack(OUT / "stack", {"MAX_PARALLEL_GROUPS": "1", "CONTAINER_CPU": "2",
+                                        "MIN_SHARD_SIZE": str(args.postcodes)},
+                        host_args=["--blob-poll-interval", "86400"])
+    try:
+        ModelStore(stack.blobs).register("parcels", "v1", models, champion=True)
+        stack.blobs.write_bytes("input", "bench/input.csv", input_csv.read_bytes())
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            r = stack.post("/api/runs", {"input": "bench/input.csv", "horizon": args.horizon})
+            r.raise_for_status()
+            view = stack.wait_for_run(r.json()["id"], timeout=600)
+            times.append(time.perf_counter() - t0)
+            assert view["state"] == "completed" and view["rows"] == args.postcodes * args.horizon, view
+        assert stack.standin.groups() == []
+        return times
+    finally:
+        stack.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--postcodes", type=int, default=3000)
@@ -110,11 +137,14 @@ def main() -> None:
     rscript = [timed(["Rscript", str(script), str(models), str(input_csv), str(OUT / "bare_loop.csv")])
                for _ in range(args.repeats)]
 
-    w, r = statistics.median(worker), statistics.median(rscript)
+    e2e = pipeline(models, input_csv, args)
+    w, r, e = statistics.median(worker), statistics.median(rscript), statistics.median(e2e)
     print(f"worker  (python -m scoring run, Azurite end to end): median {w:.2f} s of {[round(x, 2) for x in worker]}")
     print(f"  last run's own timings: {json.dumps({k: round(v, 2) for k, v in status['timings'].items()})}")
     print(f"rscript (bare readRDS + predict loop + write.csv):   median {r:.2f} s of {[round(x, 2) for x in rscript]}")
+    print(f"e2e     (HTTP start -> results published):        median {e:.2f} s of {[round(x, 2) for x in e2e]}")
     print(f"worker_vs_rscript {w / r:.3f}")
+    print(f"e2e_vs_rscript {e / r:.3f}")
 
 
 if __name__ == "__main__":

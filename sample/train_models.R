@@ -48,6 +48,7 @@ fit_one <- function(i) {
   ets_here
 }
 
+if (opt$kind != "glm") suppressMessages(requireNamespace("forecast", quietly = TRUE))  # quiet before forking
 cores <- max(1L, parallel::detectCores())
 seeds <- sample.int(.Machine$integer.max, n)
 kinds <- parallel::mclapply(seq_len(n), function(i) { set.seed(seeds[i]); fit_one(i) }, mc.cores = cores)
