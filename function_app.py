@@ -5,6 +5,7 @@ Three kinds of run start the `score_run` orchestration (orchestrators/):
   - HTTP    POST /api/runs                start an ad-hoc run -> 202 with status URLs
             GET  /api/runs, /api/runs/{id} list recent runs, read one run's status
             POST /api/runs/{id}/cancel    stop a run; its container groups are deleted
+            POST /api/runs/{id}/retry     rerun the failed postcodes, merged into that run's results
   - blob    `new_input_blob`  a new blob under INPUT_CONTAINER/INPUT_PREFIX; one run per blob and ETag
 """
 
@@ -19,9 +20,11 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from orchestrators import bp, naming
-from orchestrators.run_requests import RequestError, parse_run_body, scheduled_request
+from orchestrators.planning import PlanError, dry_run_view, plan_run
+from orchestrators.run_requests import RequestError, RunRequest, parse_run_body, scheduled_request
 from orchestrators.run_status import FINISHED, RUN_ORCHESTRATOR, run_view
-from orchestrators.services import settings
+from orchestrators.services import settings, storage
+from scoring.modelstore import ModelStore, VersionNotFound
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(bp)
@@ -58,8 +61,15 @@ async def new_input_blob(blob: func.InputStream, client: df.DurableOrchestration
 async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     try:
         request = parse_run_body(req.get_body(), settings())
+        check_model_version(request.model, request.version)
     except RequestError as e:
         return json_response({"error": str(e), "field": e.field}, e.status)
+    if request.dry_run:
+        try:
+            plan = plan_run(request, "dry-run", settings(), storage(), today=datetime.now(UTC).date())
+        except PlanError as e:
+            return json_response({"error": str(e), "field": ""}, 422)
+        return json_response(dry_run_view(plan))
     run_id = naming.adhoc_run_id(uuid.uuid4().hex)
     await client.start_new(RUN_ORCHESTRATOR, run_id, request.to_json())
     urls = client.create_http_management_payload(run_id)
@@ -100,7 +110,43 @@ async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
     return json_response({"id": status.instance_id, "state": "cancelling"}, 202)
 
 
+@app.route(route="runs/{id}/retry", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def retry_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Rerun only the postcodes a finished run failed; the rerun publishes into that run's results."""
+    status = await find_run(client, req.route_params["id"])
+    if status is None:
+        return json_response({"error": f"no run {req.route_params['id']!r}"}, 404)
+    view = run_view(status)
+    if view["runtimeStatus"] not in FINISHED:
+        return json_response({"error": f"run {status.instance_id} is still {view['state']}"}, 409)
+    failed = sorted(view.get("postcodes_failed") or {})
+    if not failed or "version" not in view:
+        return json_response({"error": f"run {status.instance_id} has no failed postcodes to retry"}, 409)
+    original = status.input_ if isinstance(status.input_, dict) else json.loads(status.input_)
+    root = original.get("retry_of") or status.instance_id
+    retry = RunRequest.from_json({**original, "version": view["version"], "input_blob": view["input"]["blob"],
+                                  "postcodes": failed, "trigger": "retry", "retry_of": root, "dry_run": False})
+    for n in range(1, 100):
+        run_id = naming.retry_run_id(root, n)
+        if not await client.get_status(run_id):
+            break
+    await client.start_new(RUN_ORCHESTRATOR, run_id, retry.to_json())
+    base = req.url.split("/api/")[0]
+    return json_response({"id": run_id, "retry_of": root, "postcodes": len(failed),
+                          "statusUrl": f"{base}/api/runs/{run_id}"}, 202)
+
+
 # ------------------------------------------------------------------------------------------ helpers
+
+
+def check_model_version(model: str, version: str) -> None:
+    """Refuse at the door a model or version that does not exist (a 400 naming it), before any run."""
+    try:
+        store = ModelStore(storage(), settings().models_container)
+        store.read_manifest(model, store.resolve_version(model, version))
+    except VersionNotFound as e:
+        raise RequestError("version" if store.versions(model) else "model", str(e)) from None
 
 
 async def start_once(client: df.DurableOrchestrationClient, run_id: str, request: dict) -> None:
@@ -127,3 +173,24 @@ async def find_run(client: df.DurableOrchestrationClient, run_id: str):
 def json_response(body: dict, status: int = 200, headers: dict | None = None) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(body, default=str), status_code=status, mimetype="application/json",
                              headers=headers)
+
+
+# ------------------------------------------------------------------------------------ orphan sweeper
+
+
+@app.timer_trigger(schedule="%ORPHAN_SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False)
+@app.durable_client_input(client_name="client")
+async def sweep_orphan_groups(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+    """Delete this app's container groups older than ORPHAN_TTL_MINUTES whose run is not active (logs kept)."""
+    from orchestrators import sweeper
+    from orchestrators.services import container_groups, storage
+
+    s = settings()
+
+    async def is_active(instance_id: str) -> bool:
+        return await sweeper.instance_is_active(client, instance_id)
+
+    results = await sweeper.sweep_orphans(container_groups(), storage(), s.results_container, is_active,
+                                          timedelta(minutes=s.orphan_ttl_minutes), datetime.now(UTC))
+    for result in results:
+        log.log(result.level, result.summary())

@@ -386,6 +386,11 @@ def aci_error_from_http(operation: str, name: str, exc: HttpResponseError, secre
                     retry_after=_retry_after(exc))
 
 
+def is_quota_error(code: str | None) -> bool:
+    """The regional quota is used up: wait for groups to finish, and run fewer at once."""
+    return code is not None and (code == "ContainerGroupQuotaReached" or "quota" in code.lower())
+
+
 def is_retryable(status: int | None, code: str | None) -> bool:
     if code in PERMANENT_CODES:
         return False

@@ -10,7 +10,7 @@ import azure.durable_functions as df
 from scoring.job import Job
 
 from . import naming
-from .aci import AciError, scoring_spec
+from .aci import AciError, is_quota_error, scoring_spec
 from .blueprint import bp
 from .planning import plan_run as make_plan
 from .publish import publish_run as publish
@@ -32,6 +32,7 @@ def plan_run(payload: dict) -> dict:
         "retry_interval_seconds": s.aci_retry_interval_seconds,
         "retry_attempts": s.aci_retry_attempts,
         "shard_attempts": s.shard_attempts,
+        "quota_waits": 2 * s.aci_retry_attempts,
     }
     return plan
 
@@ -61,6 +62,8 @@ def create_container_group(shard: dict) -> dict:
     try:
         container_groups().create(scoring_spec(s, shard["group"], environment, secure, tags))
     except AciError as e:
+        if is_quota_error(e.code):  # waited out by the orchestration, which also lowers the run's parallelism
+            return {"ok": False, "quota": True, "reason": str(e), "code": e.code}
         if e.retryable:
             raise
         return {"ok": False, "reason": str(e), "code": e.code}
@@ -99,7 +102,7 @@ def read_shard_status(prefix: str) -> dict | None:
 
 @bp.activity_trigger(input_name="publication")
 def publish_run(publication: dict) -> dict:
-    return publish(publication["plan"], publication["shards"], settings(), storage())
+    return publish(publication["plan"], publication["shards"], publication["failed"], settings(), storage())
 
 
 @bp.activity_trigger(input_name="instance_ids")

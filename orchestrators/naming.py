@@ -10,7 +10,7 @@ import re
 from datetime import date
 
 RUN_ID = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
-MAX_RUN_ID = 56  # + "-s000" stays within ACI's 63 characters
+MAX_RUN_ID = 55  # + "-s000-a2" stays within ACI's 63 characters
 
 
 def daily_run_id(model: str, day: date) -> str:
@@ -25,6 +25,10 @@ def blob_run_id(blob_name: str, etag: str) -> str:
 
 def adhoc_run_id(guid: str) -> str:
     return "run-" + guid.replace("-", "")[:20].lower()
+
+
+def retry_run_id(run_id: str, n: int) -> str:
+    return f"{run_id}-retry{n}"
 
 
 def is_run_id(value: str) -> bool:

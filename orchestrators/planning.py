@@ -8,11 +8,12 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections import Counter
 from datetime import date
 
 from scoring.blobstore import BlobNotFound, BlobStore
-from scoring.modelstore import ModelStore, ModelStoreError
+from scoring.modelstore import Manifest, ModelStore, ModelStoreError
 
 from .run_requests import LATEST_INPUT, RunRequest
 from .settings import Settings
@@ -83,6 +84,48 @@ def input_postcodes(data: bytes, where: str, today: date | None = None) -> Count
     return rows
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.split(r"[.-]", text) if part.isdigit())
+
+
+def check_compatibility(manifest: Manifest, settings: Settings) -> None:
+    """The image must run the models: same R major.minor (serialization), and every R package the models
+    need, at least at the version they were saved with."""
+    where = f"model {manifest.model}/{manifest.version}"
+    if settings.image_r_version and _version(manifest.r_version)[:2] != _version(settings.image_r_version)[:2]:
+        raise PlanError(f"{where} was saved with R {manifest.r_version}; the scoring image runs R "
+                        f"{settings.image_r_version}")
+    if not settings.image_r_packages:
+        return
+    have = dict(item.split("=", 1) for item in settings.image_r_packages.split(";") if "=" in item)
+    lacking = [f"{name} {needed} (image has {have.get(name, 'none')})"
+               for name, needed in sorted(manifest.r_packages.items())
+               if name not in have or _version(have[name]) < _version(needed)]
+    if lacking:
+        raise PlanError(f"{where} needs R package(s) the scoring image lacks: {', '.join(lacking)}")
+
+
+def estimate_cost(shard_sizes: list[int], settings: Settings) -> dict:
+    """Expected container time and price: start-up plus scoring per shard, on the configured size."""
+    seconds = [settings.expected_startup_seconds + n * settings.expected_seconds_per_postcode
+               / max(1.0, settings.container_cpu) for n in shard_sizes]
+    vcpu_seconds = sum(seconds) * settings.container_cpu
+    gb_seconds = sum(seconds) * settings.container_memory_gb
+    return {"groups": len(shard_sizes), "vcpu_seconds": round(vcpu_seconds, 1), "gb_seconds": round(gb_seconds, 1),
+            "price_usd": round(vcpu_seconds * settings.aci_price_per_vcpu_second
+                               + gb_seconds * settings.aci_price_per_gb_second, 6)}
+
+
+def dry_run_view(plan: dict) -> dict:
+    """What a run would do, without creating anything: shards, groups, expected cost."""
+    return {"dryRun": True, "model": plan["model"], "version": plan["version"], "input": plan["input"],
+            "horizon": plan["horizon"], "postcodes": plan["postcodes_total"], "failed": plan["failed"],
+            "groups": len(plan["shards"]), "parallel_groups": plan["parallel_groups"],
+            "shards": [{"index": s["index"], "postcodes": len(s["postcodes"]), "first": s["postcodes"][0],
+                        "last": s["postcodes"][-1]} for s in plan["shards"]],
+            "container": plan["container"], "estimate": plan["estimate"]}
+
+
 def plan_run(request: RunRequest, run_id: str, settings: Settings, blobs: BlobStore,
              today: date | None = None) -> dict:
     store = ModelStore(blobs, settings.models_container)
@@ -91,6 +134,7 @@ def plan_run(request: RunRequest, run_id: str, settings: Settings, blobs: BlobSt
         manifest = store.read_manifest(request.model, version)
     except ModelStoreError as e:
         raise PlanError(str(e)) from None
+    check_compatibility(manifest, settings)
     input_blob = resolve_input(blobs, settings, request.input_blob)
     where = f"input {settings.input_container}/{input_blob}"
     info = blobs.info(settings.input_container, input_blob)
@@ -125,9 +169,13 @@ def plan_run(request: RunRequest, run_id: str, settings: Settings, blobs: BlobSt
         "input": {"container": settings.input_container, "blob": input_blob, "etag": info.etag},
         "horizon": request.horizon,
         "trigger": request.trigger,
+        "retry_of": request.retry_of,
         "postcodes_total": len(scorable) + len(failed),
         "failed": failed,
         "not_in_input": len([pc for pc in manifest.postcodes if pc not in rows]) if request.postcodes is None else 0,
         "parallel_groups": min(settings.parallel_groups, len(shards)),
+        "container": {"image": settings.scoring_image, "cpu": settings.container_cpu,
+                      "memory_gb": settings.container_memory_gb},
+        "estimate": estimate_cost([len(s) for s in shards], settings),
         "shards": [{"index": i, "postcodes": pcs} for i, pcs in enumerate(shards)],
     }

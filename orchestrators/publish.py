@@ -54,66 +54,110 @@ def validate_shard_rows(text: str, scored: list[str], horizon: int, where: str) 
     return rows
 
 
-def publish_run(plan: dict, shards: list[dict], settings: Settings, blobs: BlobStore) -> dict:
+def publish_run(plan: dict, shards: list[dict], failed: dict[str, str], settings: Settings,
+                blobs: BlobStore) -> dict:
+    """Validate every staged shard output, then write results, manifest, _SUCCESS and the latest pointer.
+
+    `failed` lists every postcode that was not scored, with its reason (from the plan, the shards' own
+    reports, and the postcodes of shards that failed as a whole). A retry (plan["retry_of"]) merges into the
+    run it retries: its rows replace nothing (those postcodes had failed) and its failures replace the old ones.
+    """
     run_id, horizon, container = plan["run_id"], plan["horizon"], settings.results_container
-    failed = dict(plan["failed"])
-    all_rows: list[list[str]] = []
-    accounted: set[str] = set(failed)
+    rows: list[list[str]] = []
+    scored: set[str] = set()
     for shard in shards:
         status = shard.get("status")
-        if status is None:
-            raise PublishError(f"shard {shard['index']} has no output ({shard.get('reason', 'unknown reason')})")
+        if shard["state"] not in ("succeeded", "partial") or status is None:
+            continue
         where = f"shard {shard['index']} ({status['output_prefix']}results.csv)"
         text = blobs.read_bytes(container, status["output_prefix"] + "results.csv").decode()
-        all_rows += validate_shard_rows(text, status["scored"], horizon, where)
-        failed.update(status["failed"])
-        accounted.update(status["scored"])
-        accounted.update(status["failed"])
+        rows += validate_shard_rows(text, status["scored"], horizon, where)
+        scored.update(status["scored"])
     planned = {pc for s in plan["shards"] for pc in s["postcodes"]} | set(plan["failed"])
-    if planned - accounted:
-        missing = sorted(planned - accounted)
-        raise PublishError(f"{len(missing)} postcode(s) neither scored nor failed, e.g. {missing[0]}")
+    unaccounted = planned - scored - set(failed)
+    if unaccounted:
+        raise PublishError(f"{len(unaccounted)} postcode(s) neither scored nor failed, e.g. {min(unaccounted)}")
 
-    prefix = naming.run_prefix(run_id)
+    target = plan.get("retry_of") or run_id
+    prefix = naming.run_prefix(target)
+    previous = _previous_publication(blobs, container, prefix) if plan.get("retry_of") else None
+    if previous:
+        old_rows, old_manifest = previous
+        rows += [r for r in old_rows if r[0] not in scored]
+        failed = {**{pc: why for pc, why in old_manifest["postcodes_failed"].items() if pc not in scored}, **failed}
+        scored |= {r[0] for r in old_rows}
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(RESULT_COLUMNS)
-    writer.writerows(sorted(all_rows, key=lambda r: (r[0], r[1])))
+    writer.writerows(sorted(rows, key=lambda r: (r[0], r[1])))
     blobs.write_bytes(container, prefix + "results.csv", out.getvalue().encode(), content_type="text/csv")
 
     manifest = ModelStore(blobs, settings.models_container).read_manifest(plan["model"], plan["version"])
-    scored = sorted(accounted - set(failed))
     published = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     run_manifest = {
-        "run_id": run_id,
+        "run_id": target,
         "state": "completed_with_failures" if failed else "completed",
         "trigger": plan["trigger"],
         "published": published,
         "model": {"name": plan["model"], "version": plan["version"], "r_version": manifest.r_version,
                   "r_packages": manifest.r_packages,
-                  "sha256": {pc: manifest.models[pc].sha256 for pc in scored}},
+                  "sha256": {pc: manifest.models[pc].sha256 for pc in sorted(scored) if pc in manifest.models}},
         "input": plan["input"],
-        "image": settings.scoring_image,
+        "image": plan["container"]["image"],
         "horizon": horizon,
-        "rows": len(all_rows),
+        "rows": len(rows),
         "postcodes_scored": len(scored),
         "postcodes_failed": failed,
-        "shards": [_shard_summary(s) for s in shards],
-        "cost": plan.get("cost", {}),
+        "shards": [_shard_summary(s, plan) for s in shards],
+        "cost": run_cost(shards, plan["container"], settings),
+        "estimate": plan.get("estimate", {}),
         "results": f"{container}/{prefix}results.csv",
+        "revisions": (previous[1].get("revisions", []) if previous else []) + [
+            {"run_id": run_id, "published": published, "postcodes": len(planned)}],
     }
     blobs.write_json(container, prefix + "manifest.json", run_manifest)
     blobs.write_bytes(container, prefix + "_SUCCESS", published.encode(), content_type="text/plain")
     blobs.write_json(container, naming.latest_pointer(plan["model"]),
-                     {"run_id": run_id, "results": prefix + "results.csv", "manifest": prefix + "manifest.json",
+                     {"run_id": target, "results": prefix + "results.csv", "manifest": prefix + "manifest.json",
                       "published": published})
     return {"results": run_manifest["results"], "manifest": f"{container}/{prefix}manifest.json",
-            "rows": len(all_rows), "postcodes_scored": len(scored), "postcodes_failed": failed,
-            "state": run_manifest["state"]}
+            "rows": len(rows), "postcodes_scored": len(scored), "postcodes_failed": failed,
+            "state": run_manifest["state"], "cost": run_manifest["cost"]}
 
 
-def _shard_summary(shard: dict) -> dict:
+def _previous_publication(blobs: BlobStore, container: str, prefix: str) -> tuple[list[list[str]], dict] | None:
+    if not blobs.exists(container, prefix + "_SUCCESS"):
+        return None
+    text = blobs.read_bytes(container, prefix + "results.csv").decode()
+    return list(csv.reader(io.StringIO(text)))[1:], blobs.read_json(container, prefix + "manifest.json")
+
+
+def run_cost(shards: list[dict], container: dict, settings: Settings) -> dict:
+    """vCPU- and GB-seconds from each attempt's container start and finish (else the orchestration's own
+    create-to-delete times), and the price at the configured rates."""
+    seconds = 0.0
+    for shard in shards:
+        for attempt in shard["attempts"]:
+            start = attempt.get("started") or attempt.get("billed_from")
+            end = attempt.get("finished") or attempt.get("billed_to")
+            if start and end:
+                seconds += max(0.0, (_parse_time(end) - _parse_time(start)).total_seconds())
+    vcpu, gb = seconds * container["cpu"], seconds * container["memory_gb"]
+    return {"container_seconds": round(seconds, 3), "vcpu_seconds": round(vcpu, 3), "gb_seconds": round(gb, 3),
+            "price_usd": round(vcpu * settings.aci_price_per_vcpu_second + gb * settings.aci_price_per_gb_second, 6)}
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _shard_summary(shard: dict, plan: dict) -> dict:
+    """The shard map: which postcodes ran where, each attempt's group, exit code and times."""
     status = shard.get("status") or {}
-    return {"index": shard["index"], "state": shard["state"], "attempts": shard["attempts"],
-            "scored": len(status.get("scored", [])), "failed": len(status.get("failed", {})),
-            "rows": status.get("rows", 0)}
+    postcodes = plan["shards"][shard["index"]]["postcodes"]
+    return {"index": shard["index"], "state": shard["state"], "reason": shard.get("reason", ""),
+            "postcodes": [postcodes[0], postcodes[-1], len(postcodes)],
+            "attempts": [{k: a.get(k) for k in ("attempt", "group", "state", "exit_code", "started", "finished",
+                                                 "reason", "deleted")} for a in shard["attempts"]],
+            "scored": len(status.get("scored") or []), "failed": len(status.get("failed") or {}),
+            "rows": status.get("rows", 0), "timings": status.get("timings", {})}

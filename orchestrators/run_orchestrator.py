@@ -18,14 +18,16 @@ def shard_input(plan: dict, shard: dict) -> dict:
 
 
 def fan_out(context: df.DurableOrchestrationContext, plan: dict, progress: dict):
-    """At most plan["parallel_groups"] shards at once; a 'cancel' event stops new ones and forwards itself."""
+    """At most plan["parallel_groups"] shards at once, one fewer after each shard that met a full ACI quota;
+    a 'cancel' event stops new ones and is forwarded to the running ones."""
+    limit = plan["parallel_groups"]
     pending = list(plan["shards"])
     running: dict[str, df.Task] = {}
     outcomes: list[dict] = []
     cancel = context.wait_for_external_event("cancel")
     cancelled = False
     while pending or running:
-        while pending and not cancelled and len(running) < plan["parallel_groups"]:
+        while pending and not cancelled and len(running) < limit:
             shard = pending.pop(0)
             instance_id = naming.shard_instance_id(plan["run_id"], shard["index"])
             running[instance_id] = context.call_sub_orchestrator("score_shard", shard_input(plan, shard), instance_id)
@@ -45,6 +47,9 @@ def fan_out(context: df.DurableOrchestrationContext, plan: dict, progress: dict)
             "index": int(instance_id.rsplit("-", 1)[1]), "state": "failed", "reason": error_text(winner.result),
             "status": None, "attempts": []}
         outcomes.append(outcome)
+        if any(a.get("quota_waits") for a in outcome["attempts"]):
+            limit = max(1, limit - 1)
+            progress["parallel_groups"] = limit
         status = outcome.get("status") or {}
         progress["shards_done"] += 1
         progress["postcodes_scored"] += len(status.get("scored") or [])
@@ -73,7 +78,8 @@ def score_run(context: df.DurableOrchestrationContext):
     progress = {"stage": "planning", "shards_total": 0, "shards_done": 0, "shards_running": 0,
                 "postcodes_total": 0, "postcodes_scored": 0, "postcodes_failed": 0}
     context.set_custom_status(progress)
-    result = {"run_id": run_id, "model": request["model"], "trigger": request["trigger"], "errors": []}
+    result = {"run_id": run_id, "model": request["model"], "trigger": request["trigger"], "errors": [],
+              "retry_of": request.get("retry_of")}
     try:
         today = context.current_utc_datetime.date().isoformat()
         plan = yield context.call_activity("plan_run", {"request": request, "run_id": run_id, "today": today})
@@ -93,7 +99,8 @@ def score_run(context: df.DurableOrchestrationContext):
     result["cleanup_errors"] = [a["delete_error"] for o in outcomes for a in o["attempts"] if a.get("delete_error")]
     result.update(postcodes_failed=failed, postcodes_scored=plan["postcodes_total"] - len(failed))
 
-    if cancelled or result["errors"]:
+    # One failed shard does not sink the run: what succeeded is published, the rest listed with reasons.
+    if cancelled or not any(o["state"] in OK_SHARD_STATES for o in outcomes):
         progress.update(stage="done", shards_running=0)
         context.set_custom_status(progress)
         return {**result, "state": "cancelled" if cancelled else "failed"}
@@ -101,7 +108,7 @@ def score_run(context: df.DurableOrchestrationContext):
     progress.update(stage="publishing", shards_running=0)
     context.set_custom_status(progress)
     try:
-        published = yield context.call_activity("publish_run", {"plan": plan, "shards": outcomes})
+        published = yield context.call_activity("publish_run", {"plan": plan, "shards": outcomes, "failed": failed})
     except Exception as e:  # noqa: BLE001
         progress["stage"] = "done"
         context.set_custom_status(progress)

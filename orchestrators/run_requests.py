@@ -33,6 +33,7 @@ class RunRequest:
     shard_size: int | None
     trigger: str
     dry_run: bool = False
+    retry_of: str | None = None  # a rerun of this run's failed postcodes, merged into its results
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -52,8 +52,19 @@ DEFAULTS: dict[str, str] = {
     "SHARD_ATTEMPTS": "2",
     # Orphan sweeper: groups of this app older than this and of no running run are deleted.
     "ORPHAN_TTL_MINUTES": "180",
+    # What the scoring image has: checked against each model version before any fan-out. Set from the image
+    # build (see README); empty = not checked. IMAGE_R_PACKAGES: "name=version;name=version".
+    "IMAGE_R_VERSION": "4.2.2",
+    "IMAGE_R_PACKAGES": "",
+    # Cost: ACI Linux prices per vCPU-second and GB-second (USD); the dry-run estimate's assumptions.
+    "ACI_PRICE_PER_VCPU_SECOND": "0.0000135",
+    "ACI_PRICE_PER_GB_SECOND": "0.0000015",
+    "EXPECTED_STARTUP_SECONDS": "60",
+    "EXPECTED_SECONDS_PER_POSTCODE": "0.002",
     # Schedule (NCRONTAB, six fields): daily at 02:00 UTC.
     "SCORING_SCHEDULE": "0 0 2 * * *",
+    # Orphan sweeper schedule (NCRONTAB): every 15 minutes; see ORPHAN_TTL_MINUTES.
+    "ORPHAN_SWEEP_SCHEDULE": "0 */15 * * * *",
 }
 
 
@@ -95,7 +106,14 @@ class Settings:
     aci_retry_attempts: int
     shard_attempts: int
     orphan_ttl_minutes: float
+    image_r_version: str
+    image_r_packages: str
+    aci_price_per_vcpu_second: float
+    aci_price_per_gb_second: float
+    expected_startup_seconds: float
+    expected_seconds_per_postcode: float
     scoring_schedule: str
+    orphan_sweep_schedule: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -41,7 +41,8 @@ def wait_for_container(context: df.DurableOrchestrationContext, name: str, timin
     deadline = started_at + timedelta(minutes=timing["deadline_minutes"])
     provisioning_deadline = started_at + timedelta(minutes=timing["provisioning_deadline_minutes"])
     while True:
-        state = yield context.call_activity("get_container_state", name)
+        # Retried: an ARM hiccup (or the stand-in restarting) must not fail a container that is fine.
+        state = yield context.call_activity_with_retry("get_container_state", aci_retry(timing), name)
         if state is None:
             return {"state": "failed", "reason": "the container group disappeared while running"}
         if state["terminated"]:
@@ -65,19 +66,33 @@ def wait_for_container(context: df.DurableOrchestrationContext, name: str, timin
             return {"state": "cancelled", "reason": "the run was cancelled"}
 
 
+def create_group(context: df.DurableOrchestrationContext, spec: dict, timing: dict):
+    """Create the group; a full quota is waited out with durable timers (and reported, so the run lowers
+    its parallelism), other transient errors are retried by the activity retry policy."""
+    waits = 0
+    while True:
+        created = yield context.call_activity_with_retry("create_container_group", aci_retry(timing), spec)
+        if not created.get("quota") or waits >= timing["quota_waits"]:
+            return {**created, "quota_waits": waits}
+        waits += 1
+        delay = timing["retry_interval_seconds"] * 2 ** min(waits, 6)
+        yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
+
+
 def run_attempt(context: df.DurableOrchestrationContext, shard: dict, attempt: int, cancel: df.Task):
     timing = shard["timing"]
     name = naming.group_name(shard["run_id"], shard["index"], attempt)
     prefix = naming.staging_prefix(shard["run_id"], shard["index"], attempt)
     result = {"attempt": attempt, "group": name, "state": "failed", "reason": ""}
     try:
-        created = yield context.call_activity_with_retry(
-            "create_container_group", aci_retry(timing), {**shard, "attempt": attempt, "group": name,
-                                                          "output_prefix": prefix})
+        created = yield from create_group(
+            context, {**shard, "attempt": attempt, "group": name, "output_prefix": prefix}, timing)
+        result["quota_waits"] = created["quota_waits"]
         if created["ok"]:
+            result["billed_from"] = context.current_utc_datetime.isoformat()
             result.update((yield from wait_for_container(context, name, timing, cancel)))
         else:
-            result.update(reason=created["reason"], permanent=True)
+            result.update(reason=created["reason"], permanent=not created.get("quota"))
     except Exception as e:  # noqa: BLE001 - every failure becomes the attempt's reason
         result["reason"] = f"container group {name}: {error_text(e)}"
     # Logs first (they vanish with the group), then delete, whatever happened above.
@@ -89,6 +104,8 @@ def run_attempt(context: df.DurableOrchestrationContext, shard: dict, attempt: i
     try:
         yield context.call_activity_with_retry("delete_container_group", aci_retry(timing), name)
         result["deleted"] = True
+        if "billed_from" in result:
+            result["billed_to"] = context.current_utc_datetime.isoformat()
     except Exception as e:  # noqa: BLE001 - reported with the run; the orphan sweeper retries it
         result["deleted"] = False
         result["delete_error"] = f"could not delete container group {name}: {error_text(e)}"

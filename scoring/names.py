@@ -13,7 +13,7 @@ import re
 # whatever the override, SAFE_TOKEN below still applies.
 DEFAULT_POSTCODE_PATTERN = r"[0-9]{4,5}"
 SAFE_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-MODEL_NAME = re.compile(r"(?=.{1,40}$)[a-z0-9]+(-[a-z0-9]+)*")
+MODEL_NAME = re.compile(r"(?=.{1,30}$)[a-z0-9]+(-[a-z0-9]+)*")
 RESERVED_VERSIONS = {"champion", "latest"}
 
 
@@ -39,7 +39,7 @@ def check_postcode(value: object) -> str:
 def check_model_name(value: object) -> str:
     if not isinstance(value, str) or not MODEL_NAME.fullmatch(value):
         raise InvalidName(
-            f"invalid model name {value!r}: use 1-40 lowercase letters, digits and single '-' between them"
+            f"invalid model name {value!r}: use 1-30 lowercase letters, digits and single '-' between them"
         )
     return value
 

@@ -152,11 +152,11 @@ def test_blob_event_starts_one_run(stack, sample_models):
     assert view["input"] == {"container": "input", "blob": "daily/event.csv", "etag": etag}
 
 
-def test_shard_whose_container_exits_non_zero_fails_the_run_with_reasons(stack):
+def test_shard_whose_container_exits_non_zero_is_reported_and_the_rest_published(stack):
     stack.standin.inject({"kind": "exit", "exit_code": 1, "output": "Segmentation fault in R", "match": "-s001"})
     run_id = start(stack, {"input": "manual/input.csv"})
     view = stack.wait_for_run(run_id)
-    assert view["state"] == "failed"
+    assert view["state"] == "completed_with_failures"
     assert any("shard 1" in e and "exited with code 1" in e for e in view["errors"]), view["errors"]
     failed_shard = view["shards"][1]
     assert failed_shard["state"] == "failed" and failed_shard["attempts"][0]["deleted"] is True
@@ -164,8 +164,30 @@ def test_shard_whose_container_exits_non_zero_fails_the_run_with_reasons(stack):
         "results", failed_shard["attempts"][0]["logs"].partition("/")[2]).decode()
     assert len(view["postcodes_failed"]) == 5
     assert all("exited with code 1" in reason for reason in view["postcodes_failed"].values())
-    assert not stack.blobs.exists("results", f"runs/{run_id}/_SUCCESS")
-    assert not stack.blobs.exists("results", f"runs/{run_id}/results.csv")
+    published = {r["postcode"] for r in results(stack, view)}
+    assert len(published) == 5 and not published & set(view["postcodes_failed"])
+    manifest = stack.blobs.read_json("results", f"runs/{run_id}/manifest.json")
+    assert manifest["state"] == "completed_with_failures" and manifest["postcodes_failed"] == view["postcodes_failed"]
+    assert [a["exit_code"] for a in manifest["shards"][1]["attempts"]] == [1]
+
+
+def test_retry_reruns_only_the_failed_postcodes_into_the_same_run(stack):
+    stack.standin.inject({"kind": "exit", "exit_code": 1, "output": "out of memory", "match": "-s001", "times": 1})
+    run_id = start(stack, {"input": "manual/input.csv"})
+    first = stack.wait_for_run(run_id)
+    assert first["state"] == "completed_with_failures" and len(first["postcodes_failed"]) == 5
+    r = stack.post(f"/api/runs/{run_id}/retry")
+    assert r.status_code == 202, r.text
+    retry = stack.wait_for_run(r.json()["id"])
+    assert retry["state"] == "completed" and retry["postcodes_scored"] == POSTCODES
+    assert retry["results"] == f"results/runs/{run_id}/results.csv"  # merged into the original run
+    rows = results(stack, retry)
+    assert len(rows) == POSTCODES * HORIZON
+    manifest = stack.blobs.read_json("results", f"runs/{run_id}/manifest.json")
+    assert manifest["state"] == "completed" and manifest["postcodes_failed"] == {}
+    assert [rev["run_id"] for rev in manifest["revisions"]] == [run_id, r.json()["id"]]
+    assert stack.post(f"/api/runs/{r.json()['id']}/retry").status_code == 409  # the rerun left nothing to retry
+
 
 
 def test_container_that_never_finishes_hits_its_deadline(stack):
@@ -178,7 +200,7 @@ def test_container_that_never_finishes_hits_its_deadline(stack):
     finally:
         stack.settings["SHARD_DEADLINE_MINUTES"] = "2"
         stack.restart_host(hard=False)
-    assert view["state"] == "failed"
+    assert view["state"] == "completed_with_failures"
     assert view["shards"][0]["state"] == "timed_out", view["shards"][0]
     assert "did not finish within 0.05 min" in view["shards"][0]["reason"]
     assert view["shards"][0]["attempts"][0]["deleted"] is True
