@@ -112,7 +112,7 @@ def score_run(context: df.DurableOrchestrationContext):
     except Exception as e:  # noqa: BLE001
         progress["stage"] = "done"
         context.set_custom_status(progress)
-        return {**result, "state": "failed", "errors": [f"publish: {error_text(e)}"]}
+        return {**result, "state": "failed", "errors": result["errors"] + [f"publish: {error_text(e)}"]}
     progress["stage"] = "done"
     context.set_custom_status(progress)
     return {**result, **published}

@@ -66,29 +66,33 @@ def wait_for_container(context: df.DurableOrchestrationContext, name: str, timin
             return {"state": "cancelled", "reason": "the run was cancelled"}
 
 
-def create_group(context: df.DurableOrchestrationContext, spec: dict, timing: dict):
-    """Create the group; a full quota is waited out with durable timers (and reported, so the run lowers
-    its parallelism), other transient errors are retried by the activity retry policy."""
-    waits = 0
+def create_group(context: df.DurableOrchestrationContext, spec: dict, timing: dict, cancel: df.Task, result: dict):
+    """Create the group; a full quota is waited out with durable timers (counted in result["quota_waits"] as
+    they happen, so the run lowers its parallelism even if a later create fails), other transient errors are
+    retried by the activity retry policy. A cancel during a quota wait creates nothing."""
     while True:
         created = yield context.call_activity_with_retry("create_container_group", aci_retry(timing), spec)
-        if not created.get("quota") or waits >= timing["quota_waits"]:
-            return {**created, "quota_waits": waits}
-        waits += 1
-        delay = timing["retry_interval_seconds"] * 2 ** min(waits, 6)
-        yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
+        if not created.get("quota") or result["quota_waits"] >= timing["quota_waits"]:
+            return created
+        result["quota_waits"] += 1
+        delay = timing["retry_interval_seconds"] * 2 ** min(result["quota_waits"], 6)
+        timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
+        if (yield context.task_any([timer, cancel])) is cancel:
+            timer.cancel()
+            return {"ok": False, "cancelled": True}
 
 
 def run_attempt(context: df.DurableOrchestrationContext, shard: dict, attempt: int, cancel: df.Task):
     timing = shard["timing"]
     name = naming.group_name(shard["run_id"], shard["index"], attempt)
     prefix = naming.staging_prefix(shard["run_id"], shard["index"], attempt)
-    result = {"attempt": attempt, "group": name, "state": "failed", "reason": ""}
+    result = {"attempt": attempt, "group": name, "state": "failed", "reason": "", "quota_waits": 0}
     try:
         created = yield from create_group(
-            context, {**shard, "attempt": attempt, "group": name, "output_prefix": prefix}, timing)
-        result["quota_waits"] = created["quota_waits"]
-        if created["ok"]:
+            context, {**shard, "attempt": attempt, "group": name, "output_prefix": prefix}, timing, cancel, result)
+        if created.get("cancelled"):
+            result.update(state="cancelled", reason="the run was cancelled")
+        elif created["ok"]:
             result["billed_from"] = context.current_utc_datetime.isoformat()
             result.update((yield from wait_for_container(context, name, timing, cancel)))
         else:

@@ -512,9 +512,8 @@ def test_shard_create_that_always_raises_is_retried_durably_then_the_group_is_st
 
 
 def test_shard_aci_retries_carry_the_backoff_coefficient_the_orchestrator_sets():
-    """Known bug (see the report): aci_retry() sets `retry.backoff_coefficient = 2`, but SDK 1.7's
-    RetryOptions.to_json() sends only firstRetryIntervalInMilliseconds and maxNumberOfAttempts, so the host never
-    sees the coefficient and retries ACI calls at a fixed interval."""
+    """SDK 1.7's RetryOptions.to_json() sends only firstRetryIntervalInMilliseconds and maxNumberOfAttempts;
+    aci_retry() must put the coefficient in the JSON itself or the host retries ACI calls at a fixed interval."""
     replay = run_shard(aci_shard(create=Fail("Activity function 'create_container_group' failed: AciError: 429")),
                        shard(retry_attempts=3, shard_attempts=1))
     for call in replay.calls("create_container_group") + replay.calls("delete_container_group"):
@@ -592,21 +591,16 @@ def test_shard_quota_waits_are_recorded_even_when_a_later_create_raises():
     """Known bug (see the report): run_attempt copies quota_waits into the attempt only when create_group returns;
     if the quota was waited out and the next create then raises (retries exhausted), the attempt has no
     quota_waits, so score_run does not lower its parallelism although this shard met a full quota."""
-    waits = quota_creates(2)
+    calls: list[Work] = []
     error = Fail("Activity function 'create_container_group' failed: AciError: 503 ServiceUnavailable")
 
-    def create(work: Work) -> Any:
-        return error if len(replay_creates) > 2 else waits(work)
+    def create(work: Work) -> Any:  # full twice, then the third create fails every retry
+        calls.append(work)
+        return QUOTA if len(calls) <= 2 else error
 
-    replay_creates: list[Work] = []
-
-    def answer(work: Work) -> Any:
-        if work.name == "create_container_group":
-            replay_creates.append(work)
-            return create(work)
-        return aci_shard()(work)
-
-    replay = run_shard(answer, shard(retry_attempts=2, shard_attempts=1))
+    replay = run_shard(aci_shard(overrides={"create_container_group": create}),
+                       shard(retry_attempts=2, shard_attempts=1))
+    assert len(own_timers(replay)) == 2  # the quota was waited out twice
     [attempt] = replay.output["attempts"]
     assert attempt["reason"].startswith(f"container group {GROUP}: Activity function 'create_container_group'")
     assert attempt["deleted"] is True
@@ -619,12 +613,13 @@ def test_shard_cancel_during_a_quota_wait_creates_no_group():
     (all quota waits, then a second attempt); if the quota frees up, it creates and bills a group after the
     cancel, only to stop it at the first poll."""
     sent: list[bool] = []
+    aci = aci_shard(lambda group, poll: RUNNING, overrides={"create_container_group": quota_creates(2)})
 
     def answer(work: Work) -> Any:
         if work.kind == "timer" and not sent:
             sent.append(True)
-            return Raise("cancel")
-        return aci_shard(overrides={"create_container_group": quota_creates(2)})(work)
+            return Raise("cancel")  # while the shard waits out its first full quota
+        return aci(work)
 
     replay = run_shard(answer, shard(quota_waits=3))
     assert replay.output["state"] == "cancelled"
@@ -730,10 +725,9 @@ def test_shard_cancel_during_the_poll_wait_cancels_the_timer_and_deletes():
 
 
 def test_shard_cancel_raised_while_a_later_poll_is_outstanding_is_honoured():
-    """Known bug (see the report): the run forwards 'cancel' to its shards at any moment, e.g. while the shard
-    waits for its second get_container_state. Each poll loop creates a new wait_for_external_event("cancel");
-    the SDK hands an event to the newest *open* waiter, which at that moment is the previous loop's (abandoned)
-    one, so the event is swallowed and the shard keeps polling until its container ends by itself."""
+    """The run forwards 'cancel' to its shards at any moment, e.g. while the shard waits for its second
+    get_container_state. The SDK hands an event to the newest *open* waiter, so a wait per poll loop would let
+    an abandoned one swallow it; score_shard keeps one wait for the whole shard."""
     polls: list[int] = []
     cancel_sent: list[int] = []
     aci = aci_shard(lambda group, poll: RUNNING if poll < 6 else container("Terminated", 0, detail="Completed"))
