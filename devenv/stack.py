@@ -7,6 +7,7 @@ end-to-end tests and the benchmark.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,13 @@ class LocalStack:
         self.azurite.stop()
 
 
+def local_r_packages() -> str:
+    """What the 'image' has locally: this machine's R packages, as IMAGE_R_PACKAGES wants them."""
+    script = ('ip <- installed.packages()[, c("Package", "Version")]; '
+              'cat(paste(ip[, 1], ip[, 2], sep = "=", collapse = ";"))')
+    return subprocess.run(["Rscript", "-e", script], capture_output=True, text=True, check=True).stdout
+
+
 def start_stack(root: Path, overrides: dict[str, str] | None = None, host_args: list[str] | None = None,
                 start_host: bool = True) -> LocalStack:
     if root.exists():
@@ -101,7 +109,8 @@ def start_stack(root: Path, overrides: dict[str, str] | None = None, host_args: 
     except Exception:
         azurite.stop()
         raise
-    settings = {**DEFAULTS, **FAST_LOCAL_SETTINGS, "STORAGE": azurite.connection_string,
+    settings = {**DEFAULTS, **FAST_LOCAL_SETTINGS, "IMAGE_R_PACKAGES": local_r_packages(),
+                "STORAGE": azurite.connection_string,
                 "ARM_ENDPOINT": standin.endpoint, "ARM_CA_BUNDLE": str(standin.ca_file), **(overrides or {})}
     stack = LocalStack(root, azurite, standin, settings, host_args=list(host_args or []))
     blobs = stack.blobs

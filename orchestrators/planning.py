@@ -13,7 +13,7 @@ from collections import Counter
 from datetime import date
 
 from scoring.blobstore import BlobNotFound, BlobStore
-from scoring.modelstore import Manifest, ModelStore, ModelStoreError
+from scoring.modelstore import Manifest, ModelStore, ModelStoreError, version_prefix
 
 from .run_requests import LATEST_INPUT, RunRequest
 from .settings import Settings
@@ -160,6 +160,12 @@ def plan_run(request: RunRequest, run_id: str, settings: Settings, blobs: BlobSt
     if not scorable:
         raise PlanError(f"nothing to score: none of {len(wanted)} postcode(s) of {request.model}/{version} "
                         f"has rows in {where}")
+    missing_packs = {manifest.models[pc].blob for pc in scorable} - {
+        b.name.removeprefix(version_prefix(request.model, version))
+        for b in blobs.list(settings.models_container, version_prefix(request.model, version) + "packs/")}
+    if missing_packs:
+        raise PlanError(f"model {request.model}/{version} is incomplete: blob(s) {', '.join(sorted(missing_packs))} "
+                        "are missing from the model store")
     shards = cut_shards(scorable, request.shard_size, settings)
     return {
         "run_id": run_id,

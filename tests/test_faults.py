@@ -253,13 +253,15 @@ def test_bad_input_data_ends_the_run_before_any_group(stack):
 
 
 def test_model_package_the_image_lacks_fails_before_fan_out(stack):
+    image_packages = stack.settings["IMAGE_R_PACKAGES"]
+    assert "forecast=" in image_packages  # the local stack checks for real: the 'image' is this machine's R
     stack.settings["IMAGE_R_PACKAGES"] = "forecast=8.0"
     stack.restart_host(hard=False)
     try:
         r = stack.post("/api/runs", {"input": "manual/input.csv"})
         view = stack.wait_for_run(r.json()["id"])
     finally:
-        stack.settings["IMAGE_R_PACKAGES"] = ""
+        stack.settings["IMAGE_R_PACKAGES"] = image_packages
         stack.restart_host(hard=False)
     assert view["state"] == "failed"
     assert "needs R package(s) the scoring image lacks: forecast" in view["errors"][0]
@@ -285,3 +287,31 @@ def test_run_manifest_reports_cost_and_lineage(stack):
     assert len(manifest["model"]["sha256"]) == POSTCODES
     assert [s["attempts"][0]["exit_code"] for s in manifest["shards"]] == [0, 0]
     assert json.dumps(manifest).count(secret_of(stack)) == 0
+
+
+def test_missing_model_blob_fails_before_fan_out(stack, sample_models):
+    models, _ = sample_models
+    store = ModelStore(stack.blobs)
+    store.register("parcels", "incomplete", models)
+    assert stack.blobs.delete("models", "parcels/incomplete/packs/00000.bin")
+    r = stack.post("/api/runs", {"input": "manual/input.csv", "version": "incomplete"})
+    view = stack.wait_for_run(r.json()["id"])
+    assert view["state"] == "failed"
+    assert "parcels/incomplete is incomplete: blob(s) packs/00000.bin are missing" in view["errors"][0]
+    assert stack.standin.groups() == []
+
+
+def test_unknown_model_or_version_is_refused_at_the_door(stack):
+    r = stack.post("/api/runs", {"input": "manual/input.csv", "version": "v404"})
+    assert r.status_code == 400 and r.json()["field"] == "version" and "no version 'v404'" in r.json()["error"]
+    r = stack.post("/api/runs", {"input": "manual/input.csv", "model": "nosuchmodel"})
+    assert r.status_code == 400 and r.json()["field"] == "model"
+
+
+def test_http_routes_require_a_function_key():
+    import function_app
+
+    http = [f for f in function_app.app.get_functions() if f.get_trigger().type == "httpTrigger"]
+    assert {f.get_function_name() for f in http} >= {"start_run", "get_run", "list_runs", "cancel_run", "retry_run"}
+    assert all(str(f.get_trigger().auth_level) in ("AuthLevel.FUNCTION", "FUNCTION", "function") for f in http), \
+        [(f.get_function_name(), f.get_trigger().auth_level) for f in http]
