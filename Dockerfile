@@ -20,6 +20,10 @@ RUN python3 -m venv /opt/venv \
 
 COPY scoring /opt/app/scoring
 
+# The package list the Functions app checks each model version against (app setting IMAGE_R_PACKAGES).
+RUN Rscript -e 'ip <- installed.packages()[, c("Package", "Version")]; cat(paste(ip[, 1], ip[, 2], sep = "=", collapse = ";"))' \
+      > /opt/app/r-packages.txt
+
 RUN useradd --system --uid 10001 --home-dir /home/scoring --create-home scoring
 USER scoring
 WORKDIR /opt/app
