@@ -12,15 +12,9 @@ from pathlib import Path
 
 import requests
 
+from devenv.azurite import free_port
+
 from .host import REPO_ROOT
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
