@@ -20,6 +20,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from orchestrators import bp, naming
+from orchestrators.naming import run_prefix
 from orchestrators.planning import PlanError, dry_run_view, plan_run
 from orchestrators.run_requests import RequestError, RunRequest, parse_run_body, scheduled_request
 from orchestrators.run_status import FINISHED, RUN_ORCHESTRATOR, run_view
@@ -72,10 +73,10 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
         return json_response(dry_run_view(plan))
     run_id = naming.adhoc_run_id(uuid.uuid4().hex)
     await client.start_new(RUN_ORCHESTRATOR, run_id, request.to_json())
-    urls = client.create_http_management_payload(run_id)
+    # Only this app's own routes: the durable management URLs carry the task hub's system key.
     base = req.url.split("/api/")[0]
     return json_response({"id": run_id, "statusUrl": f"{base}/api/runs/{run_id}",
-                          "cancelUrl": f"{base}/api/runs/{run_id}/cancel", "durable": urls}, 202,
+                          "cancelUrl": f"{base}/api/runs/{run_id}/cancel"}, 202,
                          headers={"Location": f"{base}/api/runs/{run_id}"})
 
 
@@ -106,6 +107,8 @@ async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
         return json_response({"error": f"no run {req.route_params['id']!r}"}, 404)
     if status.runtime_status and status.runtime_status.value in FINISHED:
         return json_response({"error": f"run {status.instance_id} has already finished"}, 409)
+    if (status.custom_status or {}).get("stage") == "publishing":
+        return json_response({"error": f"run {status.instance_id} is publishing its results"}, 409)
     await client.raise_event(status.instance_id, "cancel", None)
     return json_response({"id": status.instance_id, "state": "cancelling"}, 202)
 
@@ -120,12 +123,18 @@ async def retry_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
     view = run_view(status)
     if view["runtimeStatus"] not in FINISHED:
         return json_response({"error": f"run {status.instance_id} is still {view['state']}"}, 409)
-    failed = sorted(view.get("postcodes_failed") or {})
-    if not failed or "version" not in view:
-        return json_response({"error": f"run {status.instance_id} has no failed postcodes to retry"}, 409)
     original = status.input_ if isinstance(status.input_, dict) else json.loads(status.input_)
     root = original.get("retry_of") or status.instance_id
-    retry = RunRequest.from_json({**original, "version": view["version"], "input_blob": view["input"]["blob"],
+    # A retry completes a *published* run; the run's current manifest (after earlier retries) says what failed.
+    published = run_prefix(root) + "manifest.json"
+    if not storage().exists(settings().results_container, run_prefix(root) + "_SUCCESS"):
+        return json_response({"error": f"run {root} published no results; start a new run instead"}, 409)
+    manifest = storage().read_json(settings().results_container, published)
+    failed = sorted(manifest["postcodes_failed"])
+    if not failed:
+        return json_response({"error": f"run {root} has no failed postcodes to retry"}, 409)
+    retry = RunRequest.from_json({**original, "version": manifest["model"]["version"],
+                                  "input_blob": manifest["input"]["blob"],
                                   "postcodes": failed, "trigger": "retry", "retry_of": root, "dry_run": False})
     for n in range(1, 100):
         run_id = naming.retry_run_id(root, n)

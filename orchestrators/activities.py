@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from datetime import UTC, date, datetime
 
 import azure.durable_functions as df
@@ -18,6 +19,7 @@ from .run_requests import RunRequest
 from .services import container_groups, settings, storage
 
 APP_TAG = {"app": "r-scoring"}
+log = logging.getLogger(__name__)
 
 
 @bp.activity_trigger(input_name="payload")
@@ -45,7 +47,8 @@ def create_container_group(shard: dict) -> dict:
     job = Job(model=shard["model"], version=shard["version"], input_container=shard["input"]["container"],
               input_blob=shard["input"]["blob"], postcodes=tuple(shard["postcodes"]),
               output_container=s.results_container, output_prefix=shard["output_prefix"], horizon=shard["horizon"],
-              models_container=s.models_container, run_id=shard["run_id"], shard=shard["index"])
+              models_container=s.models_container, run_id=shard["run_id"], shard=shard["index"],
+              input_etag=shard["input"]["etag"])
     job_blob = naming.job_blob(shard["run_id"], shard["index"], shard["attempt"])
     storage().write_json(s.results_container, job_blob, job.to_json())
     environment = {"SCORING_JOB_BLOB": f"{s.results_container}/{job_blob}",
@@ -108,7 +111,13 @@ def publish_run(publication: dict) -> dict:
 @bp.activity_trigger(input_name="instance_ids")
 @bp.durable_client_input(client_name="client")
 async def request_shard_cancel(instance_ids: list[str], client: df.DurableOrchestrationClient) -> int:
-    """Forward a run's cancel to its running shards; each then stops and deletes its group."""
+    """Forward a run's cancel to its running shards; each then stops and deletes its group. A shard that
+    finished meanwhile answers 410 (or 404 before it exists): nothing to cancel there, go on with the rest."""
+    forwarded = 0
     for instance_id in instance_ids:
-        await client.raise_event(instance_id, "cancel", None)
-    return len(instance_ids)
+        try:
+            await client.raise_event(instance_id, "cancel", None)
+            forwarded += 1
+        except Exception as e:  # noqa: BLE001 - the SDK raises plain Exception for 404/410
+            log.info("cancel not forwarded to %s: %s", instance_id, e)
+    return forwarded

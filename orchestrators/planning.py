@@ -19,6 +19,7 @@ from .run_requests import LATEST_INPUT, RunRequest
 from .settings import Settings
 
 MAX_SHARDS = 500
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class PlanError(ValueError):
@@ -71,6 +72,8 @@ def input_postcodes(data: bytes, where: str, today: date | None = None) -> Count
             raise PlanError(f"{where} line {number}: duplicate row for postcode {key[0]} on {key[1]}")
         seen.add(key)
         try:
+            if not ISO_DATE.fullmatch(key[1]):  # fromisoformat also takes 20261124 and 2026-W48-2; R does not
+                raise ValueError(key[1])
             day = date.fromisoformat(key[1])
         except ValueError:
             raise PlanError(f"{where} line {number}: date {key[1]!r} is not YYYY-MM-DD") from None
@@ -137,11 +140,8 @@ def plan_run(request: RunRequest, run_id: str, settings: Settings, blobs: BlobSt
     check_compatibility(manifest, settings)
     input_blob = resolve_input(blobs, settings, request.input_blob)
     where = f"input {settings.input_container}/{input_blob}"
-    info = blobs.info(settings.input_container, input_blob)
-    if info is None:
-        raise PlanError(f"{where} does not exist")
     try:
-        data = blobs.read_bytes(settings.input_container, input_blob)
+        data, etag = blobs.read_versioned(settings.input_container, input_blob)
     except BlobNotFound:
         raise PlanError(f"{where} does not exist") from None
     rows = input_postcodes(data, where, today)
@@ -172,10 +172,11 @@ def plan_run(request: RunRequest, run_id: str, settings: Settings, blobs: BlobSt
         "model": request.model,
         "version": version,
         "model_packages": manifest.r_packages,
-        "input": {"container": settings.input_container, "blob": input_blob, "etag": info.etag},
+        "input": {"container": settings.input_container, "blob": input_blob, "etag": etag},
         "horizon": request.horizon,
         "trigger": request.trigger,
         "retry_of": request.retry_of,
+        "subset": request.postcodes is not None,
         "postcodes_total": len(scorable) + len(failed),
         "failed": failed,
         "not_in_input": len([pc for pc in manifest.postcodes if pc not in rows]) if request.postcodes is None else 0,

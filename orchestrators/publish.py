@@ -63,6 +63,7 @@ def publish_run(plan: dict, shards: list[dict], failed: dict[str, str], settings
     run it retries: its rows replace nothing (those postcodes had failed) and its failures replace the old ones.
     """
     run_id, horizon, container = plan["run_id"], plan["horizon"], settings.results_container
+    failed = dict(failed)
     rows: list[list[str]] = []
     scored: set[str] = set()
     for shard in shards:
@@ -71,21 +72,28 @@ def publish_run(plan: dict, shards: list[dict], failed: dict[str, str], settings
             continue
         where = f"shard {shard['index']} ({status['output_prefix']}results.csv)"
         text = blobs.read_bytes(container, status["output_prefix"] + "results.csv").decode()
-        rows += validate_shard_rows(text, status["scored"], horizon, where)
+        try:
+            rows += validate_shard_rows(text, status["scored"], horizon, where)
+        except PublishError as e:  # this shard's rows are not published; its postcodes are failed, with why
+            failed.update({pc: f"not published: {e}" for pc in status["scored"]})
+            continue
         scored.update(status["scored"])
     planned = {pc for s in plan["shards"] for pc in s["postcodes"]} | set(plan["failed"])
     unaccounted = planned - scored - set(failed)
     if unaccounted:
         raise PublishError(f"{len(unaccounted)} postcode(s) neither scored nor failed, e.g. {min(unaccounted)}")
+    if not scored and not plan.get("retry_of"):
+        raise PublishError("no shard produced valid results")
 
     target = plan.get("retry_of") or run_id
     prefix = naming.run_prefix(target)
     previous = _previous_publication(blobs, container, prefix) if plan.get("retry_of") else None
     if previous:
+        # A retry adds what it scored; what an earlier revision scored stays, even if it failed this time.
         old_rows, old_manifest = previous
         rows += [r for r in old_rows if r[0] not in scored]
-        failed = {**{pc: why for pc, why in old_manifest["postcodes_failed"].items() if pc not in scored}, **failed}
         scored |= {r[0] for r in old_rows}
+        failed = {pc: why for pc, why in {**old_manifest["postcodes_failed"], **failed}.items() if pc not in scored}
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(RESULT_COLUMNS)
@@ -117,12 +125,23 @@ def publish_run(plan: dict, shards: list[dict], failed: dict[str, str], settings
     }
     blobs.write_json(container, prefix + "manifest.json", run_manifest)
     blobs.write_bytes(container, prefix + "_SUCCESS", published.encode(), content_type="text/plain")
-    blobs.write_json(container, naming.latest_pointer(plan["model"]),
-                     {"run_id": target, "results": prefix + "results.csv", "manifest": prefix + "manifest.json",
-                      "published": published})
+    if moves_latest(plan, blobs, container):
+        blobs.write_json(container, naming.latest_pointer(plan["model"]),
+                         {"run_id": target, "results": prefix + "results.csv", "manifest": prefix + "manifest.json",
+                          "published": published})
     return {"results": run_manifest["results"], "manifest": f"{container}/{prefix}manifest.json",
             "rows": len(rows), "postcodes_scored": len(scored), "postcodes_failed": failed,
             "state": run_manifest["state"], "cost": run_manifest["cost"]}
+
+
+def moves_latest(plan: dict, blobs: BlobStore, container: str) -> bool:
+    """`latest` names the model's newest *complete* run: a run of a postcode subset never moves it, and a
+    retry moves it only when it already names the run being retried (retrying last week's run must not
+    turn the clock back)."""
+    if plan.get("retry_of"):
+        pointer = naming.latest_pointer(plan["model"])
+        return blobs.exists(container, pointer) and blobs.read_json(container, pointer)["run_id"] == plan["retry_of"]
+    return not plan.get("subset")
 
 
 def _previous_publication(blobs: BlobStore, container: str, prefix: str) -> tuple[list[list[str]], dict] | None:

@@ -6,7 +6,7 @@ import azure.durable_functions as df
 
 from . import naming
 from .blueprint import bp
-from .shard_orchestrator import error_text
+from .shard_orchestrator import aci_retry, error_text
 
 OK_SHARD_STATES = ("succeeded", "partial")
 
@@ -39,7 +39,10 @@ def fan_out(context: df.DurableOrchestrationContext, plan: dict, progress: dict)
         if winner is cancel:
             cancelled = True
             progress["stage"] = "cancelling"
-            yield context.call_activity("request_shard_cancel", sorted(running))
+            try:
+                yield context.call_activity("request_shard_cancel", sorted(running))
+            except Exception:  # noqa: BLE001 - shards still finish on their deadlines and delete their groups
+                pass
             continue
         instance_id = next(i for i, task in running.items() if task is winner)
         del running[instance_id]
@@ -108,7 +111,8 @@ def score_run(context: df.DurableOrchestrationContext):
     progress.update(stage="publishing", shards_running=0)
     context.set_custom_status(progress)
     try:
-        published = yield context.call_activity("publish_run", {"plan": plan, "shards": outcomes, "failed": failed})
+        published = yield context.call_activity_with_retry(
+            "publish_run", aci_retry(plan["timing"]), {"plan": plan, "shards": outcomes, "failed": failed})
     except Exception as e:  # noqa: BLE001
         progress["stage"] = "done"
         context.set_custom_status(progress)

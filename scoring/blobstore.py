@@ -10,7 +10,8 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContentSettings, ExponentialRetry
 
 # Many small requests dominate; a bigger pool lets download threads run without waiting for sockets.
@@ -25,6 +26,10 @@ class BlobNotFound(LookupError):
 
 
 class BlobExists(FileExistsError):
+    pass
+
+
+class BlobChanged(RuntimeError):
     pass
 
 
@@ -79,6 +84,14 @@ class BlobStore:
         except ResourceNotFoundError:
             raise BlobNotFound(f"blob {container}/{name} does not exist") from None
 
+    def read_versioned(self, container: str, name: str) -> tuple[bytes, str]:
+        """The blob's bytes and the ETag of exactly that version."""
+        try:
+            downloader = self._blob(container, name).download_blob()
+        except ResourceNotFoundError:
+            raise BlobNotFound(f"blob {container}/{name} does not exist") from None
+        return downloader.readall(), downloader.properties.etag.strip('"')
+
     def read_json(self, container: str, name: str) -> dict:
         data = self.read_bytes(container, name)
         try:
@@ -86,12 +99,16 @@ class BlobStore:
         except ValueError as e:
             raise ValueError(f"blob {container}/{name} is not valid JSON: {e}") from None
 
-    def download_to_file(self, container: str, name: str, path: str) -> BlobInfo:
-        """Download to a local file; returns the properties of the version that was read."""
+    def download_to_file(self, container: str, name: str, path: str, etag: str = "") -> BlobInfo:
+        """Download to a local file; returns the properties of the version that was read. With an etag,
+        only that version is read (BlobChanged otherwise)."""
+        condition = {"etag": f'"{etag}"', "match_condition": MatchConditions.IfNotModified} if etag else {}
         try:
-            downloader = self._blob(container, name).download_blob()
+            downloader = self._blob(container, name).download_blob(**condition)
         except ResourceNotFoundError:
             raise BlobNotFound(f"blob {container}/{name} does not exist") from None
+        except ResourceModifiedError:
+            raise BlobChanged(f"blob {container}/{name} changed: it is no longer version {etag}") from None
         with open(path, "wb") as f:
             downloader.readinto(f)
         p = downloader.properties

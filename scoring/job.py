@@ -6,9 +6,9 @@
     SCORING_STORAGE_ACCOUNT_URL         in Azure, with DefaultAzureCredential (AZURE_CLIENT_ID selects a
                                         user-assigned managed identity)
 
-Job fields: model, version (a version or "champion"), input {container, blob}, postcodes (list, or null for
-every postcode of the version), output {container, prefix}, optional horizon (rows expected per postcode)
-and models_container (default "models").
+Job fields: model, version (a version or "champion"), input {container, blob, optional etag}, postcodes
+(list, or null for every postcode of the version), output {container, prefix}, optional horizon (rows expected
+per postcode) and models_container (default "models").
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class Job:
     output_prefix: str
     horizon: int | None = None
     models_container: str = "models"
+    input_etag: str = ""  # the input version the run was planned on; any other version is refused
     run_id: str = ""
     shard: int = 0
 
@@ -52,7 +53,7 @@ class Job:
     def to_json(self) -> dict:
         return {
             "model": self.model, "version": self.version,
-            "input": {"container": self.input_container, "blob": self.input_blob},
+            "input": {"container": self.input_container, "blob": self.input_blob, "etag": self.input_etag},
             "postcodes": list(self.postcodes) if self.postcodes is not None else None,
             "output": {"container": self.output_container, "prefix": self.output_prefix},
             "horizon": self.horizon, "models_container": self.models_container,
@@ -96,6 +97,7 @@ def parse_job(raw: object) -> Job:
             output_prefix=check_prefix(_required(out, "prefix", "output."), "output prefix"),
             horizon=horizon,
             models_container=_container(raw.get("models_container", "models")),
+            input_etag=str(inp.get("etag") or ""),
             run_id=str(raw.get("run_id", "")),
             shard=int(raw.get("shard", 0)),
         )

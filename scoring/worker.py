@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import r_session
-from .blobstore import BlobNotFound, BlobStore
+from .blobstore import BlobChanged, BlobNotFound, BlobStore
 from .job import Job
 from .modelstore import Manifest, ModelStore, ModelStoreError, sha256
 
@@ -85,7 +85,8 @@ def run_shard(job: Job, blobs: BlobStore, workdir: Path, cores: int | None = Non
     with ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
         # Storage work runs in threads while R spawns its nodes (rpy2 releases the GIL inside R).
         manifest_future = pool.submit(_read_manifest, store, job)
-        input_future = pool.submit(blobs.download_to_file, job.input_container, job.input_blob, str(input_path))
+        input_future = pool.submit(blobs.download_to_file, job.input_container, job.input_blob, str(input_path),
+                                   job.input_etag)
         r_session.call("spawn_nodes", cores)
         try:
             status.version, manifest = manifest_future.result()
@@ -105,6 +106,8 @@ def run_shard(job: Job, blobs: BlobStore, workdir: Path, cores: int | None = Non
                 status.input_etag = input_future.result().etag
             except BlobNotFound as e:
                 raise FatalShardError(f"input data missing: {e}") from None
+            except BlobChanged as e:
+                raise FatalShardError(f"input data changed since the run was planned: {e}") from None
             status.timings["prepare"] = time.perf_counter() - t0
             try:
                 r_session.call("start_nodes", str(r_session.R_DIR / "score.R"), str(input_path), todo,

@@ -241,6 +241,7 @@ def test_bad_input_data_ends_the_run_before_any_group(stack):
         (b"postcode,date\n1002,2030-01-01\n1002,2030-01-01\n", "duplicate row for postcode 1002"),
         (b"postcode,date\n1002,2020-01-01\n", "dates in the past"),
         (b"postcode,date\n1002,01/01/2030\n", "is not YYYY-MM-DD"),
+        (b"postcode,date\n1002,20300101\n", "is not YYYY-MM-DD"),
         (b"postcode,date\n1002\n", "1 fields where the header has 2"),
     ]:
         stack.blobs.write_bytes("input", "manual/bad.csv", content)

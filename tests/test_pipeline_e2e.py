@@ -47,6 +47,7 @@ def start(stack, body: dict) -> str:
     r = stack.post("/api/runs", body)
     assert r.status_code == 202, r.text
     assert r.headers["Location"].endswith(f"/api/runs/{r.json()['id']}")
+    assert set(r.json()) == {"id", "statusUrl", "cancelUrl"}  # no durable management URLs: they carry a system key
     return r.json()["id"]
 
 
@@ -87,9 +88,11 @@ def test_http_run_publishes_what_r_computes(stack, sample_models, tmp_path):
 def test_subset_of_postcodes_and_unknown_postcode(stack, sample_models):
     models, _ = sample_models
     first, second = sorted(p.stem for p in models.glob("*.rds"))[:2]
+    latest_before = stack.blobs.read_json("results", "latest/parcels.json")
     run_id = start(stack, {"input": "manual/input.csv", "postcodes": [first, second, "9998"]})
     view = stack.wait_for_run(run_id)
     assert view["state"] == "completed_with_failures"
+    assert stack.blobs.read_json("results", "latest/parcels.json") == latest_before  # a subset never moves latest
     assert view["postcodes_failed"] == {"9998": "no model for this postcode in parcels/v1"}
     assert {r["postcode"] for r in results(stack, view)} == {first, second}
 
@@ -218,6 +221,8 @@ def test_cancel_stops_the_run_and_deletes_its_groups(stack):
     assert view["state"] == "cancelled"
     assert {s["state"] for s in view["shards"]} == {"cancelled"}
     assert stack.post(f"/api/runs/{run_id}/cancel").status_code == 409
+    r = stack.post(f"/api/runs/{run_id}/retry")  # it published nothing: a retry would publish a subset as whole
+    assert r.status_code == 409 and "published no results" in r.json()["error"]
 
 
 def test_dev_host_killed_mid_run_finishes_the_run(stack, sample_models, tmp_path):

@@ -204,6 +204,16 @@ def test_shard_that_cannot_run_exits_fatal_with_one_line_reason(azurite, job, en
     assert len(lines) == 1 and message in lines[0], result.stderr
 
 
+def test_input_changed_since_planning_is_refused(azurite, blobs, registered):
+    planned = blobs.info("input", registered[1]).etag
+    blobs.write_bytes("input", "tests/moving.csv", blobs.read_bytes("input", registered[1]))
+    job = make_job(registered[0], "tests/moving.csv", "t/moving/")
+    job["input"]["etag"] = planned  # the ETag of another version than the one now in the blob
+    result = run_worker(azurite, job)
+    assert result.returncode == EXIT_FATAL
+    assert "input data changed since the run was planned" in result.stderr
+
+
 def test_missing_input_blob_is_fatal_and_recorded(azurite, blobs, registered):
     result = run_worker(azurite, make_job(registered[0], "tests/absent.csv", "t/noinput/"))
     assert result.returncode == EXIT_FATAL
