@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from devenv.azurite import start_azurite  # noqa: E402
+from devenv.samples import train_sample_models  # noqa: E402
 from devenv.stack import start_stack  # noqa: E402
 from scoring.blobstore import BlobStore  # noqa: E402
 from scoring.modelstore import ModelStore  # noqa: E402
@@ -69,9 +70,7 @@ def sample_models(postcodes: int, horizon: int) -> tuple[Path, Path]:
     marker = OUT / f"glm-{postcodes}.complete"
     if not marker.exists() or not input_csv.exists():
         print(f"training {postcodes} sample glm models (once; cached in {folder}) ...", flush=True)
-        subprocess.run(["Rscript", str(REPO / "sample" / "train_models.R"), "--out", str(folder), "--n",
-                        str(postcodes), "--kind", "glm", "--input", str(input_csv), "--start", START,
-                        "--horizon", str(horizon)], check=True)
+        train_sample_models(folder, postcodes, "glm", input_csv, START, horizon)
         marker.touch()
     return folder, input_csv
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from devenv.azurite import REPO
+from devenv.samples import train_sample_models
 from devenv.stack import start_stack
 
 DEMO_DIR = REPO / ".dev" / "demo"
@@ -37,9 +38,7 @@ def main() -> int:
     start_day = datetime.now(UTC).date() + timedelta(days=1)
 
     say(f"1/6 training {args.postcodes} sample models (glm, every 10th ets) ...")
-    subprocess.run(["Rscript", str(REPO / "sample" / "train_models.R"), "--out", str(models), "--n",
-                    str(args.postcodes), "--kind", "mixed", "--input", str(input_csv), "--start",
-                    start_day.isoformat(), "--horizon", str(args.horizon)], check=True)
+    train_sample_models(models, args.postcodes, "mixed", input_csv, start_day, args.horizon)
 
     say("2/6 starting Azurite, the ARM stand-in for ACI and the Durable dev host ...")
     # The blob trigger would start a second run for the uploaded input; the demo shows the daily timer run.

@@ -24,7 +24,7 @@ from .blobstore import BlobStore
 from .job import JobError, job_from_environment
 from .modelstore import ModelStore, ModelStoreError
 from .names import InvalidName
-from .worker import EXIT_FATAL, FatalShardError, _now, run_shard, write_failure_status
+from .worker import EXIT_FATAL, FatalShardError, now_iso, run_shard, write_failure_status
 
 
 def connect_storage(env=os.environ) -> BlobStore:
@@ -33,7 +33,7 @@ def connect_storage(env=os.environ) -> BlobStore:
 
 
 def command_run(_args: argparse.Namespace) -> int:
-    started = _now()
+    started = now_iso()
     job = None
     try:
         blobs = connect_storage()

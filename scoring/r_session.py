@@ -72,13 +72,6 @@ def r_version() -> str:
     return str(ro.r('paste(R.version$major, R.version$minor, sep = ".")')[0])
 
 
-def installed_package_version(name: str) -> str | None:
-    ro = _r()
-    if not ro.r["requireNamespace"](name, quietly=True)[0]:
-        return None
-    return str(ro.r["as.character"](ro.r["packageVersion"](name))[0])
-
-
 def available_cores() -> int:
     """Cores this container may use: SCORING_WORKERS, else the CPU affinity (what ACI gives us)."""
     configured = os.environ.get("SCORING_WORKERS", "")

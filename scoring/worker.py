@@ -77,7 +77,7 @@ def plan_ranges(manifest: Manifest, postcodes: list[str]) -> list[PackRange]:
 def run_shard(job: Job, blobs: BlobStore, workdir: Path, cores: int | None = None) -> ShardStatus:
     t0 = time.perf_counter()
     cores = cores or r_session.available_cores()
-    status = ShardStatus(job.model, job.version, job.run_id, job.shard, _now(), cores=cores)
+    status = ShardStatus(job.model, job.version, job.run_id, job.shard, now_iso(), cores=cores)
     store = ModelStore(blobs, job.models_container)
     model_dir = workdir / "models"
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +135,7 @@ def run_shard(job: Job, blobs: BlobStore, workdir: Path, cores: int | None = Non
     status.scored = sorted(pc for pc in todo if pc not in status.failed)
     status.exit_code = EXIT_PARTIAL if status.failed else EXIT_OK
     status.timings["total"] = time.perf_counter() - t0
-    status.finished = _now()
+    status.finished = now_iso()
     blobs.write_json(job.output_container, job.status_blob, status.to_json())
     return status
 
@@ -170,9 +170,9 @@ def _fetch_range(store: ModelStore, manifest: Manifest, r: PackRange,
 
 def write_failure_status(blobs: BlobStore, job: Job, reason: str, started: str) -> None:
     status = ShardStatus(job.model, job.version, job.run_id, job.shard, started, error=reason,
-                         exit_code=EXIT_FATAL, finished=_now())
+                         exit_code=EXIT_FATAL, finished=now_iso())
     blobs.write_json(job.output_container, job.status_blob, status.to_json())
 
 
-def _now() -> str:
+def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -14,7 +16,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from devenv.azurite import start_azurite  # noqa: E402
+from devenv.samples import train_sample_models  # noqa: E402
+from devenv.stack import LocalStack, start_stack  # noqa: E402
 from scoring.blobstore import BlobStore  # noqa: E402
+from scoring.modelstore import ModelStore  # noqa: E402
 
 # Sample input starts tomorrow: a run refuses input dates in the past.
 SAMPLE_START = (date.today() + timedelta(days=1)).isoformat()
@@ -36,20 +41,12 @@ def blobs(azurite) -> BlobStore:
     return store
 
 
-def train(out: Path, n: int, kind: str, input_csv: Path | None = None, horizon: int = HORIZON) -> Path:
-    cmd = ["Rscript", str(REPO / "sample" / "train_models.R"), "--out", str(out), "--n", str(n), "--kind", kind,
-           "--start", SAMPLE_START, "--horizon", str(horizon), "--history", "400"]
-    if input_csv:
-        cmd += ["--input", str(input_csv)]
-    subprocess.run(cmd, check=True, capture_output=True)
-    return out
-
-
 @pytest.fixture(scope="session")
 def sample_models(tmp_path_factory) -> tuple[Path, Path]:
     """8 postcodes, mixed: 1 ets (every 10th... so ask for 10) and the rest glm; plus their input CSV."""
     root = tmp_path_factory.mktemp("sample")
-    models = train(root / "models", 10, "mixed", root / "input.csv")
+    models = train_sample_models(root / "models", 10, "mixed", root / "input.csv", SAMPLE_START, HORIZON,
+                                 history_days=400, quiet=True)
     return models, root / "input.csv"
 
 
@@ -83,3 +80,18 @@ def r_reference(models: Path, input_csv: Path, tmp_path: Path) -> list[dict]:
     script.write_text(REFERENCE_R)
     subprocess.run(["Rscript", str(script), str(models), str(input_csv), str(reference)], check=True)
     return list(csv.DictReader(reference.open()))
+
+
+@contextmanager
+def sample_stack(root: Path, sample_models: tuple[Path, Path], overrides: dict[str, str],
+                 host_args: list[str] | None = None) -> Iterator[LocalStack]:
+    """The local stack with the sample models registered as parcels/v1 (champion) and their input at
+    input/manual/input.csv."""
+    stack = start_stack(root / "local", overrides, host_args=host_args)
+    try:
+        models, input_csv = sample_models
+        ModelStore(stack.blobs).register("parcels", "v1", models, champion=True)
+        stack.blobs.write_bytes("input", "manual/input.csv", input_csv.read_bytes())
+        yield stack
+    finally:
+        stack.stop()

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import HORIZON
+from conftest import HORIZON, sample_stack
 
-from devenv.stack import start_stack
 from scoring.modelstore import ModelStore
 
 POSTCODES = 10
@@ -24,16 +23,12 @@ POSTCODES = 10
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, sample_models):
     root = Path(tmp_path_factory.mktemp("faults"))
-    s = start_stack(root / "local", {
+    with sample_stack(root, sample_models, {
         "MIN_SHARD_SIZE": "4", "DEFAULT_HORIZON_DAYS": str(HORIZON), "SHARD_ATTEMPTS": "2",
         "ACI_RETRY_INTERVAL_SECONDS": "0.3", "ACI_RETRY_ATTEMPTS": "5",
         "SHARD_DEADLINE_MINUTES": "0.25", "PROVISIONING_DEADLINE_MINUTES": "0.05",
-    }, host_args=["--blob-poll-interval", "3600"])
-    models, input_csv = sample_models
-    ModelStore(s.blobs).register("parcels", "v1", models, champion=True)
-    s.blobs.write_bytes("input", "manual/input.csv", input_csv.read_bytes())
-    yield s
-    s.stop()
+    }, host_args=["--blob-poll-interval", "3600"]) as s:
+        yield s
 
 
 def secret_of(stack) -> str:

@@ -12,10 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import HORIZON, r_reference
-
-from devenv.stack import start_stack
-from scoring.modelstore import ModelStore
+from conftest import HORIZON, r_reference, sample_stack
 
 POSTCODES = 10  # 2 shards of 5 (MIN_SHARD_SIZE 4, two groups at once)
 
@@ -23,14 +20,10 @@ POSTCODES = 10  # 2 shards of 5 (MIN_SHARD_SIZE 4, two groups at once)
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, sample_models):
     root = Path(tmp_path_factory.mktemp("stack"))
-    s = start_stack(root / "local", {"MIN_SHARD_SIZE": "4", "DEFAULT_HORIZON_DAYS": str(HORIZON),
-                                     "SHARD_ATTEMPTS": "1", "SHARD_DEADLINE_MINUTES": "2"},
-                    host_args=["--blob-poll-interval", "0.5"])
-    models, input_csv = sample_models
-    ModelStore(s.blobs).register("parcels", "v1", models, champion=True)
-    s.blobs.write_bytes("input", "manual/input.csv", input_csv.read_bytes())
-    yield s
-    s.stop()
+    overrides = {"MIN_SHARD_SIZE": "4", "DEFAULT_HORIZON_DAYS": str(HORIZON), "SHARD_ATTEMPTS": "1",
+                 "SHARD_DEADLINE_MINUTES": "2"}
+    with sample_stack(root, sample_models, overrides, host_args=["--blob-poll-interval", "0.5"]) as s:
+        yield s
 
 
 @pytest.fixture(autouse=True)

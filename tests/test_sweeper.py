@@ -10,12 +10,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import sample_stack
 
-from devenv.stack import start_stack
 from orchestrators import naming, sweeper
 from orchestrators.aci import AciError, ContainerGroups, GroupSummary, scoring_spec
 from orchestrators.settings import Settings
-from scoring.modelstore import ModelStore
 
 NOW = datetime(2030, 6, 1, 12, 0, 0, tzinfo=UTC)
 TTL = timedelta(minutes=60)
@@ -152,12 +151,9 @@ SWEEP_DONE = "Executed 'Functions.sweep_orphan_groups' ("
 def stack(tmp_path_factory, sample_models):
     root = Path(tmp_path_factory.mktemp("sweeper"))
     # The schedule is moved out of the way (1 January, midnight): only the tests trigger sweeps.
-    s = start_stack(root / "local", {"ORPHAN_TTL_MINUTES": "60", "ORPHAN_SWEEP_SCHEDULE": "0 0 0 1 1 *"})
-    models, input_csv = sample_models
-    ModelStore(s.blobs).register("parcels", "v1", models, champion=True)
-    s.blobs.write_bytes("input", "manual/input.csv", input_csv.read_bytes())
-    yield s
-    s.stop()
+    overrides = {"ORPHAN_TTL_MINUTES": "60", "ORPHAN_SWEEP_SCHEDULE": "0 0 0 1 1 *"}
+    with sample_stack(root, sample_models, overrides) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
