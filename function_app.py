@@ -19,13 +19,12 @@ from datetime import UTC, datetime, timedelta
 import azure.durable_functions as df
 import azure.functions as func
 
-from orchestrators import bp, naming
-from orchestrators.naming import run_prefix
+from orchestrators import bp, naming, retries
 from orchestrators.planning import PlanError, dry_run_view, plan_run
-from orchestrators.run_requests import RequestError, RunRequest, parse_run_body, scheduled_request
+from orchestrators.run_requests import RequestError, parse_run_body, scheduled_request
 from orchestrators.run_status import FINISHED, RUN_ORCHESTRATOR, run_view
 from orchestrators.services import settings, storage
-from scoring.modelstore import ModelStore, VersionNotFound
+from scoring.modelstore import CorruptStore, ModelStore, VersionNotFound
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(bp)
@@ -125,24 +124,22 @@ async def retry_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
         return json_response({"error": f"run {status.instance_id} is still {view['state']}"}, 409)
     original = status.input_ if isinstance(status.input_, dict) else json.loads(status.input_)
     root = original.get("retry_of") or status.instance_id
+    run_id, active = await retries.next_retry_id(client, root)
+    if active:
+        return json_response({"error": f"run {root} already has a retry in progress: {active}"}, 409)
     # A retry completes a *published* run; the run's current manifest (after earlier retries) says what failed.
-    published = run_prefix(root) + "manifest.json"
-    if not storage().exists(settings().results_container, run_prefix(root) + "_SUCCESS"):
-        return json_response({"error": f"run {root} published no results; start a new run instead"}, 409)
-    manifest = storage().read_json(settings().results_container, published)
-    failed = sorted(manifest["postcodes_failed"])
-    if not failed:
-        return json_response({"error": f"run {root} has no failed postcodes to retry"}, 409)
-    retry = RunRequest.from_json({**original, "version": manifest["model"]["version"],
-                                  "input_blob": manifest["input"]["blob"],
-                                  "postcodes": failed, "trigger": "retry", "retry_of": root, "dry_run": False})
-    for n in range(1, 100):
-        run_id = naming.retry_run_id(root, n)
-        if not await client.get_status(run_id):
-            break
-    await client.start_new(RUN_ORCHESTRATOR, run_id, retry.to_json())
+    try:
+        retry = retries.retry_request(storage(), settings(), original, root)
+    except retries.RetryRefused as e:
+        return json_response({"error": str(e), "object": e.blob}, e.status)
+    try:
+        await client.start_new(RUN_ORCHESTRATOR, run_id, retry.to_json())
+    except Exception as e:  # noqa: BLE001 - the SDK raises plain Exception; only "already exists" is expected
+        if not retries.lost_start_race(e):
+            raise
+        return json_response({"error": f"run {root} already has a retry in progress: {run_id}"}, 409)
     base = req.url.split("/api/")[0]
-    return json_response({"id": run_id, "retry_of": root, "postcodes": len(failed),
+    return json_response({"id": run_id, "retry_of": root, "postcodes": len(retry.postcodes or []),
                           "statusUrl": f"{base}/api/runs/{run_id}"}, 202)
 
 
@@ -156,6 +153,8 @@ def check_model_version(model: str, version: str) -> None:
         store.read_manifest(model, store.resolve_version(model, version))
     except VersionNotFound as e:
         raise RequestError("version" if store.versions(model) else "model", str(e)) from None
+    except CorruptStore as e:  # the store, not the request, is wrong: say which blob, no stack trace
+        raise RequestError("version", str(e), status=422) from None
 
 
 async def start_once(client: df.DurableOrchestrationClient, run_id: str, request: dict) -> None:

@@ -14,6 +14,7 @@ from datetime import date
 
 from scoring.blobstore import BlobNotFound, BlobStore
 from scoring.modelstore import Manifest, ModelStore, ModelStoreError, version_prefix
+from scoring.names import InvalidName
 
 from .run_requests import LATEST_INPUT, RunRequest
 from .settings import Settings
@@ -135,7 +136,7 @@ def plan_run(request: RunRequest, run_id: str, settings: Settings, blobs: BlobSt
     try:
         version = store.resolve_version(request.model, request.version)
         manifest = store.read_manifest(request.model, version)
-    except ModelStoreError as e:
+    except (ModelStoreError, InvalidName) as e:
         raise PlanError(str(e)) from None
     check_compatibility(manifest, settings)
     input_blob = resolve_input(blobs, settings, request.input_blob)
@@ -144,6 +145,10 @@ def plan_run(request: RunRequest, run_id: str, settings: Settings, blobs: BlobSt
         data, etag = blobs.read_versioned(settings.input_container, input_blob)
     except BlobNotFound:
         raise PlanError(f"{where} does not exist") from None
+    if request.input_etag and etag != request.input_etag:
+        raise PlanError(f"{where} changed since run {request.retry_of or ''} was published (ETag {etag}, "
+                        f"published from {request.input_etag}): a retry would mix two input versions; "
+                        "start a new run instead")
     rows = input_postcodes(data, where, today)
 
     failed: dict[str, str] = {}

@@ -5,18 +5,21 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+from scoring.modelstore import CHAMPION
 from scoring.names import InvalidName, check_blob_path, check_model_name, check_postcode, check_version
 
 from .settings import Settings
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_POSTCODES = 20_000
+MAX_JSON_DEPTH = 8  # the body is an object of scalars and one list: anything deeper is not a run request
 LATEST_INPUT = "latest"
 FIELDS = {"model", "version", "input", "postcodes", "horizon", "shardSize", "dryRun"}
 
 
 class RequestError(ValueError):
     def __init__(self, field: str, problem: str, status: int = 400):
+        problem = problem if len(problem) <= 300 else problem[:300] + "..."  # values are echoed: keep it short
         super().__init__(f"{field}: {problem}" if field else problem)
         self.field = field
         self.problem = problem
@@ -34,6 +37,7 @@ class RunRequest:
     trigger: str
     dry_run: bool = False
     retry_of: str | None = None  # a rerun of this run's failed postcodes, merged into its results
+    input_etag: str = ""  # a retry scores the input version its run was published from, or nothing
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -49,8 +53,12 @@ def parse_run_body(body: bytes, settings: Settings) -> RunRequest:
         raise RequestError("", f"request body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}", status=413)
     try:
         raw = json.loads(body or b"{}")
+    except RecursionError:  # the C decoder recurses per nesting level
+        raise RequestError("body", f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError as e:
         raise RequestError("body", f"malformed JSON ({e})") from None
+    if json_depth(raw) > MAX_JSON_DEPTH:  # error messages repr() values: keep them shallow
+        raise RequestError("body", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(raw, dict):
         raise RequestError("body", "must be a JSON object")
     unknown = sorted(set(raw) - FIELDS)
@@ -61,7 +69,7 @@ def parse_run_body(body: bytes, settings: Settings) -> RunRequest:
                                     f"'{LATEST_INPUT}'")
     return RunRequest(
         model=_field("model", raw.get("model", settings.default_model), check_model_name),
-        version=_field("version", raw.get("version", "champion"), lambda v: check_version(v, allow_alias=True)),
+        version=_field("version", raw.get("version", "champion"), _version),
         input_blob=_input_blob(raw["input"]),
         postcodes=_postcodes(raw.get("postcodes")),
         horizon=_int("horizon", raw.get("horizon", settings.default_horizon_days), 1, settings.max_horizon_days),
@@ -75,6 +83,26 @@ def scheduled_request(settings: Settings, trigger: str, input_blob: str = LATEST
     """The timer's and the blob event's run: the default model's champion on the given input."""
     return RunRequest(model=settings.default_model, version="champion", input_blob=_input_blob(input_blob),
                       postcodes=None, horizon=settings.default_horizon_days, shard_size=None, trigger=trigger)
+
+
+def json_depth(value: object) -> int:
+    """Nesting depth of parsed JSON, without recursion (a deep value must not blow the stack here either)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            return depth
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def _version(value: object) -> str:
+    """A concrete version or the `champion` alias; other reserved names (`latest`) are refused."""
+    return check_version(value, allow_alias=value == CHAMPION)
 
 
 def _field(name: str, value: object, check) -> str:

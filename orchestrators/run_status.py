@@ -22,7 +22,8 @@ def run_view(status: Any) -> dict:
         state = "running" if runtime == "Running" else runtime.lower()
     errors = list(output.get("errors", []))
     if runtime == "Failed" and not errors:
-        errors = [str(status.output or "the orchestration failed")]
+        # The first line: the SDK's failure output may carry a stack trace.
+        errors = [(str(status.output or "").strip().splitlines() or ["the orchestration failed"])[0]]
     view = {
         "id": status.instance_id,
         "state": state,

@@ -20,7 +20,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .blobstore import BlobExists, BlobNotFound, BlobStore
-from .names import check_model_name, check_version, is_valid_postcode, postcode_pattern
+from .names import (
+    SAFE_TOKEN,
+    InvalidName,
+    check_blob_path,
+    check_model_name,
+    check_version,
+    is_valid_postcode,
+    postcode_pattern,
+)
 
 MANIFEST = "manifest.json"
 SCORER = "scorer.R"
@@ -35,6 +43,15 @@ class ModelStoreError(ValueError):
 
 class VersionNotFound(ModelStoreError, LookupError):
     pass
+
+
+class CorruptStore(ModelStoreError):
+    """A blob of the model store exists but cannot be used (not JSON, wrong shape, unsafe names).
+    `blob` names it, so an operator knows what to repair."""
+
+    def __init__(self, blob: str, problem: str):
+        super().__init__(f"model store blob {blob} is corrupt: {problem}")
+        self.blob = blob
 
 
 @dataclass(frozen=True)
@@ -69,11 +86,28 @@ class Manifest:
     def from_json(cls, d: dict) -> Manifest:
         try:
             models = {pc: ModelEntry(**e) for pc, e in d["models"].items()}
-            return cls(model=d["model"], version=d["version"], created=d["created"], r_version=d["r_version"],
-                       r_packages=dict(d["r_packages"]), models=models, scorer=d.get("scorer"),
-                       scorer_sha256=d.get("scorer_sha256"), packs=list(d.get("packs", [])))
-        except (KeyError, TypeError) as e:
-            raise ModelStoreError(f"manifest is malformed: {e!r}") from None
+            manifest = cls(model=d["model"], version=d["version"], created=d["created"], r_version=d["r_version"],
+                           r_packages=dict(d["r_packages"]), models=models, scorer=d.get("scorer"),
+                           scorer_sha256=d.get("scorer_sha256"), packs=list(d.get("packs", [])))
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
+            raise ModelStoreError(f"manifest is malformed: {type(e).__name__} {str(e)[:200]}") from None
+        manifest.check_safe()
+        return manifest
+
+    def check_safe(self) -> None:
+        """Every name here becomes a local file or blob path in the worker: refuse anything that could
+        escape its folder, and sizes that are not sizes."""
+        for pc, e in self.models.items():
+            if not isinstance(pc, str) or not SAFE_TOKEN.fullmatch(pc) or ".." in pc:
+                raise ModelStoreError(f"manifest lists an unsafe postcode {str(pc)[:40]!r}")
+            try:
+                check_blob_path(e.blob, "pack blob")
+            except InvalidName as err:
+                raise ModelStoreError(f"manifest entry {pc}: {err}") from None
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (e.offset, e.length)):
+                raise ModelStoreError(f"manifest entry {pc}: offset and length must be non-negative integers")
+        if self.scorer is not None and self.scorer != SCORER:
+            raise ModelStoreError(f"manifest names scorer {str(self.scorer)[:40]!r}; only {SCORER!r} is allowed")
 
     @property
     def postcodes(self) -> list[str]:
@@ -102,18 +136,35 @@ class ModelStore:
         check_model_name(model)
         if version != CHAMPION:
             return check_version(version)
+        where = f"{self.container}/{alias_blob(model)}"
         try:
             alias = self.blobs.read_json(self.container, alias_blob(model))
         except BlobNotFound:
             raise VersionNotFound(f"model {model!r} has no champion version: register one with --champion") from None
-        return check_version(alias.get("version"))
+        except ValueError:
+            raise CorruptStore(where, "not valid JSON") from None
+        if not isinstance(alias, dict):
+            raise CorruptStore(where, "not a JSON object")
+        try:
+            return check_version(alias.get("version"))
+        except InvalidName as e:
+            raise CorruptStore(where, f"it points to {e}") from None
 
     def read_manifest(self, model: str, version: str) -> Manifest:
         name = version_prefix(model, version) + MANIFEST
+        where = f"{self.container}/{name}"
         try:
             manifest = Manifest.from_json(self.blobs.read_json(self.container, name))
         except BlobNotFound:
             raise VersionNotFound(f"model {model!r} has no version {version!r}") from None
+        except CorruptStore:
+            raise
+        except ModelStoreError as e:
+            raise CorruptStore(where, str(e)) from None
+        except ValueError:
+            raise CorruptStore(where, "not valid JSON") from None
+        if (manifest.model, manifest.version) != (model, version):
+            raise CorruptStore(where, f"it describes {manifest.model}/{manifest.version}, not {model}/{version}")
         return manifest
 
     def versions(self, model: str) -> list[str]:
