@@ -20,7 +20,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from orchestrators import bp, naming, retries
-from orchestrators.planning import PlanError, dry_run_view, plan_run
+from orchestrators.planning import PlanError, check_input_exists, dry_run_view, plan_run
 from orchestrators.run_requests import RequestError, parse_run_body, scheduled_request
 from orchestrators.run_status import FINISHED, RUN_ORCHESTRATOR, run_view
 from orchestrators.services import settings, storage
@@ -62,6 +62,7 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
     try:
         request = parse_run_body(req.get_body(), settings())
         check_model_version(request.model, request.version)
+        check_input(request.input_blob)
     except RequestError as e:
         return json_response({"error": str(e), "field": e.field}, e.status)
     if request.dry_run:
@@ -155,6 +156,14 @@ def check_model_version(model: str, version: str) -> None:
         raise RequestError("version" if store.versions(model) else "model", str(e)) from None
     except CorruptStore as e:  # the store, not the request, is wrong: say which blob, no stack trace
         raise RequestError("version", str(e), status=422) from None
+
+
+def check_input(input_blob: str) -> None:
+    """Refuse at the door an input that does not exist now (or no `latest`), before any run."""
+    try:
+        check_input_exists(storage(), settings(), input_blob)
+    except PlanError as e:
+        raise RequestError("input", str(e)) from None
 
 
 async def start_once(client: df.DurableOrchestrationClient, run_id: str, request: dict) -> None:

@@ -14,7 +14,7 @@ from datetime import date
 
 from scoring.blobstore import BlobNotFound, BlobStore
 from scoring.modelstore import Manifest, ModelStore, ModelStoreError, version_prefix
-from scoring.names import InvalidName
+from scoring.names import InvalidName, check_blob_path, normalise_postcode
 
 from .run_requests import LATEST_INPUT, RunRequest
 from .settings import Settings
@@ -40,12 +40,28 @@ def cut_shards(postcodes: list[str], shard_size: int | None, settings: Settings)
 
 
 def resolve_input(blobs: BlobStore, settings: Settings, input_blob: str) -> str:
+    """`latest` is the newest blob under INPUT_PREFIX whose name the worker accepts (others are skipped)."""
     if input_blob != LATEST_INPUT:
         return input_blob
-    found = list(blobs.list(settings.input_container, settings.input_prefix))
+    found = [b for b in blobs.list(settings.input_container, settings.input_prefix) if _acceptable_name(b.name)]
     if not found:
         raise PlanError(f"no input data under {settings.input_container}/{settings.input_prefix}")
     return max(found, key=lambda b: (b.last_modified, b.name)).name
+
+
+def _acceptable_name(name: str) -> bool:
+    try:
+        check_blob_path(name, "input blob")
+    except InvalidName:
+        return False
+    return True
+
+
+def check_input_exists(blobs: BlobStore, settings: Settings, input_blob: str) -> None:
+    """At the door: the input named (or `latest`) exists now. A PlanError names the blob or prefix."""
+    name = resolve_input(blobs, settings, input_blob)
+    if blobs.info(settings.input_container, name) is None:
+        raise PlanError(f"no blob {name!r} in container {settings.input_container!r}")
 
 
 def input_postcodes(data: bytes, where: str, today: date | None = None) -> Counter:
@@ -68,9 +84,10 @@ def input_postcodes(data: bytes, where: str, today: date | None = None) -> Count
     for number, row in enumerate(reader, start=2):
         if len(row) != len(header):
             raise PlanError(f"{where} line {number}: {len(row)} fields where the header has {len(header)}")
-        key = (row[ip], row[idate])
+        key = (normalise_postcode(row[ip]), row[idate])
         if key in seen:
-            raise PlanError(f"{where} line {number}: duplicate row for postcode {key[0]} on {key[1]}")
+            raise PlanError(f"{where} line {number}: duplicate row for postcode {key[0]} on {key[1]}"
+                            + (f" (postcode written {row[ip]!r})" if row[ip] != key[0] else ""))
         seen.add(key)
         try:
             if not ISO_DATE.fullmatch(key[1]):  # fromisoformat also takes 20261124 and 2026-W48-2; R does not
@@ -151,20 +168,21 @@ def plan_run(request: RunRequest, run_id: str, settings: Settings, blobs: BlobSt
                         "start a new run instead")
     rows = input_postcodes(data, where, today)
 
+    # Every postcode asked for (all of the version's by default) is scored or listed with a reason.
+    wanted = request.postcodes if request.postcodes is not None else manifest.postcodes
     failed: dict[str, str] = {}
-    if request.postcodes is not None:
-        wanted = request.postcodes
-        for pc in wanted:
-            if pc not in manifest.models:
-                failed[pc] = f"no model for this postcode in {request.model}/{version}"
-            elif pc not in rows:
-                failed[pc] = "no input rows for this postcode"
-    else:
-        wanted = manifest.postcodes
-    scorable = sorted(pc for pc in wanted if pc in manifest.models and pc in rows)
+    for pc in wanted:
+        if pc not in manifest.models:
+            failed[pc] = f"no model for this postcode in {request.model}/{version}"
+        elif pc not in rows:
+            failed[pc] = "no input rows for this postcode"
+        elif rows[pc] != request.horizon:  # the worker would refuse it after a group was paid for
+            failed[pc] = f"input has {rows[pc]} rows for this postcode, expected {request.horizon} (the horizon)"
+    scorable = sorted(pc for pc in wanted if pc not in failed)
     if not scorable:
+        first = min(failed)
         raise PlanError(f"nothing to score: none of {len(wanted)} postcode(s) of {request.model}/{version} "
-                        f"has rows in {where}")
+                        f"can be scored from {where} (e.g. {first}: {failed[first]})")
     missing_packs = {manifest.models[pc].blob for pc in scorable} - {
         b.name.removeprefix(version_prefix(request.model, version))
         for b in blobs.list(settings.models_container, version_prefix(request.model, version) + "packs/")}
@@ -184,7 +202,6 @@ def plan_run(request: RunRequest, run_id: str, settings: Settings, blobs: BlobSt
         "subset": request.postcodes is not None,
         "postcodes_total": len(scorable) + len(failed),
         "failed": failed,
-        "not_in_input": len([pc for pc in manifest.postcodes if pc not in rows]) if request.postcodes is None else 0,
         "parallel_groups": min(settings.parallel_groups, len(shards)),
         "container": {"image": settings.scoring_image, "cpu": settings.container_cpu,
                       "memory_gb": settings.container_memory_gb},

@@ -17,15 +17,15 @@ def shard_input(plan: dict, shard: dict) -> dict:
             "horizon": plan["horizon"], "timing": plan["timing"]}
 
 
-def fan_out(context: df.DurableOrchestrationContext, plan: dict, progress: dict):
+def fan_out(context: df.DurableOrchestrationContext, plan: dict, progress: dict, cancel: df.Task):
     """At most plan["parallel_groups"] shards at once, one fewer after each shard that met a full ACI quota;
-    a 'cancel' event stops new ones and is forwarded to the running ones."""
+    a 'cancel' event stops new ones and is forwarded to the running ones. A cancel that came during planning
+    starts none."""
     limit = plan["parallel_groups"]
     pending = list(plan["shards"])
     running: dict[str, df.Task] = {}
     outcomes: list[dict] = []
-    cancel = context.wait_for_external_event("cancel")
-    cancelled = False
+    cancelled = cancel.is_completed
     while pending or running:
         while pending and not cancelled and len(running) < limit:
             shard = pending.pop(0)
@@ -83,18 +83,26 @@ def score_run(context: df.DurableOrchestrationContext):
     context.set_custom_status(progress)
     result = {"run_id": run_id, "model": request["model"], "trigger": request["trigger"], "errors": [],
               "retry_of": request.get("retry_of")}
-    try:
-        today = context.current_utc_datetime.date().isoformat()
-        plan = yield context.call_activity("plan_run", {"request": request, "run_id": run_id, "today": today})
-    except Exception as e:  # noqa: BLE001 - a plan that cannot be made ends the run, with its reason
+    # Raced against the plan: a cancel raised while the plan is being made ends the run before any group.
+    # (The SDK completes a wait only once it has been yielded, so the wait must be part of this yield.)
+    cancel = context.wait_for_external_event("cancel")
+    today = context.current_utc_datetime.date().isoformat()
+    planning = context.call_activity("plan_run", {"request": request, "run_id": run_id, "today": today})
+    winner = yield context.task_any([planning, cancel])
+    if winner is cancel:
         progress["stage"] = "done"
         context.set_custom_status(progress)
-        return {**result, "state": "failed", "errors": [f"plan: {error_text(e)}"]}
+        return {**result, "state": "cancelled", "errors": ["cancelled while planning: no container group created"]}
+    if isinstance(planning.result, Exception):  # a plan that cannot be made ends the run, with its reason
+        progress["stage"] = "done"
+        context.set_custom_status(progress)
+        return {**result, "state": "failed", "errors": [f"plan: {error_text(planning.result)}"]}
+    plan = planning.result
     result.update(version=plan["version"], input=plan["input"], shards_total=len(plan["shards"]))
     progress.update(stage="scoring", shards_total=len(plan["shards"]), postcodes_total=plan["postcodes_total"],
                     postcodes_failed=len(plan["failed"]))
 
-    outcomes, cancelled = yield from fan_out(context, plan, progress)
+    outcomes, cancelled = yield from fan_out(context, plan, progress, cancel)
     failed = failed_postcodes(plan, outcomes)
     result["shards"] = [{k: o.get(k) for k in ("index", "state", "reason", "attempts")} for o in outcomes]
     result["errors"] = [f"shard {o['index']}: {o['reason']}" for o in outcomes if o["state"] not in OK_SHARD_STATES]

@@ -17,8 +17,18 @@ MODEL_NAME = re.compile(r"(?=.{1,30}$)[a-z0-9]+(-[a-z0-9]+)*")
 RESERVED_VERSIONS = {"champion", "latest"}
 
 
+# What the worker strips from input postcodes (R: trimws(whitespace = "[ \t\r\n]") in score.R's
+# load_input). The plan normalises with the same function, so both see the same postcodes and duplicates.
+POSTCODE_WHITESPACE = " \t\r\n"
+
+
 class InvalidName(ValueError):
     pass
+
+
+def normalise_postcode(value: str) -> str:
+    """An input CSV's postcode as the worker scores it: surrounding whitespace removed."""
+    return value.strip(POSTCODE_WHITESPACE)
 
 
 def postcode_pattern() -> re.Pattern[str]:

@@ -156,3 +156,91 @@ def test_simultaneous_retries_start_one(stack):
     r = stack.post(f"/api/runs/{run_id}/retry")  # the first one finished: the next may start
     assert r.status_code == 202 and r.json()["id"] == f"{run_id}-retry2", r.text
     assert stack.wait_for_run(r.json()["id"])["state"] == "completed"
+
+
+# ------------------------------------------------------------------ 2. the plan checks before any group
+
+
+def jobs_of(stack, run_id: str) -> list[dict]:
+    """The job specs written for the run's container groups (one per group created)."""
+    return [stack.blobs.read_json("results", b.name) for b in stack.blobs.list("results", f"runs/{run_id}/jobs/")]
+
+
+def sample_rows(sample_models) -> list[str]:
+    _, input_csv = sample_models
+    return input_csv.read_text().splitlines()
+
+
+def test_postcodes_are_normalised_as_the_worker_does(tmp_path):
+    """One definition of a postcode in the input: the plan's Python and the worker's R agree."""
+    from orchestrators.planning import input_postcodes
+    from scoring import r_session
+
+    text = 'postcode,date\n" 1002",2099-01-01\n1004 ,2099-01-01\n"1006\t",2099-01-01\n1008,2099-01-01\n'
+    path = tmp_path / "input.csv"
+    path.write_text(text)
+    planned = set(input_postcodes(text.encode(), "input"))
+    r_session.call("load_input", str(path), ["1002", "1004", "1006", "1008"])
+    in_r = set(r_session._r().r("names(.scoring$rows)"))
+    assert planned == in_r == {"1002", "1004", "1006", "1008"}
+
+
+def test_duplicates_after_normalisation_fail_the_plan(stack, sample_models):
+    lines = sample_rows(sample_models)
+    first = lines[1].split(",")
+    duplicate = f'" {first[0]}",' + ",".join(first[1:])  # the same postcode and day, written with a blank
+    stack.blobs.write_bytes("input", "manual/dup.csv", "\n".join(lines + [duplicate]).encode() + b"\n")
+    run_id = start(stack, {"input": "manual/dup.csv"})
+    view = stack.wait_for_run(run_id)
+    assert view["state"] == "failed", view
+    assert f"duplicate row for postcode {first[0]} on {first[1]}" in view["errors"][0], view["errors"]
+    assert jobs_of(stack, run_id) == []
+
+
+def test_short_and_missing_postcodes_fail_alone_in_the_plan(stack, sample_models):
+    lines = sample_rows(sample_models)
+    short = [line for line in lines if line.startswith("1002,")][-1]
+    kept = [line for line in lines if line != short and not line.startswith("1020,")]
+    stack.blobs.write_bytes("input", "manual/gaps.csv", "\n".join(kept).encode() + b"\n")
+    run_id = start(stack, {"input": "manual/gaps.csv"})
+    view = stack.wait_for_run(run_id)
+    assert view["state"] == "completed_with_failures", view
+    assert view["postcodes_failed"] == {
+        "1002": f"input has {HORIZON - 1} rows for this postcode, expected {HORIZON} (the horizon)",
+        "1020": "no input rows for this postcode"}
+    assert view["postcodes_scored"] == POSTCODES - 2
+    shipped = {pc for job in jobs_of(stack, run_id) for pc in job["postcodes"]}
+    assert shipped and not shipped & {"1002", "1020"}  # no container was paid to find these out
+    manifest = stack.blobs.read_json("results", f"runs/{run_id}/manifest.json")
+    assert manifest["postcodes_failed"] == view["postcodes_failed"]
+
+
+def test_missing_input_is_refused_at_the_door(stack):
+    r = stack.post("/api/runs", {"input": "manual/nosuch.csv"})
+    assert r.status_code == 400 and r.json()["field"] == "input", r.text
+    assert "nosuch.csv" in r.json()["error"]
+
+
+def test_latest_skips_names_the_worker_refuses(stack, sample_models):
+    from orchestrators.planning import resolve_input
+
+    _, input_csv = sample_models
+    settings = Settings.from_env({**stack.settings, "INPUT_PREFIX": "latest-names/"})
+    stack.blobs.write_bytes("input", "latest-names/good.csv", input_csv.read_bytes())
+    time.sleep(1.1)  # Last-Modified has one-second resolution
+    stack.blobs.write_bytes("input", "latest-names/bad name (copy).csv", input_csv.read_bytes())
+    assert resolve_input(stack.blobs, settings, "latest") == "latest-names/good.csv"
+
+
+def test_cancel_during_planning_creates_no_group(stack, sample_models):
+    # Rows of postcodes no model has make the plan take a while (it reads every row): the cancel lands in it.
+    filler = [f"{pc},2099-{m:02d}-{d:02d},0" for pc in range(50000, 54000) for m in (1, 2) for d in range(1, 29)]
+    stack.blobs.write_bytes("input", "manual/big.csv", "\n".join(sample_rows(sample_models) + filler).encode())
+    r = stack.post("/api/runs", {"input": "manual/big.csv"})
+    assert r.status_code == 202
+    run_id = r.json()["id"]
+    assert stack.get(f"/api/runs/{run_id}").json()["progress"].get("stage") in (None, "planning")
+    assert stack.post(f"/api/runs/{run_id}/cancel").status_code == 202
+    view = stack.wait_for_run(run_id)
+    assert view["state"] == "cancelled", view
+    assert jobs_of(stack, run_id) == [] and stack.standin.groups() == []

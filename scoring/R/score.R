@@ -23,6 +23,8 @@ load_input <- function(path, postcodes) {
   missing <- setdiff(c("postcode", "date"), names(dt))
   if (length(missing)) stop("input data lacks column(s) ", paste(missing, collapse = ", "),
                             "; it has: ", paste(names(dt), collapse = ", "), call. = FALSE)
+  # Same normalisation as the plan's (scoring.names.normalise_postcode): quoted fields keep their blanks in fread.
+  data.table::set(dt, j = "postcode", value = trimws(dt$postcode, whitespace = "[ \t\r\n]"))
   # fread already parses ISO dates (IDate); only other text needs the slow strptime path.
   dates <- if (inherits(dt$date, "Date")) as.Date(unclass(dt$date), origin = "1970-01-01") else
     suppressWarnings(as.Date(as.character(dt$date), format = "%Y-%m-%d", optional = TRUE))
