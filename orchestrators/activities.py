@@ -14,6 +14,7 @@ from . import naming
 from .aci import AciError, is_quota_error, scoring_spec
 from .blueprint import bp
 from .planning import plan_run as make_plan
+from .publish import PublishError
 from .publish import publish_run as publish
 from .run_requests import RunRequest
 from .services import container_groups, settings, storage
@@ -105,7 +106,11 @@ def read_shard_status(prefix: str) -> dict | None:
 
 @bp.activity_trigger(input_name="publication")
 def publish_run(publication: dict) -> dict:
-    return publish(publication["plan"], publication["shards"], publication["failed"], settings(), storage())
+    """A permanent failure comes back as {"publish_error": ...} (not retried); transient ones raise."""
+    try:
+        return publish(publication["plan"], publication["shards"], publication["failed"], settings(), storage())
+    except PublishError as e:
+        return {"publish_error": str(e)}
 
 
 @bp.activity_trigger(input_name="instance_ids")

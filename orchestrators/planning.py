@@ -10,10 +10,10 @@ import io
 import math
 import re
 from collections import Counter
-from datetime import date
+from datetime import UTC, date, datetime
 
 from scoring.blobstore import BlobNotFound, BlobStore
-from scoring.modelstore import Manifest, ModelStore, ModelStoreError, version_prefix
+from scoring.modelstore import CHAMPION, Manifest, ModelStore, ModelStoreError, version_prefix
 from scoring.names import InvalidName, check_blob_path, normalise_postcode
 
 from .run_requests import LATEST_INPUT, RunRequest
@@ -109,6 +109,13 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.split(r"[.-]", text) if part.isdigit())
 
 
+def _champion_version(store: ModelStore, model: str) -> str | None:
+    try:
+        return store.resolve_version(model, CHAMPION)
+    except ModelStoreError:
+        return None
+
+
 def check_compatibility(manifest: Manifest, settings: Settings) -> None:
     """The image must run the models: same R major.minor (serialization), and every R package the models
     need, at least at the version they were saved with."""
@@ -162,6 +169,9 @@ def plan_run(request: RunRequest, run_id: str, settings: Settings, blobs: BlobSt
         data, etag = blobs.read_versioned(settings.input_container, input_blob)
     except BlobNotFound:
         raise PlanError(f"{where} does not exist") from None
+    info = blobs.info(settings.input_container, input_blob)
+    if info is None or info.etag != etag:
+        raise PlanError(f"{where} changed while the run was being planned; start the run again")
     if request.input_etag and etag != request.input_etag:
         raise PlanError(f"{where} changed since run {request.retry_of or ''} was published (ETag {etag}, "
                         f"published from {request.input_etag}): a retry would mix two input versions; "
@@ -190,12 +200,16 @@ def plan_run(request: RunRequest, run_id: str, settings: Settings, blobs: BlobSt
         raise PlanError(f"model {request.model}/{version} is incomplete: blob(s) {', '.join(sorted(missing_packs))} "
                         "are missing from the model store")
     shards = cut_shards(scorable, request.shard_size, settings)
+    champion = request.version == CHAMPION or _champion_version(store, request.model) == version
     return {
         "run_id": run_id,
         "model": request.model,
         "version": version,
         "model_packages": manifest.r_packages,
         "input": {"container": settings.input_container, "blob": input_blob, "etag": etag},
+        "input_time": info.last_modified,  # with planned_at: the order in which `latest` moves
+        "planned_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "champion": champion,
         "horizon": request.horizon,
         "trigger": request.trigger,
         "retry_of": request.retry_of,

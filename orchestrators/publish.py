@@ -1,84 +1,71 @@
-"""Publish a run: validate every shard's staged output, then make it visible in one order.
+"""Publish a run: validate every staged shard output, then make it visible with one pointer flip.
 
-    runs/<run>/results.csv     all rows, written first (readers ignore a run without _SUCCESS)
-    runs/<run>/manifest.json   lineage: input + ETag, model version + sha256s, image, shards, exit codes, cost
-    runs/<run>/_SUCCESS        the run is complete
-    latest/<model>.json        moved last: a reader who follows it never sees a partial run
+    runs/<run>/revisions/<rev>/results.csv     all rows, streamed from the shards' staged CSVs
+    runs/<run>/revisions/<rev>/manifest.json   lineage: input + ETag, model version + sha256s, image, shards, cost
+    runs/<run>/current.json                    flipped last, conditionally (orchestrators/revisions.py)
+    latest/<model>.json                        moved after that, only forward, only for champion runs
+
+A retry publishes a new revision of the run it retries: the old revision's rows for postcodes it did not
+rescore, plus its own. Readers resolve a run's files with revisions.current_revision, never by path.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import math
+import heapq
 from datetime import UTC, datetime
 
 from scoring.blobstore import BlobStore
 from scoring.modelstore import ModelStore
 
-from . import naming
+from .revisions import Revision, current_revision, flip_pointer, move_latest, revision_prefix
 from .settings import Settings
+from .shard_output import RESULT_COLUMNS, ShardRejected, csv_chunks, data_rows, validate_shard
 
-RESULT_COLUMNS = ["postcode", "date", "volume", "lower_80", "upper_80", "lower_95", "upper_95", "model",
-                  "model_version"]
+__all__ = ["RESULT_COLUMNS", "PublishError", "publish_run", "run_cost"]
 
 
 class PublishError(ValueError):
-    pass
+    """Nothing can be published, and retrying will not change that (a permanent failure)."""
 
 
-def validate_shard_rows(text: str, scored: list[str], horizon: int, where: str) -> list[list[str]]:
-    """Rows = scored postcodes x horizon, every volume a finite number >= 0, no unexpected postcode."""
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if header != RESULT_COLUMNS:
-        raise PublishError(f"{where}: unexpected columns {header}")
-    rows = list(reader)
-    expected = set(scored)
-    per_postcode: dict[str, int] = {}
-    for row in rows:
-        pc, volume = row[0], row[2]
-        if pc not in expected:
-            raise PublishError(f"{where}: rows for postcode {pc}, which the shard did not report as scored")
-        try:
-            v = float(volume)
-        except ValueError:
-            raise PublishError(f"{where}: postcode {pc} on {row[1]} has volume {volume!r}") from None
-        if not math.isfinite(v) or v < 0:
-            raise PublishError(f"{where}: postcode {pc} on {row[1]} has volume {volume}")
-        per_postcode[pc] = per_postcode.get(pc, 0) + 1
-    wrong = [pc for pc in scored if per_postcode.get(pc) != horizon]
-    if wrong:
-        raise PublishError(f"{where}: {len(wrong)} postcode(s) do not have {horizon} rows, e.g. {wrong[0]} has "
-                           f"{per_postcode.get(wrong[0], 0)}")
-    return rows
-
-
-def publish_run(plan: dict, shards: list[dict], failed: dict[str, str], settings: Settings,
-                blobs: BlobStore) -> dict:
-    """Validate every staged shard output, then write results, manifest, _SUCCESS and the latest pointer.
-
-    `failed` lists every postcode that was not scored, with its reason (from the plan, the shards' own
-    reports, and the postcodes of shards that failed as a whole). A retry (plan["retry_of"]) merges into the
-    run it retries: its rows replace nothing (those postcodes had failed) and its failures replace the old ones.
-    """
-    run_id, horizon, container = plan["run_id"], plan["horizon"], settings.results_container
-    failed = dict(failed)
-    rows: list[list[str]] = []
-    scored: set[str] = set()
+def accepted_shards(plan: dict, shards: list[dict], failed: dict[str, str], settings: Settings,
+                    blobs: BlobStore) -> tuple[list[dict], set[str]]:
+    """The shards whose output passes validation, and the postcodes they scored. A rejected shard is left
+    out with the reason on each of its postcodes; it never sinks the others."""
+    container = settings.results_container
+    accepted, scored = [], set()
     for shard in shards:
         status = shard.get("status")
         if shard["state"] not in ("succeeded", "partial") or status is None:
             continue
-        where = f"shard {shard['index']} ({status['output_prefix']}results.csv)"
-        text = blobs.read_bytes(container, status["output_prefix"] + "results.csv").decode()
+        assigned = set(plan["shards"][shard["index"]]["postcodes"])
+        blob = status["output_prefix"] + "results.csv"
         try:
-            rows += validate_shard_rows(text, status["scored"], horizon, where)
-        except PublishError as e:  # this shard's rows are not published; its postcodes are failed, with why
-            failed.update({pc: f"not published: {e}" for pc in status["scored"]})
+            validate_shard(blobs, container, blob, status["scored"], assigned, plan["horizon"], plan["model"],
+                           plan["version"])
+        except ShardRejected as e:
+            reason = f"not published: shard {shard['index']} output rejected: {e}"
+            failed.update({pc: reason for pc in assigned if pc not in failed or pc in status["scored"]})
+            shard["state"], shard["reason"] = "rejected", str(e)
             continue
+        accepted.append(shard)
         scored.update(status["scored"])
+    return accepted, scored
+
+
+def publish_run(plan: dict, shards: list[dict], failed: dict[str, str], settings: Settings,
+                blobs: BlobStore) -> dict:
+    """Validate every staged shard output, write a new revision, flip the run's pointer, move `latest`.
+
+    `failed` lists every postcode that was not scored, with its reason (from the plan, the shards' own
+    reports, and the postcodes of shards that failed as a whole). Raises PublishError for what a retry
+    cannot fix; RevisionConflict (and storage errors) are transient.
+    """
+    run_id, container = plan["run_id"], settings.results_container
     planned = {pc for s in plan["shards"] for pc in s["postcodes"]} | set(plan["failed"])
+    failed = {pc: why for pc, why in failed.items() if pc in planned}  # shards may not add postcodes
+    shards = [dict(s) for s in shards]
+    accepted, scored = accepted_shards(plan, shards, failed, settings, blobs)
     unaccounted = planned - scored - set(failed)
     if unaccounted:
         raise PublishError(f"{len(unaccounted)} postcode(s) neither scored nor failed, e.g. {min(unaccounted)}")
@@ -86,69 +73,64 @@ def publish_run(plan: dict, shards: list[dict], failed: dict[str, str], settings
         raise PublishError("no shard produced valid results")
 
     target = plan.get("retry_of") or run_id
-    prefix = naming.run_prefix(target)
-    previous = _previous_publication(blobs, container, prefix) if plan.get("retry_of") else None
-    if previous:
-        # A retry adds what it scored; what an earlier revision scored stays, even if it failed this time.
-        old_rows, old_manifest = previous
-        rows += [r for r in old_rows if r[0] not in scored]
-        scored |= {r[0] for r in old_rows}
+    previous = current_revision(blobs, container, target)
+    if plan.get("retry_of") and previous is None:
+        raise PublishError(f"run {target} has published nothing to retry into")
+    if previous is not None and previous.revision == run_id:  # this activity already flipped; finish the rest
+        return _outcome(blobs, container, plan, previous)
+
+    streams = [data_rows(blobs, container, s["status"]["output_prefix"] + "results.csv") for s in accepted]
+    old_manifest: dict = {}
+    if plan.get("retry_of"):
+        old_manifest = blobs.read_json(container, previous.manifest)
+        # What an earlier revision scored stays, even if it failed this time.
+        rescored = frozenset(scored)
+        streams.append(data_rows(blobs, container, previous.results, keep=lambda pc: pc not in rescored))
+        old_scored = set(old_manifest.get("model", {}).get("sha256", {})) - set(old_manifest["postcodes_failed"])
+        scored |= old_scored
         failed = {pc: why for pc, why in {**old_manifest["postcodes_failed"], **failed}.items() if pc not in scored}
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(RESULT_COLUMNS)
-    writer.writerows(sorted(rows, key=lambda r: (r[0], r[1])))
-    blobs.write_bytes(container, prefix + "results.csv", out.getvalue().encode(), content_type="text/csv")
+
+    prefix = revision_prefix(target, run_id)
+    rows = [0]
+    merged = heapq.merge(*streams, key=lambda r: (r[0], r[1]))
+    blobs.upload_stream(container, prefix + "results.csv", csv_chunks(merged, rows))
 
     manifest = ModelStore(blobs, settings.models_container).read_manifest(plan["model"], plan["version"])
     published = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     run_manifest = {
         "run_id": target,
+        "revision": run_id,
         "state": "completed_with_failures" if failed else "completed",
         "trigger": plan["trigger"],
         "published": published,
         "model": {"name": plan["model"], "version": plan["version"], "r_version": manifest.r_version,
-                  "r_packages": manifest.r_packages,
+                  "r_packages": manifest.r_packages, "champion": bool(plan.get("champion")),
                   "sha256": {pc: manifest.models[pc].sha256 for pc in sorted(scored) if pc in manifest.models}},
         "input": plan["input"],
         "image": plan["container"]["image"],
-        "horizon": horizon,
-        "rows": len(rows),
+        "horizon": plan["horizon"],
+        "rows": rows[0],
         "postcodes_scored": len(scored),
         "postcodes_failed": failed,
         "shards": [_shard_summary(s, plan) for s in shards],
         "cost": run_cost(shards, plan["container"], settings),
         "estimate": plan.get("estimate", {}),
         "results": f"{container}/{prefix}results.csv",
-        "revisions": (previous[1].get("revisions", []) if previous else []) + [
+        "revisions": old_manifest.get("revisions", []) + [
             {"run_id": run_id, "published": published, "postcodes": len(planned)}],
     }
     blobs.write_json(container, prefix + "manifest.json", run_manifest)
-    blobs.write_bytes(container, prefix + "_SUCCESS", published.encode(), content_type="text/plain")
-    if moves_latest(plan, blobs, container):
-        blobs.write_json(container, naming.latest_pointer(plan["model"]),
-                         {"run_id": target, "results": prefix + "results.csv", "manifest": prefix + "manifest.json",
-                          "published": published})
-    return {"results": run_manifest["results"], "manifest": f"{container}/{prefix}manifest.json",
-            "rows": len(rows), "postcodes_scored": len(scored), "postcodes_failed": failed,
-            "state": run_manifest["state"], "cost": run_manifest["cost"]}
+    current = flip_pointer(blobs, container, target, run_id, published, previous)
+    return _outcome(blobs, container, plan, current)
 
 
-def moves_latest(plan: dict, blobs: BlobStore, container: str) -> bool:
-    """`latest` names the model's newest *complete* run: a run of a postcode subset never moves it, and a
-    retry moves it only when it already names the run being retried (retrying last week's run must not
-    turn the clock back)."""
-    if plan.get("retry_of"):
-        pointer = naming.latest_pointer(plan["model"])
-        return blobs.exists(container, pointer) and blobs.read_json(container, pointer)["run_id"] == plan["retry_of"]
-    return not plan.get("subset")
-
-
-def _previous_publication(blobs: BlobStore, container: str, prefix: str) -> tuple[list[list[str]], dict] | None:
-    if not blobs.exists(container, prefix + "_SUCCESS"):
-        return None
-    text = blobs.read_bytes(container, prefix + "results.csv").decode()
-    return list(csv.reader(io.StringIO(text)))[1:], blobs.read_json(container, prefix + "manifest.json")
+def _outcome(blobs: BlobStore, container: str, plan: dict, current: Revision) -> dict:
+    """After the flip: move `latest` (conditionally), and report what the run now shows."""
+    move_latest(blobs, container, plan, current)
+    manifest = blobs.read_json(container, current.manifest)
+    return {"results": manifest["results"], "manifest": f"{container}/{current.manifest}",
+            "revision": current.revision, "rows": manifest["rows"], "postcodes_scored": manifest["postcodes_scored"],
+            "postcodes_failed": manifest["postcodes_failed"], "state": manifest["state"], "cost": manifest["cost"]}
 
 
 def run_cost(shards: list[dict], container: dict, settings: Settings) -> dict:

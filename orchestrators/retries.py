@@ -13,6 +13,7 @@ import azure.durable_functions as df
 from scoring.blobstore import BlobNotFound, BlobStore
 
 from . import naming
+from .revisions import current_revision, pointer_blob
 from .run_requests import RunRequest
 from .run_status import FINISHED
 from .settings import Settings
@@ -45,18 +46,21 @@ async def next_retry_id(client: df.DurableOrchestrationClient, root: str) -> tup
 
 def retry_request(blobs: BlobStore, settings: Settings, original: dict, root: str) -> RunRequest:
     """The failed postcodes of root's current publication, on the same model version and input version."""
-    prefix = naming.run_prefix(root)
     container = settings.results_container
-    if not blobs.exists(container, prefix + "_SUCCESS"):
-        raise RetryRefused(f"run {root} published no results; start a new run instead")
-    where = f"{container}/{prefix}manifest.json"
     try:
-        manifest = blobs.read_json(container, prefix + "manifest.json")
+        current = current_revision(blobs, container, root)
+    except ValueError as e:
+        raise RetryRefused(str(e), 422, f"{container}/{pointer_blob(root)}") from None
+    if current is None:
+        raise RetryRefused(f"run {root} published no results; start a new run instead")
+    where = f"{container}/{current.manifest}"
+    try:
+        manifest = blobs.read_json(container, current.manifest)
         failed = sorted(manifest["postcodes_failed"])
         version, input_blob = manifest["model"]["version"], manifest["input"]["blob"]
         etag = manifest["input"].get("etag", "")
     except BlobNotFound:
-        raise RetryRefused(f"run {root} has _SUCCESS but no manifest", 422, where) from None
+        raise RetryRefused(f"run {root}'s current revision has no manifest", 422, where) from None
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise RetryRefused(f"run {root}'s manifest is corrupt: {type(e).__name__} {str(e)[:200]}", 422,
                            where) from None

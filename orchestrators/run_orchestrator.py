@@ -122,9 +122,11 @@ def score_run(context: df.DurableOrchestrationContext):
         published = yield context.call_activity_with_retry(
             "publish_run", aci_retry(plan["timing"]), {"plan": plan, "shards": outcomes, "failed": failed})
     except Exception as e:  # noqa: BLE001
+        published = {"publish_error": error_text(e)}
+    if "publish_error" in published:  # permanent (returned at once) or transient errors retried to the end
         progress["stage"] = "done"
         context.set_custom_status(progress)
-        return {**result, "state": "failed", "errors": result["errors"] + [f"publish: {error_text(e)}"]}
+        return {**result, "state": "failed", "errors": result["errors"] + [f"publish: {published['publish_error']}"]}
     progress["stage"] = "done"
     context.set_custom_status(progress)
     return {**result, **published}

@@ -95,3 +95,11 @@ def sample_stack(root: Path, sample_models: tuple[Path, Path], overrides: dict[s
         yield stack
     finally:
         stack.stop()
+
+
+def published_manifest(blobs: BlobStore, run_id: str) -> dict | None:
+    """The manifest of the run's current revision (read as every reader does: through its pointer)."""
+    from orchestrators.revisions import current_revision
+
+    current = current_revision(blobs, "results", run_id)
+    return None if current is None else blobs.read_json("results", current.manifest)

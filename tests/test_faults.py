@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import HORIZON, sample_stack
+from conftest import HORIZON, published_manifest, sample_stack
 
 from scoring.modelstore import ModelStore
 
@@ -48,20 +48,21 @@ class PublishWatch:
     def _watch(self) -> None:
         blobs = self.stack.blobs
         while not self._stop.is_set():
+            # Blobs first, then the stage: what was visible *before* a stage that is still pre-publish was
+            # visible before publishing (the other order lets a fast publish slip in between the two reads).
+            seen = []
+            if blobs.exists("results", f"runs/{self.run_id}/current.json"):
+                seen.append("current revision")
+            info = blobs.info("results", "latest/parcels.json")
+            if info and blobs.read_json("results", "latest/parcels.json")["run_id"] == self.run_id:
+                seen.append("latest pointer")
             try:
                 view = self.stack.get(f"/api/runs/{self.run_id}").json()
             except requests.ConnectionError:  # the host is being restarted by the test
                 time.sleep(0.1)
                 continue
-            if view.get("progress", {}).get("stage") not in ("planning", "scoring", "cancelling"):
-                time.sleep(0.05)
-                continue
-            for name in ("results.csv", "manifest.json", "_SUCCESS"):
-                if blobs.exists("results", f"runs/{self.run_id}/{name}"):
-                    self.seen_early.append(name)
-            info = blobs.info("results", "latest/parcels.json")
-            if info and blobs.read_json("results", "latest/parcels.json")["run_id"] == self.run_id:
-                self.seen_early.append("latest pointer")
+            if view.get("progress", {}).get("stage") in ("planning", "scoring", "cancelling"):
+                self.seen_early += seen
             time.sleep(0.05)
 
     def stop(self) -> list[str]:
@@ -99,10 +100,10 @@ def assert_invariants(stack, view: dict, early: list[str]) -> None:
     assert all(isinstance(reason, str) and reason.strip() for reason in failed.values())
     if view["state"] in ("completed", "completed_with_failures"):
         assert view["postcodes_scored"] + len(failed) == POSTCODES
-        manifest = stack.blobs.read_json("results", f"runs/{run_id}/manifest.json")
+        manifest = published_manifest(stack.blobs, run_id)
         assert manifest["postcodes_failed"] == failed
     elif view["state"] == "failed":
-        assert view["errors"] and not stack.blobs.exists("results", f"runs/{run_id}/_SUCCESS")
+        assert view["errors"] and published_manifest(stack.blobs, run_id) is None
         if view.get("shards"):  # the plan was made: every planned postcode is accounted for
             assert len(failed) == POSTCODES
     assert_no_secret(stack, run_id)
@@ -276,7 +277,7 @@ def test_dry_run_plans_and_estimates_without_creating_anything(stack):
 
 def test_run_manifest_reports_cost_and_lineage(stack):
     view = run_with_fault(stack)
-    manifest = stack.blobs.read_json("results", f"runs/{view['id']}/manifest.json")
+    manifest = published_manifest(stack.blobs, view["id"])
     assert manifest["cost"]["vcpu_seconds"] > 0 and manifest["cost"]["gb_seconds"] > 0
     assert manifest["cost"]["price_usd"] > 0
     assert manifest["input"]["etag"] and manifest["image"] == "localhost/r-scoring:dev"

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import HORIZON, sample_stack
+from conftest import HORIZON, published_manifest, sample_stack
 
 from orchestrators.planning import PlanError, plan_run
 from orchestrators.run_requests import RunRequest
 from orchestrators.settings import Settings
+from scoring.modelstore import ModelStore
 
 POSTCODES = 10
 
@@ -244,3 +245,251 @@ def test_cancel_during_planning_creates_no_group(stack, sample_models):
     view = stack.wait_for_run(run_id)
     assert view["state"] == "cancelled", view
     assert jobs_of(stack, run_id) == [] and stack.standin.groups() == []
+
+
+# ------------------------------------------------------------- 3. published results valid by construction
+
+DAYS = [f"2099-01-{d:02d}" for d in range(1, HORIZON + 1)]
+
+
+def staged_shard(blobs, run_id: str, index: int, rows: list[list], scored: list[str]) -> dict:
+    """A shard outcome as score_shard returns it, with its results.csv staged in Azurite."""
+    from orchestrators import naming
+    from orchestrators.shard_output import RESULT_COLUMNS
+
+    prefix = naming.staging_prefix(run_id, index)
+    text = ",".join(RESULT_COLUMNS) + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows)
+    blobs.write_bytes("results", prefix + "results.csv", text.encode())
+    status = {"scored": scored, "failed": {}, "rows": len(rows), "exit_code": 0, "output_prefix": prefix}
+    return {"index": index, "state": "succeeded", "reason": "", "status": status, "attempts": []}
+
+
+def good_rows(postcodes: list[str], volume: float = 10.0) -> list[list]:
+    return [[pc, day, volume, volume - 1, volume + 1, volume - 2, volume + 2, "parcels", "v1"]
+            for pc in postcodes for day in DAYS]
+
+
+def publish_plan(run_id: str, shards: list[list[str]], **extra) -> dict:
+    return {"run_id": run_id, "model": "parcels", "version": "v1", "horizon": HORIZON, "trigger": "http",
+            "retry_of": None, "subset": False, "champion": True, "failed": {},
+            "input": {"container": "input", "blob": "manual/input.csv", "etag": "0x1"},
+            "input_time": "2099-01-01T00:00:00+00:00", "planned_at": "2099-01-01T00:00:00.000000Z",
+            "container": {"image": "img", "cpu": 2.0, "memory_gb": 4.0}, "estimate": {},
+            "shards": [{"index": i, "postcodes": pcs} for i, pcs in enumerate(shards)], **extra}
+
+
+def test_publish_excludes_shards_that_fail_validation_and_keeps_the_rest(stack):
+    from orchestrators.publish import publish_run
+    from orchestrators.revisions import current_revision
+
+    blobs, run_id = stack.blobs, "run-validation"
+    plan = publish_plan(run_id, [["1002", "1004"], ["1006", "1008"], ["1010", "1012"], ["1014", "1016"],
+                                 ["1018", "1020"]])
+    bad_order = good_rows(["1006", "1008"])
+    bad_order[3][6] = 9.5  # upper_95 below the volume (10)
+    inf_interval = good_rows(["1014", "1016"])
+    inf_interval[0][4] = "Inf"
+    shards = [
+        staged_shard(blobs, run_id, 0, good_rows(["1002", "1004", "1006"]), ["1002", "1004", "1006"]),  # stray
+        staged_shard(blobs, run_id, 1, bad_order, ["1006", "1008"]),
+        staged_shard(blobs, run_id, 2, good_rows(["1010", "1012"])[:-1] + [["1012", DAYS[-1], 1]], ["1010", "1012"]),
+        staged_shard(blobs, run_id, 3, inf_interval, ["1014", "1016"]),
+        staged_shard(blobs, run_id, 4, good_rows(["1018", "1020"]), ["1018", "1020"]),
+    ]
+    out = publish_run(plan, shards, {}, Settings.from_env(stack.settings), blobs)
+    assert out["postcodes_scored"] == 2 and out["rows"] == 2 * HORIZON
+    failed = out["postcodes_failed"]
+    assert "not assigned" in failed["1002"] and "not assigned" in failed["1004"]
+    assert "shard 1" in failed["1006"] and "> upper_95 9.5" in failed["1006"], failed["1006"]  # not shard 0's claim
+    assert "line 29: 3 fields, expected 9" in failed["1012"]
+    assert "upper_80 is Inf" in failed["1014"]
+    current = current_revision(blobs, "results", run_id)
+    rows = blobs.read_bytes("results", current.results).decode().splitlines()
+    assert len(rows) == 1 + 2 * HORIZON and {r.split(",")[0] for r in rows[1:]} == {"1018", "1020"}
+    manifest = blobs.read_json("results", current.manifest)
+    assert [s["state"] for s in manifest["shards"]] == ["rejected"] * 4 + ["succeeded"]
+
+
+def test_publish_with_nothing_valid_is_a_permanent_error(stack):
+    from orchestrators.publish import PublishError, publish_run
+
+    plan = publish_plan("run-novalid", [["1002"]])
+    shard = staged_shard(stack.blobs, "run-novalid", 0, [["1002", DAYS[0], "NaN"]], ["1002"])
+    with pytest.raises(PublishError, match="no shard produced valid results"):
+        publish_run(plan, [shard], {}, Settings.from_env(stack.settings), stack.blobs)
+
+
+def test_a_permanent_publish_error_is_not_retried():
+    from test_orchestrator_replay import RUN_ID, Replay, Work, make_plan, run_answers
+
+    plan = make_plan(shards=2, parallel_groups=2)
+    answers = run_answers(plan)
+    calls = []
+
+    def answer(work: Work):
+        if work.name == "publish_run":
+            calls.append(work)
+            return {"publish_error": "no shard produced valid results"}
+        return answers(work)
+
+    out = Replay("score_run", {"model": "parcels", "version": "champion", "input_blob": "latest", "postcodes": None,
+                               "horizon": 14, "shard_size": 3, "trigger": "http", "dry_run": False},
+                 instance_id=RUN_ID).run(answer)
+    assert len(calls) == 1
+    assert out["state"] == "failed" and out["errors"] == ["publish: no shard produced valid results"]
+
+
+def test_publish_memory_does_not_grow_with_rows(stack, monkeypatch):
+    """Publish of 4x the rows peaks at about the same Python memory: rows are streamed, never all held.
+    (Ranged reads and staged blocks of 64 kB instead of MBs, so that both sizes here are many chunks.)"""
+    import tracemalloc
+
+    from orchestrators import shard_output
+    from scoring import blobstore
+
+    monkeypatch.setattr(blobstore, "_STREAM_CHUNK", 64 * 1024)
+    monkeypatch.setattr(shard_output, "OUT_CHUNK", 64 * 1024)
+
+    from orchestrators.publish import publish_run
+
+    settings = Settings.from_env(stack.settings)
+
+    def peak_for(postcodes: int) -> int:
+        run_id = f"run-memory{postcodes}"
+        codes = [f"{n:05d}" for n in range(20000, 20000 + postcodes)]
+        plan = publish_plan(run_id, [codes[:postcodes // 2], codes[postcodes // 2:]])
+        shards = [staged_shard(stack.blobs, run_id, i, good_rows(s["postcodes"]), s["postcodes"])
+                  for i, s in enumerate(plan["shards"])]
+        tracemalloc.start()
+        try:
+            out = publish_run(plan, shards, {}, settings, stack.blobs)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            assert out["rows"] == postcodes * HORIZON
+
+    small, large = peak_for(1000), peak_for(4000)
+    assert large < 1.5 * small, (small, large)
+
+
+def test_worker_fails_a_postcode_whose_intervals_are_not_finite_or_ordered(stack, tmp_path, sample_models):
+    models, _ = sample_models
+    folder = tmp_path / "badint"
+    folder.mkdir()
+    for pc in ("1002", "1004", "1006"):
+        (folder / f"{pc}.rds").write_bytes((models / f"{pc}.rds").read_bytes())
+    (folder / "scorer.R").write_text(
+        "score <- function(model, newdata) {\n"
+        "  v <- rep(5, nrow(newdata)); pc <- newdata$postcode[1]\n"
+        "  up <- if (pc == '1002') v - 1 else if (pc == '1004') rep(Inf, nrow(newdata)) else v + 1\n"
+        "  data.frame(volume = v, lower_95 = v - 2, upper_95 = up)\n"
+        "}\n")
+    ModelStore(stack.blobs).register("parcels", "badint", folder)
+    run_id = start(stack, {"input": "manual/input.csv", "version": "badint"})
+    view = stack.wait_for_run(run_id)
+    assert view["state"] == "completed_with_failures", view
+    failed = view["postcodes_failed"]
+    assert set(failed) == {"1002", "1004"}, failed
+    assert "volume > upper_95" in failed["1002"] and "upper_95 is NA or infinite" in failed["1004"]
+
+
+# ------------------------------------------------------------ 4. atomic revisions and a monotonic latest
+
+
+def test_a_retry_publishes_a_new_revision_and_leaves_the_old_one_intact(stack):
+    from orchestrators.publish import publish_run
+    from orchestrators.revisions import current_revision
+
+    blobs, settings, run_id = stack.blobs, Settings.from_env(stack.settings), "run-revisions"
+    plan = publish_plan(run_id, [["1002"], ["1004"]])
+    first = publish_run(plan, [staged_shard(blobs, run_id, 0, good_rows(["1002"]), ["1002"]),
+                               {"index": 1, "state": "failed", "reason": "boom", "status": None, "attempts": []}],
+                        {"1004": "shard 1 failed: boom"}, settings, blobs)
+    old = current_revision(blobs, "results", run_id)
+    old_results, old_manifest = blobs.read_bytes("results", old.results), blobs.read_bytes("results", old.manifest)
+    assert first["postcodes_failed"] == {"1004": "shard 1 failed: boom"}
+
+    retry_id = f"{run_id}-retry1"
+    retry_plan = publish_plan(retry_id, [["1004"]], retry_of=run_id, subset=True)
+    out = publish_run(retry_plan, [staged_shard(blobs, retry_id, 0, good_rows(["1004"], 20.0), ["1004"])], {},
+                      settings, blobs)
+    new = current_revision(blobs, "results", run_id)
+    assert new.revision == retry_id != old.revision and out["state"] == "completed"
+    assert blobs.read_bytes("results", old.results) == old_results  # the old revision was not touched
+    assert blobs.read_bytes("results", old.manifest) == old_manifest
+    rows = blobs.read_bytes("results", new.results).decode().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1002"] * HORIZON + ["1004"] * HORIZON
+    manifest = blobs.read_json("results", new.manifest)
+    assert manifest["postcodes_failed"] == {} and manifest["postcodes_scored"] == 2
+    assert [r["run_id"] for r in manifest["revisions"]] == [run_id, retry_id]
+
+
+def test_the_pointer_flips_only_from_the_version_read(stack):
+    from orchestrators.revisions import RevisionConflict, current_revision, flip_pointer
+
+    blobs = stack.blobs
+    flip_pointer(blobs, "results", "run-flip", "run-flip", "t0", None)
+    read = current_revision(blobs, "results", "run-flip")
+    results = []
+
+    def flip(revision: str) -> None:
+        try:
+            flip_pointer(blobs, "results", "run-flip", revision, "t1", read)
+            results.append(revision)
+        except RevisionConflict:
+            results.append("conflict")
+
+    threads = [threading.Thread(target=flip, args=(f"run-flip-retry{n}",)) for n in range(1, 5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [r for r in results if r != "conflict"]
+    assert len(winners) == 1 and results.count("conflict") == 3
+    assert current_revision(blobs, "results", "run-flip").revision == winners[0]
+    with pytest.raises(RevisionConflict):  # a second first publish
+        flip_pointer(blobs, "results", "run-flip", "run-flip", "t2", None)
+
+
+def test_latest_moves_only_forward_and_only_for_champion_runs(stack):
+    from orchestrators.revisions import Revision, move_latest
+
+    blobs, model = stack.blobs, "monotonic"
+
+    def publish(run_id: str, input_time: str, planned_at: str, **extra) -> bool:
+        plan = publish_plan(run_id, [["1002"]], model=model, input_time=input_time, planned_at=planned_at, **extra)
+        return move_latest(blobs, "results", plan, Revision(run_id, run_id, "t", ""))
+
+    def latest() -> str:
+        return blobs.read_json("results", f"latest/{model}.json")["run_id"]
+
+    assert publish("run-b", "2099-01-02", "p1")
+    assert not publish("run-a", "2099-01-01", "p9")  # older input, published later
+    assert latest() == "run-b"
+    assert not publish("run-c", "2099-01-03", "p1", champion=False)  # a challenger
+    assert not publish("run-d", "2099-01-03", "p1", subset=True)
+    assert publish("run-e", "2099-01-02", "p2")  # same input, planned later
+    assert latest() == "run-e"
+    # Many runs publishing at once: the newest wins, whatever the order of the writes.
+    threads = [threading.Thread(target=publish, args=(f"run-n{n}", f"2099-02-{n:02d}", "p")) for n in range(1, 9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert latest() == "run-n8"
+
+
+def test_a_retry_refuses_an_input_that_changed_since_the_run(stack, sample_models):
+    _, input_csv = sample_models
+    stack.blobs.write_bytes("input", "manual/pinned.csv", input_csv.read_bytes())
+    stack.standin.inject({"kind": "exit", "exit_code": 1, "output": "boom", "match": "-s001", "times": 1})
+    run_id = start(stack, {"input": "manual/pinned.csv", "postcodes": ["1002", "1004"], "shardSize": 1})
+    assert stack.wait_for_run(run_id)["state"] == "completed_with_failures"
+    stack.blobs.write_bytes("input", "manual/pinned.csv", input_csv.read_bytes())  # same bytes, new version
+    r = stack.post(f"/api/runs/{run_id}/retry")
+    assert r.status_code == 202, r.text
+    view = stack.wait_for_run(r.json()["id"])
+    assert view["state"] == "failed" and "changed since run" in view["errors"][0], view["errors"]
+    assert stack.standin.groups() == [] and jobs_of(stack, r.json()["id"]) == []
+    manifest = published_manifest(stack.blobs, run_id)
+    assert manifest["revision"] == run_id and list(manifest["postcodes_failed"]) == ["1004"]

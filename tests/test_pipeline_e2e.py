@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import HORIZON, r_reference, sample_stack
+from conftest import HORIZON, published_manifest, r_reference, sample_stack
 
 POSTCODES = 10  # 2 shards of 5 (MIN_SHARD_SIZE 4, two groups at once)
 
@@ -62,11 +62,11 @@ def test_http_run_publishes_what_r_computes(stack, sample_models, tmp_path):
         assert abs(float(got[(row["postcode"], row["date"])]["volume"]) - float(row["volume"])) <= 1e-9
 
     prefix = f"runs/{run_id}/"
-    manifest = stack.blobs.read_json("results", prefix + "manifest.json")
+    manifest = published_manifest(stack.blobs, run_id)
     assert manifest["input"]["etag"] == stack.blobs.info("input", "manual/input.csv").etag
     assert manifest["model"]["version"] == "v1" and len(manifest["model"]["sha256"]) == POSTCODES
     assert [s["state"] for s in manifest["shards"]] == ["succeeded", "succeeded"]
-    assert stack.blobs.exists("results", prefix + "_SUCCESS")
+    assert view["results"] == "results/" + stack.blobs.read_json("results", prefix + "current.json")["results"]
     assert stack.blobs.read_json("results", "latest/parcels.json")["run_id"] == run_id
     for shard in view["shards"]:  # logs were kept before each group was deleted
         attempt = shard["attempts"][0]
@@ -162,7 +162,7 @@ def test_shard_whose_container_exits_non_zero_is_reported_and_the_rest_published
     assert all("exited with code 1" in reason for reason in view["postcodes_failed"].values())
     published = {r["postcode"] for r in results(stack, view)}
     assert len(published) == 5 and not published & set(view["postcodes_failed"])
-    manifest = stack.blobs.read_json("results", f"runs/{run_id}/manifest.json")
+    manifest = published_manifest(stack.blobs, run_id)
     assert manifest["state"] == "completed_with_failures" and manifest["postcodes_failed"] == view["postcodes_failed"]
     assert [a["exit_code"] for a in manifest["shards"][1]["attempts"]] == [1]
 
@@ -176,10 +176,11 @@ def test_retry_reruns_only_the_failed_postcodes_into_the_same_run(stack):
     assert r.status_code == 202, r.text
     retry = stack.wait_for_run(r.json()["id"])
     assert retry["state"] == "completed" and retry["postcodes_scored"] == POSTCODES
-    assert retry["results"] == f"results/runs/{run_id}/results.csv"  # merged into the original run
+    # merged into the original run, as its new revision
+    assert retry["results"] == f"results/runs/{run_id}/revisions/{r.json()['id']}/results.csv"
     rows = results(stack, retry)
     assert len(rows) == POSTCODES * HORIZON
-    manifest = stack.blobs.read_json("results", f"runs/{run_id}/manifest.json")
+    manifest = published_manifest(stack.blobs, run_id)
     assert manifest["state"] == "completed" and manifest["postcodes_failed"] == {}
     assert [rev["run_id"] for rev in manifest["revisions"]] == [run_id, r.json()["id"]]
     assert stack.post(f"/api/runs/{r.json()['id']}/retry").status_code == 409  # the rerun left nothing to retry

@@ -138,6 +138,23 @@ normalise_output <- function(out, n) {
   res
 }
 
+# Intervals the model gave must be finite and ordered: lower_95 <= lower_80 <= volume <= upper_80 <= upper_95
+# (an absent column is skipped). Otherwise the postcode fails: a published interval is never nonsense.
+check_intervals <- function(res) {
+  present <- intersect(c("lower_95", "lower_80", "volume", "upper_80", "upper_95"), names(res))
+  for (col in setdiff(present, "volume")) {
+    bad <- sum(!is.finite(res[[col]]))
+    if (bad) stop(col, " is NA or infinite for ", bad, " of ", length(res$volume), " rows")
+  }
+  for (i in seq_len(length(present) - 1)) {
+    low <- res[[present[i]]]; high <- res[[present[i + 1]]]
+    bad <- which(low > high)
+    if (length(bad)) stop(present[i], " > ", present[i + 1], " for ", length(bad), " of ", length(low),
+                          " rows (first: ", signif(low[bad[1]], 6), " > ", signif(high[bad[1]], 6), ")")
+  }
+  invisible(res)
+}
+
 score_one <- function(postcode, path) {
   newdata <- newdata_for(postcode)
   if (is.null(newdata)) stop("no input rows for this postcode")
@@ -152,7 +169,7 @@ score_one <- function(postcode, path) {
   } else {
     predict_model(model, newdata)
   }
-  res <- normalise_output(out, n)
+  res <- check_intervals(normalise_output(out, n))
   # A plain list, not a data.frame: rbindlist takes lists, and data.frame() costs more than predict here.
   frame <- list(postcode = rep(postcode, n), date = newdata$date, volume = res$volume)
   for (col in INTERVAL_COLUMNS) frame[[col]] <- if (is.null(res[[col]])) rep(NA_real_, n) else res[[col]]
