@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 import azure.durable_functions as df
 
 from scoring.job import Job
+from scoring.secrets import scrub
 
 from . import naming
 from .aci import AciError, is_quota_error, scoring_spec
@@ -17,6 +18,7 @@ from .planning import plan_run as make_plan
 from .publish import PublishError
 from .publish import publish_run as publish
 from .run_requests import RunRequest
+from .scrubbing import scrubbed
 from .services import container_groups, settings, storage
 
 APP_TAG = {"app": "r-scoring"}
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 
 
 @bp.activity_trigger(input_name="payload")
+@scrubbed
 def plan_run(payload: dict) -> dict:
     s = settings()
     plan = make_plan(RunRequest.from_json(payload["request"]), payload["run_id"], s, storage(),
@@ -41,6 +44,7 @@ def plan_run(payload: dict) -> dict:
 
 
 @bp.activity_trigger(input_name="shard")
+@scrubbed
 def create_container_group(shard: dict) -> dict:
     """Write the shard's job spec, then create its group. Permanent ARM errors come back as a result
     (no blind retries); transient ones raise, and the orchestration retries them with durable timers."""
@@ -75,15 +79,17 @@ def create_container_group(shard: dict) -> dict:
 
 
 @bp.activity_trigger(input_name="name")
+@scrubbed
 def get_container_state(name: str) -> dict | None:
     state = container_groups().state(name)
     return None if state is None else {**dataclasses.asdict(state), "terminated": state.terminated}
 
 
 @bp.activity_trigger(input_name="request")
+@scrubbed
 def save_container_logs(request: dict) -> str:
     """Keep the container's logs before the group is deleted (ACI keeps them only while it exists)."""
-    logs = container_groups().logs(request["group"])
+    logs = scrub(container_groups().logs(request["group"]))  # model code can print what it reads from env
     storage().write_bytes(settings().results_container, request["blob"], logs.encode(), content_type="text/plain")
     return f"{settings().results_container}/{request['blob']}"
 
@@ -94,6 +100,7 @@ def delete_container_group(name: str) -> bool:
 
 
 @bp.activity_trigger(input_name="prefix")
+@scrubbed
 def read_shard_status(prefix: str) -> dict | None:
     s = settings()
     info = storage().info(s.results_container, prefix + "status.json")
@@ -105,6 +112,7 @@ def read_shard_status(prefix: str) -> dict | None:
 
 
 @bp.activity_trigger(input_name="publication")
+@scrubbed
 def publish_run(publication: dict) -> dict:
     """A permanent failure comes back as {"publish_error": ...} (not retried); transient ones raise."""
     try:

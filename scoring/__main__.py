@@ -24,6 +24,7 @@ from .blobstore import BlobStore
 from .job import JobError, job_from_environment
 from .modelstore import ModelStore, ModelStoreError
 from .names import InvalidName
+from .secrets import scrub
 from .worker import EXIT_FATAL, FatalShardError, now_iso, run_shard, write_failure_status
 
 
@@ -91,6 +92,19 @@ def command_versions(args: argparse.Namespace) -> int:
     return 0
 
 
+class ScrubbingStream:
+    """A text stream that masks known secrets in whatever is written to it (tracebacks included)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(scrub(text))
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
@@ -117,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     for p in (reg, champ, ver):
         p.add_argument("--container", default=os.environ.get("MODELS_CONTAINER", "models"))
     args = parser.parse_args(argv)
+    if args.command == "run":  # everything the container prints ends up in the kept logs
+        sys.stdout, sys.stderr = ScrubbingStream(sys.stdout), ScrubbingStream(sys.stderr)
     logging.basicConfig(level=os.environ.get("SCORING_LOG_LEVEL", "WARNING"))
     if args.command == "run":
         return command_run(args)

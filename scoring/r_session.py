@@ -34,6 +34,7 @@ def _r():
     callbacks.consolewrite_warnerror = lambda s: None
     ro.r["source"](str(R_DIR / "score.R"))
     ro.r["source"](str(R_DIR / "register.R"))
+    ro.r["source"](str(R_DIR / "isolation.R"))  # after score.R: wraps its node functions
     return ro
 
 

@@ -17,6 +17,7 @@ from . import r_session
 from .blobstore import BlobChanged, BlobNotFound, BlobStore
 from .job import Job
 from .modelstore import Manifest, ModelStore, ModelStoreError, sha256
+from .secrets import scrub_json
 
 EXIT_OK = 0  # every postcode scored
 EXIT_FATAL = 2  # the shard could not run at all (bad job spec, storage unreachable, version missing)
@@ -49,7 +50,7 @@ class ShardStatus:
     finished: str = ""
 
     def to_json(self) -> dict:
-        return dict(self.__dict__)
+        return scrub_json(dict(self.__dict__))  # reasons can quote what model code read from the env
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def run_shard(job: Job, blobs: BlobStore, workdir: Path, cores: int | None = Non
         manifest_future = pool.submit(_read_manifest, store, job)
         input_future = pool.submit(blobs.download_to_file, job.input_container, job.input_blob, str(input_path),
                                    job.input_etag)
-        r_session.call("spawn_nodes", cores)
+        r_session.call("spawn_isolated_nodes", cores)
         try:
             status.version, manifest = manifest_future.result()
             requested = list(job.postcodes) if job.postcodes is not None else manifest.postcodes
@@ -110,7 +111,7 @@ def run_shard(job: Job, blobs: BlobStore, workdir: Path, cores: int | None = Non
                 raise FatalShardError(f"input data changed since the run was planned: {e}") from None
             status.timings["prepare"] = time.perf_counter() - t0
             try:
-                r_session.call("start_nodes", str(r_session.R_DIR / "score.R"), str(input_path), todo,
+                r_session.call("start_isolated_nodes", str(r_session.R_DIR / "score.R"), str(input_path), todo,
                                scorer_path, job.horizon or 0)
             except r_session.RError as e:
                 raise FatalShardError(str(e)) from None
@@ -124,7 +125,7 @@ def run_shard(job: Job, blobs: BlobStore, workdir: Path, cores: int | None = Non
                     if pc not in with_input:
                         status.failed[pc] = "no input rows for this postcode"
                 if batch:
-                    failures = r_session.call("score_batch", [pc for pc, _ in batch], [p for _, p in batch])
+                    failures = r_session.call("score_batch_isolated", [pc for pc, _ in batch], [p for _, p in batch])
                     status.failed.update(r_session.named_strings(failures))
             status.timings["scored"] = time.perf_counter() - t0
             results_path = workdir / "results.csv"

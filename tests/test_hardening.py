@@ -212,7 +212,7 @@ def test_short_and_missing_postcodes_fail_alone_in_the_plan(stack, sample_models
     assert view["postcodes_scored"] == POSTCODES - 2
     shipped = {pc for job in jobs_of(stack, run_id) for pc in job["postcodes"]}
     assert shipped and not shipped & {"1002", "1020"}  # no container was paid to find these out
-    manifest = stack.blobs.read_json("results", f"runs/{run_id}/manifest.json")
+    manifest = published_manifest(stack.blobs, run_id)
     assert manifest["postcodes_failed"] == view["postcodes_failed"]
 
 
