@@ -417,3 +417,27 @@ def test_aci_error_keeps_its_fields_when_pickled() -> None:
     copy = pickle.loads(pickle.dumps(error))
     assert (str(copy), copy.status, copy.code, copy.retryable, copy.retry_after) == (
         str(error), 429, "TooManyRequests", True, 3.0)
+
+
+ORPHAN_SCRIPT = r"""
+import os, subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+print(child.pid, flush=True)
+os.kill(os.getpid(), 9)  # the main process dies as a SIGKILLed worker does; its child lives on
+"""
+
+
+def test_deleting_a_group_kills_what_its_dead_command_left_running(aci_standin, aci_groups):
+    """In ACI a deleted group takes every process of its containers with it (R's PSOCK nodes included)."""
+    import os
+
+    aci_groups.create(spec("orphans", python(ORPHAN_SCRIPT)))
+    state = wait_terminated(aci_groups, "orphans")
+    assert state.exit_code == 137
+    pid = int(aci_groups.logs("orphans").split()[0])
+    os.kill(pid, 0)  # still alive after its parent died
+    aci_groups.delete("orphans")
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]:
+        assert time.monotonic() < deadline, f"process {pid} outlived its deleted group"
+        time.sleep(0.1)

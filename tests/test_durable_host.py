@@ -345,3 +345,31 @@ def test_killed_host_resumes_activities_and_timers(tmp_path: Path) -> None:
     assert activity_status["runtimeStatus"] == "Completed" and activity_status["output"] == "slept well"
     assert timer_status["runtimeStatus"] == "Completed" and timer_status["output"] >= 2
     assert len(marker.read_text().splitlines()) == 2  # at-least-once: the interrupted activity ran again
+
+
+def test_a_burst_of_concurrent_connections_is_served_without_resets(host: DevHost) -> None:
+    """Many clients connecting at once (a load test, 30 starts in a burst): every connection is accepted."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    port = int(host.base_url.rsplit(":", 1)[1])
+    sockets = []
+    started = time.monotonic()
+    try:
+        for _ in range(200):  # opened before any is served: they wait in the listen backlog
+            s = socket.create_connection(("127.0.0.1", port), timeout=3)  # a backlog overflow drops SYNs
+            sockets.append(s)
+
+        def ask(s: socket.socket) -> bytes:
+            s.sendall(b"GET /admin/host/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return s.recv(64)
+
+        with ThreadPoolExecutor(50) as pool:
+            answers = list(pool.map(ask, sockets))
+    finally:
+        for s in sockets:
+            s.close()
+    elapsed = time.monotonic() - started
+    assert all(a.startswith(b"HTTP/1.1 200") for a in answers), [a for a in answers if not a.startswith(b"HTTP")][:3]
+    # A full backlog drops the SYNs: those clients retry after 1 s, 3 s, ... (the burst then takes tens of s).
+    assert elapsed < 5, f"200 connections took {elapsed:.1f} s"

@@ -267,9 +267,17 @@ class GroupStore:
         return str(self._dir(meta.name)).encode() in cmdline
 
     def _kill(self, meta: Meta) -> None:
+        """Deleting a group in ACI ends every process of its containers. The runner leads a process group
+        holding all of them; a command that died (SIGKILL, OOM) may have left children in it (R's PSOCK
+        nodes), so the group is killed even when the runner itself has exited."""
         group_dir = self._dir(meta.name)
         if (group_dir / "exit.json").exists() or not self._runner_alive(meta):
             self._runners.pop(meta.name, None)
+            if meta.runner_pid and process_group_members(meta.runner_pid):
+                try:
+                    os.killpg(meta.runner_pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
             return
         try:
             os.killpg(meta.runner_pid, signal.SIGKILL)  # the runner leads its group: kills the tree
@@ -421,6 +429,22 @@ def environment_of(body: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]
 def first_container(body: dict[str, Any]) -> dict[str, Any]:
     containers = (body.get("properties") or {}).get("containers") or [{}]
     return containers[0].get("properties") or {}
+
+
+def process_group_members(pgid: int) -> list[int]:
+    """Live processes whose process group is pgid (from /proc/<pid>/stat: field 5 is the pgrp)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp ...
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
 
 
 def container_command(body: dict[str, Any], fault: dict[str, Any] | None) -> list[str]:

@@ -15,6 +15,9 @@ log = logging.getLogger("devenv.durable_host")
 class HostHttpServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # listen() backlog: socketserver's default of 5 resets connections under a burst of concurrent clients
+    # (a real host sits behind a front end that queues them). The kernel caps it at net.core.somaxconn.
+    request_queue_size = 1024
 
     def __init__(self, port: int, handle: Callable[[WebRequest], WebResponse]) -> None:
         self.handle_request_object = handle
