@@ -19,10 +19,10 @@ from azure.durable_functions.models.actions.ActionType import ActionType
 from azure.functions import meta
 from azure.functions.durable_functions import OrchestrationTriggerConverter
 
-import orchestrators
 from devenv.durable_host import history as h
 from devenv.durable_host.actions import RetryPolicy, flatten_actions, parse_orchestrator_failure
-from orchestrators import naming
+from pipeline import naming
+from pipeline.registration import build_blueprint
 
 # --------------------------------------------------------------------------------------------- replay driver
 
@@ -35,7 +35,7 @@ T0 = datetime(2026, 11, 23, 6, 0, 0, tzinfo=UTC)
 def orchestrator_functions() -> dict[str, Callable[[Any], str]]:
     """The registered orchestrators, as the worker gets them: a fresh app, get_functions() called once."""
     app = df.DFApp()
-    app.register_functions(orchestrators.bp)
+    app.register_functions(build_blueprint())
     return {f.get_function_name(): f.get_user_function() for f in app.get_functions()
             if f.get_trigger().type == "orchestrationTrigger"}
 
