@@ -1,6 +1,6 @@
 """Scoring service for R models: the Functions app's table of contents.
 
-Three kinds of run start the `score_run` orchestration (orchestrators/):
+Three kinds of run start the `score_run` orchestration (pipeline/):
   - timer   `daily_scoring`   schedule SCORING_SCHEDULE; one run per model and day (instance id from the date)
   - HTTP    POST /api/runs                start an ad-hoc run -> 202 with status URLs
             GET  /api/runs, /api/runs/{id} list recent runs, read one run's status
@@ -11,6 +11,7 @@ Three kinds of run start the `score_run` orchestration (orchestrators/):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -19,15 +20,16 @@ from datetime import UTC, datetime, timedelta
 import azure.durable_functions as df
 import azure.functions as func
 
-from orchestrators import bp, naming, retries
-from orchestrators.planning import PlanError, check_input_exists, dry_run_view, plan_run
-from orchestrators.run_requests import RequestError, parse_run_body, scheduled_request
-from orchestrators.run_status import FINISHED, RUN_ORCHESTRATOR, run_view
-from orchestrators.services import settings, storage
-from scoring.modelstore import CorruptStore, ModelStore, VersionNotFound
+from pipeline import naming, retries, sweeper
+from pipeline.planning import PlanError, dry_run_view, plan_run
+from pipeline.registration import build_blueprint
+from pipeline.run_requests import RequestError, parse_run_body, scheduled_request
+from pipeline.run_status import FINISHED, RUN_ORCHESTRATOR, run_view
+from pipeline.runs_api import RetryRefused, check_input, check_model_version, retry_request
+from pipeline.services import container_groups, settings, storage
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
-app.register_functions(bp)
+app.register_functions(build_blueprint())
 log = logging.getLogger("function_app")
 
 
@@ -61,13 +63,14 @@ async def new_input_blob(blob: func.InputStream, client: df.DurableOrchestration
 async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     try:
         request = parse_run_body(req.get_body(), settings())
-        check_model_version(request.model, request.version)
-        check_input(request.input_blob)
+        await asyncio.to_thread(check_model_version, request.model, request.version, settings(), storage())
+        await asyncio.to_thread(check_input, request.input_blob, settings(), storage())
     except RequestError as e:
         return json_response({"error": str(e), "field": e.field}, e.status)
     if request.dry_run:
         try:
-            plan = plan_run(request, "dry-run", settings(), storage(), today=datetime.now(UTC).date())
+            plan = await asyncio.to_thread(plan_run, request, "dry-run", settings(), storage(),
+                                           today=datetime.now(UTC).date())
         except PlanError as e:
             return json_response({"error": str(e), "field": ""}, 422)
         return json_response(dry_run_view(plan))
@@ -126,12 +129,12 @@ async def retry_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
     original = status.input_ if isinstance(status.input_, dict) else json.loads(status.input_)
     root = original.get("retry_of") or status.instance_id
     run_id, active = await retries.next_retry_id(client, root)
-    if active:
-        return json_response({"error": f"run {root} already has a retry in progress: {active}"}, 409)
-    # A retry completes a *published* run; the run's current manifest (after earlier retries) says what failed.
+    if active or not run_id:
+        return json_response({"error": f"run {root} already has a retry in progress: {active}" if active
+                              else f"run {root} has been retried too often; start a new run"}, 409)
     try:
-        retry = retries.retry_request(storage(), settings(), original, root)
-    except retries.RetryRefused as e:
+        retry = await asyncio.to_thread(retry_request, original, status.instance_id, settings(), storage())
+    except RetryRefused as e:
         return json_response({"error": str(e), "object": e.blob}, e.status)
     try:
         await client.start_new(RUN_ORCHESTRATOR, run_id, retry.to_json())
@@ -145,25 +148,6 @@ async def retry_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def check_model_version(model: str, version: str) -> None:
-    """Refuse at the door a model or version that does not exist (a 400 naming it), before any run."""
-    try:
-        store = ModelStore(storage(), settings().models_container)
-        store.read_manifest(model, store.resolve_version(model, version))
-    except VersionNotFound as e:
-        raise RequestError("version" if store.versions(model) else "model", str(e)) from None
-    except CorruptStore as e:  # the store, not the request, is wrong: say which blob, no stack trace
-        raise RequestError("version", str(e), status=422) from None
-
-
-def check_input(input_blob: str) -> None:
-    """Refuse at the door an input that does not exist now (or no `latest`), before any run."""
-    try:
-        check_input_exists(storage(), settings(), input_blob)
-    except PlanError as e:
-        raise RequestError("input", str(e)) from None
 
 
 async def start_once(client: df.DurableOrchestrationClient, run_id: str, request: dict) -> None:
@@ -199,9 +183,6 @@ def json_response(body: dict, status: int = 200, headers: dict | None = None) ->
 @app.durable_client_input(client_name="client")
 async def sweep_orphan_groups(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     """Delete this app's container groups older than ORPHAN_TTL_MINUTES whose run is not active (logs kept)."""
-    from orchestrators import sweeper
-    from orchestrators.services import container_groups, storage
-
     s = settings()
 
     async def is_active(instance_id: str) -> bool:

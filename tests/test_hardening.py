@@ -14,10 +14,11 @@ import pytest
 import requests
 from conftest import HORIZON, published_manifest, sample_stack
 
-from orchestrators.planning import PlanError, plan_run
-from orchestrators.run_requests import RunRequest
-from orchestrators.settings import Settings
+from pipeline.planning import PlanError, plan_run
+from pipeline.run_requests import RunRequest
+from pipeline.settings import Settings
 from scoring.modelstore import ModelStore
+from scoring.registration import register_version
 
 POSTCODES = 10
 
@@ -174,7 +175,7 @@ def sample_rows(sample_models) -> list[str]:
 
 def test_postcodes_are_normalised_as_the_worker_does(tmp_path):
     """One definition of a postcode in the input: the plan's Python and the worker's R agree."""
-    from orchestrators.planning import input_postcodes
+    from pipeline.planning import input_postcodes
     from scoring import r_session
 
     text = 'postcode,date\n" 1002",2099-01-01\n1004 ,2099-01-01\n"1006\t",2099-01-01\n1008,2099-01-01\n'
@@ -223,7 +224,7 @@ def test_missing_input_is_refused_at_the_door(stack):
 
 
 def test_latest_skips_names_the_worker_refuses(stack, sample_models):
-    from orchestrators.planning import resolve_input
+    from pipeline.planning import resolve_input
 
     _, input_csv = sample_models
     settings = Settings.from_env({**stack.settings, "INPUT_PREFIX": "latest-names/"})
@@ -254,8 +255,8 @@ DAYS = [f"2099-01-{d:02d}" for d in range(1, HORIZON + 1)]
 
 def staged_shard(blobs, run_id: str, index: int, rows: list[list], scored: list[str]) -> dict:
     """A shard outcome as score_shard returns it, with its results.csv staged in Azurite."""
-    from orchestrators import naming
-    from orchestrators.shard_output import RESULT_COLUMNS
+    from pipeline import naming
+    from pipeline.shard_output import RESULT_COLUMNS
 
     prefix = naming.staging_prefix(run_id, index)
     text = ",".join(RESULT_COLUMNS) + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows)
@@ -279,8 +280,8 @@ def publish_plan(run_id: str, shards: list[list[str]], **extra) -> dict:
 
 
 def test_publish_excludes_shards_that_fail_validation_and_keeps_the_rest(stack):
-    from orchestrators.publish import publish_run
-    from orchestrators.revisions import current_revision
+    from pipeline.publish import publish_run
+    from pipeline.revisions import current_revision
 
     blobs, run_id = stack.blobs, "run-validation"
     plan = publish_plan(run_id, [["1002", "1004"], ["1006", "1008"], ["1010", "1012"], ["1014", "1016"],
@@ -311,7 +312,7 @@ def test_publish_excludes_shards_that_fail_validation_and_keeps_the_rest(stack):
 
 
 def test_publish_with_nothing_valid_is_a_permanent_error(stack):
-    from orchestrators.publish import PublishError, publish_run
+    from pipeline.publish import PublishError, publish_run
 
     plan = publish_plan("run-novalid", [["1002"]])
     shard = staged_shard(stack.blobs, "run-novalid", 0, [["1002", DAYS[0], "NaN"]], ["1002"])
@@ -320,7 +321,8 @@ def test_publish_with_nothing_valid_is_a_permanent_error(stack):
 
 
 def test_a_permanent_publish_error_is_not_retried():
-    from test_orchestrator_replay import RUN_ID, Replay, Work, make_plan, run_answers
+    from support.replay import Replay, Work
+    from test_orchestrator_replay import RUN_ID, make_plan, run_answers
 
     plan = make_plan(shards=2, parallel_groups=2)
     answers = run_answers(plan)
@@ -344,13 +346,13 @@ def test_publish_memory_does_not_grow_with_rows(stack, monkeypatch):
     (Ranged reads and staged blocks of 64 kB instead of MBs, so that both sizes here are many chunks.)"""
     import tracemalloc
 
-    from orchestrators import shard_output
+    from pipeline import shard_output
     from scoring import blobstore
 
     monkeypatch.setattr(blobstore, "_STREAM_CHUNK", 64 * 1024)
     monkeypatch.setattr(shard_output, "OUT_CHUNK", 64 * 1024)
 
-    from orchestrators.publish import publish_run
+    from pipeline.publish import publish_run
 
     settings = Settings.from_env(stack.settings)
 
@@ -384,7 +386,7 @@ def test_worker_fails_a_postcode_whose_intervals_are_not_finite_or_ordered(stack
         "  up <- if (pc == '1002') v - 1 else if (pc == '1004') rep(Inf, nrow(newdata)) else v + 1\n"
         "  data.frame(volume = v, lower_95 = v - 2, upper_95 = up)\n"
         "}\n")
-    ModelStore(stack.blobs).register("parcels", "badint", folder)
+    register_version(ModelStore(stack.blobs), "parcels", "badint", folder)
     run_id = start(stack, {"input": "manual/input.csv", "version": "badint"})
     view = stack.wait_for_run(run_id)
     assert view["state"] == "completed_with_failures", view
@@ -397,8 +399,8 @@ def test_worker_fails_a_postcode_whose_intervals_are_not_finite_or_ordered(stack
 
 
 def test_a_retry_publishes_a_new_revision_and_leaves_the_old_one_intact(stack):
-    from orchestrators.publish import publish_run
-    from orchestrators.revisions import current_revision
+    from pipeline.publish import publish_run
+    from pipeline.revisions import current_revision
 
     blobs, settings, run_id = stack.blobs, Settings.from_env(stack.settings), "run-revisions"
     plan = publish_plan(run_id, [["1002"], ["1004"]])
@@ -425,7 +427,7 @@ def test_a_retry_publishes_a_new_revision_and_leaves_the_old_one_intact(stack):
 
 
 def test_the_pointer_flips_only_from_the_version_read(stack):
-    from orchestrators.revisions import RevisionConflict, current_revision, flip_pointer
+    from pipeline.revisions import RevisionConflict, current_revision, flip_pointer
 
     blobs = stack.blobs
     flip_pointer(blobs, "results", "run-flip", "run-flip", "t0", None)
@@ -452,7 +454,7 @@ def test_the_pointer_flips_only_from_the_version_read(stack):
 
 
 def test_latest_moves_only_forward_and_only_for_champion_runs(stack):
-    from orchestrators.revisions import Revision, move_latest
+    from pipeline.revisions import Revision, move_latest
 
     blobs, model = stack.blobs, "monotonic"
 

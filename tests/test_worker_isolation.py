@@ -11,6 +11,7 @@ from conftest import HORIZON
 from test_scoring_worker import make_job, run_worker
 
 from scoring.modelstore import ModelStore
+from scoring.registration import register_version
 from scoring.secrets import scrub, secrets_of
 from scoring.worker import EXIT_PARTIAL
 
@@ -33,7 +34,7 @@ def hostile_version(blobs, tmp_path_factory):
     subprocess.run(["Rscript", "-e", script], check=True)
     (folder / "scorer.R").write_text(HOSTILE_SCORER)
     version = "hostile-" + uuid.uuid4().hex[:6]
-    ModelStore(blobs).register("parcels", version, folder)
+    register_version(ModelStore(blobs), "parcels", version, folder)
     lines = ["postcode,date"] + [f"{pc},2099-12-{d:02d}" for pc in KINDS for d in range(1, HORIZON + 1)]
     blobs.write_bytes("input", f"tests/{version}.csv", "\n".join(lines).encode())
     return version, f"tests/{version}.csv"

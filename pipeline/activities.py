@@ -12,8 +12,8 @@ from scoring.job import Job
 from scoring.secrets import scrub
 
 from . import naming
-from .aci import AciError, is_quota_error, scoring_spec
-from .blueprint import bp
+from .aci.errors import AciError, is_quota_error
+from .aci.spec import APP_TAG, scoring_spec
 from .planning import plan_run as make_plan
 from .publish import PublishError
 from .publish import publish_run as publish
@@ -21,11 +21,9 @@ from .run_requests import RunRequest
 from .scrubbing import scrubbed
 from .services import container_groups, settings, storage
 
-APP_TAG = {"app": "r-scoring"}
 log = logging.getLogger(__name__)
 
 
-@bp.activity_trigger(input_name="payload")
 @scrubbed
 def plan_run(payload: dict) -> dict:
     s = settings()
@@ -43,7 +41,6 @@ def plan_run(payload: dict) -> dict:
     return plan
 
 
-@bp.activity_trigger(input_name="shard")
 @scrubbed
 def create_container_group(shard: dict) -> dict:
     """Write the shard's job spec, then create its group. Permanent ARM errors come back as a result
@@ -78,14 +75,12 @@ def create_container_group(shard: dict) -> dict:
     return {"ok": True}
 
 
-@bp.activity_trigger(input_name="name")
 @scrubbed
 def get_container_state(name: str) -> dict | None:
     state = container_groups().state(name)
     return None if state is None else {**dataclasses.asdict(state), "terminated": state.terminated}
 
 
-@bp.activity_trigger(input_name="request")
 @scrubbed
 def save_container_logs(request: dict) -> str:
     """Keep the container's logs before the group is deleted (ACI keeps them only while it exists)."""
@@ -94,12 +89,10 @@ def save_container_logs(request: dict) -> str:
     return f"{settings().results_container}/{request['blob']}"
 
 
-@bp.activity_trigger(input_name="name")
 def delete_container_group(name: str) -> bool:
     return container_groups().delete(name)
 
 
-@bp.activity_trigger(input_name="prefix")
 @scrubbed
 def read_shard_status(prefix: str) -> dict | None:
     s = settings()
@@ -111,7 +104,6 @@ def read_shard_status(prefix: str) -> dict | None:
     return {**{k: status.get(k) for k in keep}, "output_prefix": prefix}
 
 
-@bp.activity_trigger(input_name="publication")
 @scrubbed
 def publish_run(publication: dict) -> dict:
     """A permanent failure comes back as {"publish_error": ...} (not retried); transient ones raise."""
@@ -121,8 +113,6 @@ def publish_run(publication: dict) -> dict:
         return {"publish_error": str(e)}
 
 
-@bp.activity_trigger(input_name="instance_ids")
-@bp.durable_client_input(client_name="client")
 async def request_shard_cancel(instance_ids: list[str], client: df.DurableOrchestrationClient) -> int:
     """Forward a run's cancel to its running shards; each then stops and deletes its group. A shard that
     finished meanwhile answers 410 (or 404 before it exists): nothing to cancel there, go on with the rest."""

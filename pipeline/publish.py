@@ -2,7 +2,7 @@
 
     runs/<run>/revisions/<rev>/results.csv     all rows, streamed from the shards' staged CSVs
     runs/<run>/revisions/<rev>/manifest.json   lineage: input + ETag, model version + sha256s, image, shards, cost
-    runs/<run>/current.json                    flipped last, conditionally (orchestrators/revisions.py)
+    runs/<run>/current.json                    flipped last, conditionally (pipeline/revisions.py)
     latest/<model>.json                        moved after that, only forward, only for champion runs
 
 A retry publishes a new revision of the run it retries: the old revision's rows for postcodes it did not
