@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import azure.durable_functions as df
 import azure.functions as func
 
-from pipeline import naming, retries, sweeper
+from pipeline import admission, naming, retries, sweeper
 from pipeline.planning import PlanError, dry_run_view, plan_run
 from pipeline.registration import build_blueprint
 from pipeline.run_requests import RequestError, parse_run_body, scheduled_request
@@ -74,6 +74,10 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
         except PlanError as e:
             return json_response({"error": str(e), "field": ""}, 422)
         return json_response(dry_run_view(plan))
+    if await admission.active_runs(client) >= settings().max_active_runs:
+        wait = admission.retry_after_seconds(settings())
+        return json_response({"error": f"{settings().max_active_runs} runs are active, the most allowed at once; "
+                                       f"retry in {wait} s"}, 429, headers={"Retry-After": str(wait)})
     run_id = naming.adhoc_run_id(uuid.uuid4().hex)
     await client.start_new(RUN_ORCHESTRATOR, run_id, request.to_json())
     # Only this app's own routes: the durable management URLs carry the task hub's system key.

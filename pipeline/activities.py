@@ -11,7 +11,7 @@ import azure.durable_functions as df
 from scoring.job import Job
 from scoring.secrets import scrub
 
-from . import naming
+from . import admission, naming
 from .aci.errors import AciError, is_quota_error
 from .aci.spec import APP_TAG, scoring_spec
 from .planning import plan_run as make_plan
@@ -102,6 +102,15 @@ def read_shard_status(prefix: str) -> dict | None:
     status = storage().read_json(s.results_container, prefix + "status.json")
     keep = ("scored", "failed", "rows", "exit_code", "error", "timings", "started", "finished", "cores")
     return {**{k: status.get(k) for k in keep}, "output_prefix": prefix}
+
+
+@scrubbed
+def acquire_vcpu(request: dict) -> dict:
+    return admission.acquire(storage(), settings(), request["holder"], request["run"])
+
+
+def release_vcpu(group: str) -> bool:
+    return admission.release(storage(), settings(), group)
 
 
 @scrubbed

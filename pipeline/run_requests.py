@@ -73,7 +73,9 @@ def parse_run_body(body: bytes, settings: Settings) -> RunRequest:
         input_blob=_input_blob(raw["input"]),
         postcodes=_postcodes(raw.get("postcodes")),
         horizon=_int("horizon", raw.get("horizon", settings.default_horizon_days), 1, settings.max_horizon_days),
-        shard_size=None if raw.get("shardSize") is None else _int("shardSize", raw["shardSize"], 1, MAX_POSTCODES),
+        # A container's start-up costs more than scoring a few postcodes: no shard below MIN_SHARD_SIZE.
+        shard_size=None if raw.get("shardSize") is None else _int("shardSize", raw["shardSize"],
+                                                                   settings.min_shard_size, MAX_POSTCODES),
         trigger="http",
         dry_run=_bool("dryRun", raw.get("dryRun", False)),
     )

@@ -40,6 +40,9 @@ DEFAULTS: dict[str, str] = {
     "MAX_PARALLEL_GROUPS": "10",
     "CORE_QUOTA": "20",
     "MIN_SHARD_SIZE": "100",
+    # Admission: runs active at once (more get 429 + Retry-After); the vCPU of all their groups together is
+    # bounded by CORE_QUOTA (pipeline/admission.py).
+    "MAX_ACTIVE_RUNS": "20",
     # Waiting.
     "POLL_INTERVAL_SECONDS": "20",
     "SHARD_DEADLINE_MINUTES": "60",
@@ -97,6 +100,7 @@ class Settings:
     max_parallel_groups: int
     core_quota: int
     min_shard_size: int
+    max_active_runs: int
     poll_interval_seconds: float
     shard_deadline_minutes: float
     default_horizon_days: int

@@ -26,7 +26,7 @@ POSTCODES = 10
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, sample_models):
     root = Path(tmp_path_factory.mktemp("hardening"))
-    overrides = {"MIN_SHARD_SIZE": "4", "DEFAULT_HORIZON_DAYS": str(HORIZON), "SHARD_ATTEMPTS": "1",
+    overrides = {"MIN_SHARD_SIZE": "1", "DEFAULT_HORIZON_DAYS": str(HORIZON), "SHARD_ATTEMPTS": "1",
                  "SHARD_DEADLINE_MINUTES": "2"}
     with sample_stack(root, sample_models, overrides, host_args=["--blob-poll-interval", "3600"]) as s:
         yield s

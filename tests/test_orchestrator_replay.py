@@ -88,6 +88,10 @@ def aci_shard(states: Callable[[str, int], dict | None] | None = None, *, create
             return True
         if work.name == "read_shard_status":
             return (status or (lambda prefix: shard_status(prefix, postcodes)))(work.input)
+        if work.name == "acquire_vcpu":  # the shared vCPU budget has room
+            return {"granted": True, "in_use": 2.0, "quota": 20}
+        if work.name == "release_vcpu":
+            return True
         raise AssertionError(f"unexpected work {work}")
 
     return answer
@@ -109,8 +113,9 @@ GROUP_A2 = naming.group_name(RUN_ID, 0, 2)
 def test_shard_happy_path_polls_with_a_durable_timer_then_keeps_logs_deletes_and_reads_status():
     replay = run_shard(aci_shard())
 
-    assert replay.timeline() == ["create_container_group", "get_container_state", "timer", "get_container_state",
-                                 "save_container_logs", "delete_container_group", "read_shard_status"]
+    assert replay.timeline() == ["acquire_vcpu", "create_container_group", "get_container_state", "timer",
+                                 "get_container_state",
+                                 "save_container_logs", "delete_container_group", "release_vcpu", "read_shard_status"]
     create = replay.calls("create_container_group")[0]
     assert create.input == {**shard(), "attempt": 1, "group": GROUP,
                             "output_prefix": naming.staging_prefix(RUN_ID, 0)}
@@ -140,7 +145,7 @@ def test_shard_happy_path_polls_with_a_durable_timer_then_keeps_logs_deletes_and
                        "quota_waits": 0, "started": "2026-11-23T06:00:41Z", "finished": "2026-11-23T06:04:12Z",
                        "billed_from": billed_from.isoformat(), "billed_to": billed_to.isoformat(),
                        "logs": f"results/{naming.logs_blob(RUN_ID, 0)}", "deleted": True}
-    assert attempt["billed_from"] == "2026-11-23T06:00:02+00:00"
+    assert attempt["billed_from"] == "2026-11-23T06:00:04+00:00"  # after acquire_vcpu and the create
 
 
 def test_shard_exit_code_3_with_matching_status_is_partial():
@@ -157,8 +162,8 @@ def test_shard_nonzero_exit_keeps_logs_deletes_and_retries_in_a_new_group():
     replay = run_shard(aci_shard(lambda group, poll: container("Terminated", 1, detail="Error"),
                                  status=lambda prefix: None))
 
-    assert replay.timeline() == ["create_container_group", "get_container_state", "save_container_logs",
-                                 "delete_container_group", "read_shard_status"] * 2
+    assert replay.timeline() == ["acquire_vcpu", "create_container_group", "get_container_state", "save_container_logs",
+                                 "delete_container_group", "release_vcpu", "read_shard_status"] * 2
     assert [w.input["group"] for w in replay.calls("create_container_group")] == [GROUP, GROUP_A2]
     assert [w.input["attempt"] for w in replay.calls("create_container_group")] == [1, 2]
     assert [w.input for w in replay.calls("delete_container_group")] == [GROUP, GROUP_A2]
@@ -204,8 +209,8 @@ def test_shard_group_that_ends_without_exit_code_fails_without_reading_status():
     replay = run_shard(aci_shard(lambda group, poll: container(None, None, group_state="Failed",
                                                                detail="Container group was OOM killed")),
                        shard(shard_attempts=1))
-    assert replay.timeline() == ["create_container_group", "get_container_state", "save_container_logs",
-                                 "delete_container_group"]
+    assert replay.timeline() == ["acquire_vcpu", "create_container_group", "get_container_state", "save_container_logs",
+                                 "delete_container_group", "release_vcpu"]
     assert replay.output["state"] == "failed"
     assert replay.output["reason"] == "the container group ended Failed: Container group was OOM killed"
 
@@ -221,7 +226,8 @@ def test_shard_permanent_create_error_is_not_polled_nor_retried_but_deleted():
               f"'{GROUP}' is not accessible. Please check the image and registry credential.")
     replay = run_shard(aci_shard(create={"ok": False, "reason": reason, "code": "InaccessibleImage"}))
 
-    assert replay.timeline() == ["create_container_group", "save_container_logs", "delete_container_group"]
+    assert replay.timeline() == ["acquire_vcpu", "create_container_group", "save_container_logs",
+                                 "delete_container_group", "release_vcpu"]
     assert not replay.calls("get_container_state") and not replay.calls("read_shard_status")
     assert not [w for w in replay.scheduled if w.kind == "timer"]
     out = replay.output
@@ -283,9 +289,9 @@ def own_timers(replay: Replay) -> list[Work]:
 def test_shard_full_quota_is_waited_out_with_durable_timers_then_created():
     replay = run_shard(aci_shard(overrides={"create_container_group": quota_creates(2)}))
 
-    assert replay.timeline() == ["create_container_group", "timer", "create_container_group", "timer",
+    assert replay.timeline() == ["acquire_vcpu", "create_container_group", "timer", "create_container_group", "timer",
                                  "create_container_group", "get_container_state", "timer", "get_container_state",
-                                 "save_container_logs", "delete_container_group", "read_shard_status"]
+                                 "save_container_logs", "delete_container_group", "release_vcpu", "read_shard_status"]
     creates = replay.calls("create_container_group")
     assert [w.input for w in creates] == [creates[0].input] * 3  # the same group, the same attempt
     assert creates[0].input["group"] == GROUP and [w.attempt for w in creates] == [1, 1, 1]
@@ -429,7 +435,7 @@ def test_shard_deadline_times_out_on_the_orchestration_clock_and_deletes():
     assert all(t.fire_at <= deadline for t in timers)  # the last wait is cut to the deadline
     assert timers[-1].fire_at == deadline
     assert replay.calls("get_container_state")[-1].scheduled_at >= deadline
-    assert replay.timeline()[-2:] == ["save_container_logs", "delete_container_group"]
+    assert replay.timeline()[-3:] == ["save_container_logs", "delete_container_group", "release_vcpu"]
     assert not replay.calls("read_shard_status")
 
 
@@ -458,8 +464,9 @@ def test_shard_cancel_during_the_poll_wait_cancels_the_timer_and_deletes():
     assert len(out["attempts"]) == 1  # a cancelled shard is not tried again
     [timer] = [w for w in replay.scheduled if w.kind == "timer"]
     assert timer.canceled and not timer.done
-    assert replay.timeline() == ["create_container_group", "get_container_state", "timer", "save_container_logs",
-                                 "delete_container_group"]
+    assert replay.timeline() == ["acquire_vcpu", "create_container_group", "get_container_state", "timer",
+                                 "save_container_logs",
+                                 "delete_container_group", "release_vcpu"]
     assert replay.calls("delete_container_group")[0].input == GROUP
 
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 import azure.durable_functions as df
 
 from .. import naming
+from .budget import acquire_vcpu, release_vcpu
 
 # Exit codes of `python -m scoring run` (scoring.worker): 0 all scored, 3 some postcodes failed.
 EXIT_OK, EXIT_PARTIAL = 0, 3
@@ -86,6 +87,10 @@ def run_attempt(context: df.DurableOrchestrationContext, shard: dict, attempt: i
     name = naming.group_name(shard["run_id"], shard["index"], attempt)
     prefix = naming.staging_prefix(shard["run_id"], shard["index"], attempt)
     result = {"attempt": attempt, "group": name, "state": "failed", "reason": "", "quota_waits": 0}
+    # The shared vCPU budget first: CORE_QUOTA bounds the groups of all runs together.
+    if not (yield from acquire_vcpu(context, name, shard["run_id"], timing, cancel, result, aci_retry(timing))):
+        result.update(state="cancelled", reason="the run was cancelled")
+        return result
     try:
         created = yield from create_group(
             context, {**shard, "attempt": attempt, "group": name, "output_prefix": prefix}, timing, cancel, result)
@@ -109,6 +114,7 @@ def run_attempt(context: df.DurableOrchestrationContext, shard: dict, attempt: i
         result["deleted"] = True
         if "billed_from" in result:
             result["billed_to"] = context.current_utc_datetime.isoformat()
+        yield from release_vcpu(context, name, aci_retry(timing))  # a group not deleted keeps its vCPU
     except Exception as e:  # noqa: BLE001 - reported with the run; the orphan sweeper retries it
         result["deleted"] = False
         result["delete_error"] = f"could not delete container group {name}: {error_text(e)}"

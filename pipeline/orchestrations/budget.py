@@ -1,0 +1,29 @@
+"""The shard's side of the shared vCPU budget (pipeline/admission.py): wait for it, give it back. No I/O."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import azure.durable_functions as df
+
+
+def acquire_vcpu(context: df.DurableOrchestrationContext, group: str, run_id: str, timing: dict,
+                 cancel: df.Task, result: dict, retry: df.RetryOptions):
+    """Wait (durable timers) until the group's vCPU fits in the budget; False if the run was cancelled."""
+    while True:
+        answer = yield context.call_activity_with_retry("acquire_vcpu", retry, {"holder": group, "run": run_id})
+        if answer["granted"]:
+            return True
+        result["budget_waits"] = result.get("budget_waits", 0) + 1
+        timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=timing["poll_seconds"]))
+        if (yield context.task_any([timer, cancel])) is cancel:
+            timer.cancel()
+            return False
+
+
+def release_vcpu(context: df.DurableOrchestrationContext, group: str, retry: df.RetryOptions):
+    """Give the vCPU back once the group is deleted; if that fails, admission drops it when stale."""
+    try:
+        yield context.call_activity_with_retry("release_vcpu", retry, group)
+    except Exception:  # noqa: BLE001 - never fails the shard
+        pass
