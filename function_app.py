@@ -23,6 +23,7 @@ import azure.functions as func
 from pipeline import admission, naming, retries, sweeper
 from pipeline.planning import PlanError, dry_run_view, plan_run
 from pipeline.registration import build_blueprint
+from pipeline.revisions import current_revision
 from pipeline.run_requests import RequestError, parse_run_body, scheduled_request
 from pipeline.run_status import FINISHED, RUN_ORCHESTRATOR, run_view
 from pipeline.runs_api import RetryRefused, check_input, check_model_version, retry_request
@@ -155,10 +156,14 @@ async def retry_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
 
 
 async def start_once(client: df.DurableOrchestrationClient, run_id: str, request: dict) -> None:
-    """Start run_id unless it exists: a trigger that fires twice starts one run."""
+    """Start run_id unless it exists or has published: a trigger that fires twice starts one run, also when
+    the event is redelivered after the run's history was purged."""
     existing = await client.get_status(run_id)
     if existing and existing.runtime_status is not None:
         log.info("run %s exists (%s); not started again", run_id, existing.runtime_status.value)
+        return
+    if await asyncio.to_thread(current_revision, storage(), settings().results_container, run_id):
+        log.info("run %s has published already; not started again", run_id)
         return
     try:
         await client.start_new(RUN_ORCHESTRATOR, run_id, request)

@@ -495,3 +495,26 @@ def test_a_retry_refuses_an_input_that_changed_since_the_run(stack, sample_model
     assert stack.standin.groups() == [] and jobs_of(stack, r.json()["id"]) == []
     manifest = published_manifest(stack.blobs, run_id)
     assert manifest["revision"] == run_id and list(manifest["postcodes_failed"]) == ["1004"]
+
+
+# ----------------------------------------------------------------------- 6. duplicate blob events ignored
+
+
+def test_a_blob_event_redelivered_after_its_run_was_purged_starts_nothing(stack, sample_models):
+    from pipeline.naming import blob_run_id
+
+    _, input_csv = sample_models
+    stack.blobs.write_bytes("input", "daily/redelivered.csv", input_csv.read_bytes())
+    run_id = blob_run_id("daily/redelivered.csv", stack.blobs.info("input", "daily/redelivered.csv").etag)
+    fire = {"input": "input/daily/redelivered.csv"}
+    assert stack.post("/admin/functions/new_input_blob", fire).status_code == 202
+    deadline = time.monotonic() + 30
+    while stack.get(f"/api/runs/{run_id}").status_code == 404:
+        assert time.monotonic() < deadline, "the blob event started no run"
+        time.sleep(0.2)
+    assert stack.wait_for_run(run_id)["state"] == "completed"
+    purge = requests.delete(f"{stack.base_url}/runtime/webhooks/durabletask/instances/{run_id}", timeout=30)
+    assert purge.status_code == 200, purge.text
+    assert stack.post("/admin/functions/new_input_blob", fire).status_code == 202  # Event Grid delivers again
+    time.sleep(3)
+    assert stack.get(f"/api/runs/{run_id}").status_code == 404  # not run (and paid for) a second time
