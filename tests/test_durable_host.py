@@ -18,6 +18,8 @@ from devenv.durable_host import DevHost, start_host_process
 from devenv.durable_host.invoker import run_coroutine
 from devenv.durable_host.ncrontab import Schedule
 
+pytestmark = pytest.mark.integration  # Azurite, R, the stand-in or the dev host
+
 APP = "tests.apps.toy_app"
 TERMINAL = ("Completed", "Failed", "Terminated")
 
