@@ -1,17 +1,19 @@
 """Everything that crosses an orchestration boundary, typed: run requests, plans, shard inputs and outcomes,
 attempts, activity requests and results, and the states they carry.
 
-How they travel (azure-functions-durable 1.7 with azure-functions 1.24, see the installed SDK sources):
-`json.dumps(value, default=_serialize_custom_object)` turns an object with `to_json` into the envelope
-{"__class__": <class name>, "__module__": <module>, "__data__": obj.to_json()} (azure/functions/_durable_functions.py),
+How they travel (azure-functions-durable 1.7 with azure-functions 1.24; the installed SDK sources are the
+reference): `json.dumps(value, default=_serialize_custom_object)` turns an object with `to_json` into the envelope
+{"__class__": <class name>, "__module__": <module>, "__data__": obj.to_json()} (azure/functions/_durable_functions.py)
 and `json.loads(text, object_hook=_deserialize_custom_object)` imports that module and calls
-`<class>.from_json(__data__)`. Activity inputs and results (ActivityTriggerConverter), sub-orchestration
-inputs and outputs, orchestration inputs (client.start_new) and outputs and custom status
-(OrchestratorState.to_json_string) all go through these two hooks, so an orchestrator or activity receives the
-class it was sent. Our `to_json` returns plain JSON (nested payloads as dicts, enums as their values), so only
-the outer object carries an envelope and `from_json` rebuilds the nested ones from their field types.
+`<class>.from_json(__data__)`. Activity inputs and results (ActivityTriggerConverter), sub-orchestration and
+orchestration inputs (CallSubOrchestratorAction, client.start_new) and custom status
+(OrchestratorState.to_json_string) go through these hooks, so the other side receives the class that was sent.
+An orchestration's output does not: TaskOrchestrationExecutor checks it with a plain `json.dumps` and fails the
+orchestration for any other object, so orchestrators return `payload.to_json()` and readers call `from_json`.
+Our `to_json` returns plain JSON (nested payloads as dicts, enums as their values), so only the outer object
+carries an envelope and `from_json` rebuilds the nested ones from the field types.
 
-Readers outside the SDK (the durable status API read by function_app) get the envelope as JSON: `decode`.
+Readers outside the SDK (function_app reading the durable status API) get envelopes or plain JSON: `decode`.
 
 No I/O and no Azure SDK here: the orchestrators import this module.
 """

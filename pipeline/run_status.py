@@ -66,7 +66,8 @@ def run_view(status: Any) -> dict:
         "runtimeStatus": runtime,
         "created": iso_or_none(status.created_time),
         "updated": iso_or_none(status.last_updated_time),
-        "progress": progress.to_json() if progress is not None else {},
+        # Unset fields (parallel_groups until a full quota lowers it) are left out, as before payloads were typed.
+        "progress": {k: v for k, v in progress.to_json().items() if v is not None} if progress is not None else {},
         "errors": errors,
     }
     view.update({key: output[key] for key in RESULT_FIELDS if output.get(key) is not None})

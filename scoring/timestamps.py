@@ -25,10 +25,6 @@ def now_micros() -> str:
     return utc_now().strftime(MICROS_FORMAT)
 
 
-def format_seconds(value: datetime) -> str:
-    return value.astimezone(UTC).strftime(SECONDS_FORMAT)
-
-
 def iso_or_none(value: Any) -> str | None:
     """A datetime as ISO 8601; text (already formatted) and None unchanged."""
     if value is None:

@@ -10,7 +10,7 @@ from support.memory_blobs import MemoryBlobStore
 
 from scoring.blobstore import BlobChanged, BlobExists, BlobNotFound, BlobStore
 from scoring.errors import one_line, typed_one_line
-from scoring.timestamps import SECONDS_FORMAT, format_seconds, iso_or_none, now_micros, now_seconds, parse_iso
+from scoring.timestamps import SECONDS_FORMAT, iso_or_none, now_micros, now_seconds, parse_iso
 
 
 def public_methods(cls) -> dict[str, inspect.Signature]:
@@ -57,7 +57,7 @@ def test_errors_become_one_line(error, text, typed):
 
 def test_timestamps():
     moment = datetime(2026, 11, 23, 6, 0, 41, 123456, tzinfo=UTC)
-    assert format_seconds(moment) == "2026-11-23T06:00:41Z"
+    assert moment.strftime(SECONDS_FORMAT) == "2026-11-23T06:00:41Z"
     assert datetime.strptime(now_seconds(), SECONDS_FORMAT)  # parses back with the one format
     assert now_micros().endswith("Z") and len(now_micros()) == len("2026-11-23T06:00:41.123456Z")
     assert parse_iso("2026-11-23T06:00:41Z") == moment.replace(microsecond=0)

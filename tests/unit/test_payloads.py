@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 
 import pytest
 from azure.functions._durable_functions import _deserialize_custom_object, _serialize_custom_object
@@ -134,3 +135,35 @@ def test_defaults_make_independent_lists():
     a, b = p.RunResult("run-a", "m", p.Trigger.HTTP), p.RunResult("run-b", "m", p.Trigger.HTTP)
     a.errors.append("x")
     assert b.errors == []
+
+
+def run_orchestrator_once(function) -> str:
+    """One episode of `function` under the real SDK, as the host would start it; returns the SDK's answer."""
+    from azure.durable_functions import Orchestrator
+    from azure.functions import meta
+    from azure.functions.durable_functions import OrchestrationTriggerConverter
+
+    from devenv.durable_host import history as h
+
+    ts = h.format_timestamp(datetime(2026, 11, 23, 6, 0, tzinfo=UTC))
+    context = {"history": [h.orchestrator_started(ts), h.execution_started(ts, "toy", "null", "", None)],
+               "instanceId": "toy-1", "isReplaying": False, "parentInstanceId": None, "input": None,
+               "upperSchemaVersion": 2}
+    decoded = OrchestrationTriggerConverter.decode(meta.Datum(type="json", value=json.dumps(context)),
+                                                   trigger_metadata={})
+    return Orchestrator.create(function)(decoded)
+
+
+def test_the_sdk_takes_an_orchestration_output_only_as_plain_json():
+    """Why score_run and score_shard return payload.to_json(): a payload object as the output fails the run."""
+    def returns_object_at_once(context):
+        return TIMING
+        yield  # a generator, as orchestrators are
+
+    def returns_json(context):
+        return TIMING.to_json()
+        yield
+
+    with pytest.raises(Exception, match="not JSON serializable"):
+        run_orchestrator_once(returns_object_at_once)
+    assert json.loads(run_orchestrator_once(returns_json))["output"] == TIMING.to_json()

@@ -64,6 +64,7 @@ def test_terminated_is_cancelled_and_running_is_running():
     assert run_view(status("Terminated", output="no longer needed"))["state"] == "cancelled"
     running = run_view(status("Running", custom=as_sent(p.Progress(stage=p.Stage.SCORING, shards_running=2))))
     assert running["state"] == "running" and running["progress"]["shards_running"] == 2
+    assert "parallel_groups" not in running["progress"]  # unset until a full quota lowers it
     assert run_view(status("Pending"))["state"] == "pending"
     assert run_view(status("Pending"))["progress"] == {}
 
