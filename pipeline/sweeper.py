@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from azure.durable_functions import OrchestrationRuntimeStatus
+
 from scoring.blobstore import BlobStore
 from scoring.errors import typed_one_line
 from scoring.timestamps import SECONDS_FORMAT
@@ -31,7 +33,9 @@ CREATED_FORMAT = SECONDS_FORMAT  # as written by activities.create_container_gro
 MAX_CLOCK_SKEW = timedelta(minutes=10)
 # Durable runtime statuses of an orchestration that may still use (and will itself delete) its groups.
 # Suspended and ContinuedAsNew are included: deleting the group of a live orchestration would break it.
-ACTIVE_STATUSES = frozenset({"Pending", "Running", "Suspended", "ContinuedAsNew"})
+ACTIVE_STATUSES = frozenset(s.value for s in (OrchestrationRuntimeStatus.Pending, OrchestrationRuntimeStatus.Running,
+                                               OrchestrationRuntimeStatus.Suspended,
+                                               OrchestrationRuntimeStatus.ContinuedAsNew))
 
 
 
