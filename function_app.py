@@ -21,11 +21,12 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from pipeline import admission, naming, retries, sweeper
+from pipeline.payloads import CANCEL_EVENT, RunRequest, Stage, Trigger, decode
 from pipeline.planning import PlanError, dry_run_view, plan_run
 from pipeline.registration import build_blueprint
 from pipeline.revisions import current_revision
 from pipeline.run_requests import RequestError, parse_run_body, scheduled_request
-from pipeline.run_status import FINISHED, RUN_ORCHESTRATOR, run_view
+from pipeline.run_status import FINISHED, RUN_ORCHESTRATOR, run_progress, run_view
 from pipeline.runs_api import RetryRefused, check_input, check_model_version, retry_request
 from pipeline.services import container_groups, settings, storage
 
@@ -39,7 +40,7 @@ log = logging.getLogger("function_app")
 async def daily_scoring(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     s = settings()
     run_id = naming.daily_run_id(s.default_model, datetime.now(UTC).date())
-    await start_once(client, run_id, scheduled_request(s, "timer").to_json())
+    await start_once(client, run_id, scheduled_request(s, Trigger.TIMER))
 
 
 @app.blob_trigger(arg_name="blob", path="%INPUT_CONTAINER%/%INPUT_PREFIX%{name}", connection="STORAGE",
@@ -52,11 +53,11 @@ async def new_input_blob(blob: func.InputStream, client: df.DurableOrchestration
         log.error("blob event for %s carries no ETag; not started", blob.name)
         return
     try:
-        request = scheduled_request(settings(), "blob", input_blob=name)
+        request = scheduled_request(settings(), Trigger.BLOB, input_blob=name)
     except RequestError as e:
         log.error("blob %s cannot be scored: %s", blob.name, e)
         return
-    await start_once(client, naming.blob_run_id(name, etag), request.to_json())
+    await start_once(client, naming.blob_run_id(name, etag), request)
 
 
 @app.route(route="runs", methods=["POST"])
@@ -80,7 +81,7 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
         return json_response({"error": f"{settings().max_active_runs} runs are active, the most allowed at once; "
                                        f"retry in {wait} s"}, 429, headers={"Retry-After": str(wait)})
     run_id = naming.adhoc_run_id(uuid.uuid4().hex)
-    await client.start_new(RUN_ORCHESTRATOR, run_id, request.to_json())
+    await client.start_new(RUN_ORCHESTRATOR, run_id, request)
     # Only this app's own routes: the durable management URLs carry the task hub's system key.
     base = req.url.split("/api/")[0]
     return json_response({"id": run_id, "statusUrl": f"{base}/api/runs/{run_id}",
@@ -115,9 +116,10 @@ async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
         return json_response({"error": f"no run {req.route_params['id']!r}"}, 404)
     if status.runtime_status and status.runtime_status.value in FINISHED:
         return json_response({"error": f"run {status.instance_id} has already finished"}, 409)
-    if (status.custom_status or {}).get("stage") == "publishing":
+    progress = run_progress(status)
+    if progress is not None and progress.stage is Stage.PUBLISHING:
         return json_response({"error": f"run {status.instance_id} is publishing its results"}, 409)
-    await client.raise_event(status.instance_id, "cancel", None)
+    await client.raise_event(status.instance_id, CANCEL_EVENT, None)
     return json_response({"id": status.instance_id, "state": "cancelling"}, 202)
 
 
@@ -131,8 +133,8 @@ async def retry_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
     view = run_view(status)
     if view["runtimeStatus"] not in FINISHED:
         return json_response({"error": f"run {status.instance_id} is still {view['state']}"}, 409)
-    original = status.input_ if isinstance(status.input_, dict) else json.loads(status.input_)
-    root = original.get("retry_of") or status.instance_id
+    original = decode(status.input_, RunRequest)
+    root = original.retry_of or status.instance_id
     run_id, active = await retries.next_retry_id(client, root)
     if active or not run_id:
         return json_response({"error": f"run {root} already has a retry in progress: {active}" if active
@@ -142,7 +144,7 @@ async def retry_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
     except RetryRefused as e:
         return json_response({"error": str(e), "object": e.blob}, e.status)
     try:
-        await client.start_new(RUN_ORCHESTRATOR, run_id, retry.to_json())
+        await client.start_new(RUN_ORCHESTRATOR, run_id, retry)
     except Exception as e:  # noqa: BLE001 - the SDK raises plain Exception; only "already exists" is expected
         if not retries.lost_start_race(e):
             raise
@@ -155,7 +157,7 @@ async def retry_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
 # ------------------------------------------------------------------------------------------ helpers
 
 
-async def start_once(client: df.DurableOrchestrationClient, run_id: str, request: dict) -> None:
+async def start_once(client: df.DurableOrchestrationClient, run_id: str, request: RunRequest) -> None:
     """Start run_id unless it exists or has published: a trigger that fires twice starts one run, also when
     the event is redelivered after the run's history was purged."""
     existing = await client.get_status(run_id)

@@ -22,6 +22,7 @@ import azure.durable_functions as df
 
 from scoring.blobstore import BlobChanged, BlobStore
 
+from .payloads import BudgetAnswer
 from .run_status import RUN_ORCHESTRATOR
 from .settings import Settings
 
@@ -38,7 +39,7 @@ def stale_after(settings: Settings) -> timedelta:
     return timedelta(minutes=2 * (settings.provisioning_deadline_minutes + settings.shard_deadline_minutes) + 10)
 
 
-def _update(blobs: BlobStore, settings: Settings, change) -> dict:
+def _update(blobs: BlobStore, settings: Settings, change):
     """Apply change(holders) -> result under If-Match until it sticks; returns change's result."""
     container = settings.results_container
     for _ in range(WRITE_ATTEMPTS):
@@ -58,18 +59,18 @@ def _update(blobs: BlobStore, settings: Settings, change) -> dict:
     raise BudgetContention(f"{container}/{BUDGET_BLOB} changed {WRITE_ATTEMPTS} times in a row")
 
 
-def acquire(blobs: BlobStore, settings: Settings, holder: str, run_id: str) -> dict:
+def acquire(blobs: BlobStore, settings: Settings, holder: str, run_id: str) -> BudgetAnswer:
     """Reserve CONTAINER_CPU vCPU for `holder` (a container group) if it fits in CORE_QUOTA."""
     cpu = settings.container_cpu
 
-    def change(holders: dict) -> tuple[dict, bool]:
+    def change(holders: dict) -> tuple[BudgetAnswer, bool]:
         in_use = sum(float(h.get("cpu", 0)) for h in holders.values())
         if holder in holders:  # the activity is being retried after it wrote
-            return {"granted": True, "in_use": in_use, "quota": settings.core_quota}, False
+            return BudgetAnswer(granted=True, in_use=in_use, quota=settings.core_quota), False
         if in_use + cpu > settings.core_quota:
-            return {"granted": False, "in_use": in_use, "quota": settings.core_quota}, False
+            return BudgetAnswer(granted=False, in_use=in_use, quota=settings.core_quota), False
         holders[holder] = {"cpu": cpu, "run": run_id, "since": datetime.now(UTC).isoformat()}
-        return {"granted": True, "in_use": in_use + cpu, "quota": settings.core_quota}, True
+        return BudgetAnswer(granted=True, in_use=in_use + cpu, quota=settings.core_quota), True
 
     return _update(blobs, settings, change)
 

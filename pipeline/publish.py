@@ -11,12 +11,15 @@ rescore, plus its own. Readers resolve a run's files with revisions.current_revi
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from datetime import UTC, datetime
 
 from scoring.blobstore import BlobStore
 from scoring.modelstore import ModelStore
+from scoring.timestamps import parse_iso
 
+from .payloads import Attempt, ContainerSize, Plan, Published, RunState, ShardOutcome, ShardState
 from .revisions import Revision, current_revision, flip_pointer, move_latest, revision_prefix
 from .settings import Settings
 from .shard_output import RESULT_COLUMNS, ShardRejected, csv_chunks, data_rows, validate_shard
@@ -28,60 +31,61 @@ class PublishError(ValueError):
     """Nothing can be published, and retrying will not change that (a permanent failure)."""
 
 
-def accepted_shards(plan: dict, shards: list[dict], failed: dict[str, str], settings: Settings,
-                    blobs: BlobStore) -> tuple[list[dict], set[str]]:
-    """The shards whose output passes validation, and the postcodes they scored. A rejected shard is left
-    out with the reason on each of its postcodes; it never sinks the others."""
+def accepted_shards(plan: Plan, shards: list[ShardOutcome], failed: dict[str, str], settings: Settings,
+                    blobs: BlobStore) -> tuple[list[ShardOutcome], list[ShardOutcome], set[str]]:
+    """(every shard, with a rejected one marked so; the shards whose output passes validation; the postcodes
+    they scored). A rejected shard is left out with the reason on each of its postcodes; it never sinks the
+    others."""
     container = settings.results_container
-    accepted, scored = [], set()
+    marked, accepted, scored = [], [], set()
     for shard in shards:
-        status = shard.get("status")
-        if shard["state"] not in ("succeeded", "partial") or status is None:
+        status = shard.status
+        if not shard.state.ok or status is None:
+            marked.append(shard)
             continue
-        assigned = set(plan["shards"][shard["index"]]["postcodes"])
-        blob = status["output_prefix"] + "results.csv"
+        assigned = set(plan.shards[shard.index].postcodes)
         try:
-            validate_shard(blobs, container, blob, status["scored"], assigned, plan["horizon"], plan["model"],
-                           plan["version"])
+            validate_shard(blobs, container, status.output_prefix + "results.csv", status.scored, assigned,
+                           plan.horizon, plan.model, plan.version)
         except ShardRejected as e:
-            reason = f"not published: shard {shard['index']} output rejected: {e}"
-            failed.update({pc: reason for pc in assigned if pc not in failed or pc in status["scored"]})
-            shard["state"], shard["reason"] = "rejected", str(e)
+            reason = f"not published: shard {shard.index} output rejected: {e}"
+            failed.update({pc: reason for pc in assigned if pc not in failed or pc in status.scored})
+            marked.append(dataclasses.replace(shard, state=ShardState.REJECTED, reason=str(e)))
             continue
+        marked.append(shard)
         accepted.append(shard)
-        scored.update(status["scored"])
-    return accepted, scored
+        scored.update(status.scored)
+    return marked, accepted, scored
 
 
-def publish_run(plan: dict, shards: list[dict], failed: dict[str, str], settings: Settings,
-                blobs: BlobStore) -> dict:
+def publish_run(plan: Plan, shards: list[ShardOutcome], failed: dict[str, str], settings: Settings,
+                blobs: BlobStore) -> Published:
     """Validate every staged shard output, write a new revision, flip the run's pointer, move `latest`.
 
     `failed` lists every postcode that was not scored, with its reason (from the plan, the shards' own
     reports, and the postcodes of shards that failed as a whole). Raises PublishError for what a retry
     cannot fix; RevisionConflict (and storage errors) are transient.
     """
-    run_id, container = plan["run_id"], settings.results_container
-    planned = {pc for s in plan["shards"] for pc in s["postcodes"]} | set(plan["failed"])
+    run_id, container = plan.run_id, settings.results_container
+    planned = {pc for s in plan.shards for pc in s.postcodes} | set(plan.failed)
     failed = {pc: why for pc, why in failed.items() if pc in planned}  # shards may not add postcodes
-    shards = [dict(s) for s in shards]
-    accepted, scored = accepted_shards(plan, shards, failed, settings, blobs)
+    shards, accepted, scored = accepted_shards(plan, shards, failed, settings, blobs)
     unaccounted = planned - scored - set(failed)
     if unaccounted:
         raise PublishError(f"{len(unaccounted)} postcode(s) neither scored nor failed, e.g. {min(unaccounted)}")
-    if not scored and not plan.get("retry_of"):
+    if not scored and not plan.retry_of:
         raise PublishError("no shard produced valid results")
 
-    target = plan.get("retry_of") or run_id
+    target = plan.retry_of or run_id
     previous = current_revision(blobs, container, target)
-    if plan.get("retry_of") and previous is None:
+    if plan.retry_of and previous is None:
         raise PublishError(f"run {target} has published nothing to retry into")
     if previous is not None and previous.revision == run_id:  # this activity already flipped; finish the rest
         return _outcome(blobs, container, plan, previous)
 
-    streams = [data_rows(blobs, container, s["status"]["output_prefix"] + "results.csv") for s in accepted]
+    streams = [data_rows(blobs, container, s.status.output_prefix + "results.csv") for s in accepted]
     old_manifest: dict = {}
-    if plan.get("retry_of"):
+    if plan.retry_of:
         old_manifest = blobs.read_json(container, previous.manifest)
         # What an earlier revision scored stays, even if it failed this time.
         rescored = frozenset(scored)
@@ -95,26 +99,26 @@ def publish_run(plan: dict, shards: list[dict], failed: dict[str, str], settings
     merged = heapq.merge(*streams, key=lambda r: (r[0], r[1]))
     blobs.upload_stream(container, prefix + "results.csv", csv_chunks(merged, rows))
 
-    manifest = ModelStore(blobs, settings.models_container).read_manifest(plan["model"], plan["version"])
+    manifest = ModelStore(blobs, settings.models_container).read_manifest(plan.model, plan.version)
     published = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     run_manifest = {
         "run_id": target,
         "revision": run_id,
         "state": "completed_with_failures" if failed else "completed",
-        "trigger": plan["trigger"],
+        "trigger": plan.trigger.value,
         "published": published,
-        "model": {"name": plan["model"], "version": plan["version"], "r_version": manifest.r_version,
-                  "r_packages": manifest.r_packages, "champion": bool(plan.get("champion")),
+        "model": {"name": plan.model, "version": plan.version, "r_version": manifest.r_version,
+                  "r_packages": manifest.r_packages, "champion": plan.champion,
                   "sha256": {pc: manifest.models[pc].sha256 for pc in sorted(scored) if pc in manifest.models}},
-        "input": plan["input"],
-        "image": plan["container"]["image"],
-        "horizon": plan["horizon"],
+        "input": plan.input.to_json(),
+        "image": plan.container.image,
+        "horizon": plan.horizon,
         "rows": rows[0],
         "postcodes_scored": len(scored),
         "postcodes_failed": failed,
         "shards": [_shard_summary(s, plan) for s in shards],
-        "cost": run_cost(shards, plan["container"], settings),
-        "estimate": plan.get("estimate", {}),
+        "cost": run_cost(shards, plan.container, settings),
+        "estimate": plan.estimate.to_json(),
         "results": f"{container}/{prefix}results.csv",
         "revisions": old_manifest.get("revisions", []) + [
             {"run_id": run_id, "published": published, "postcodes": len(planned)}],
@@ -124,41 +128,43 @@ def publish_run(plan: dict, shards: list[dict], failed: dict[str, str], settings
     return _outcome(blobs, container, plan, current)
 
 
-def _outcome(blobs: BlobStore, container: str, plan: dict, current: Revision) -> dict:
+def _outcome(blobs: BlobStore, container: str, plan: Plan, current: Revision) -> Published:
     """After the flip: move `latest` (conditionally), and report what the run now shows."""
     move_latest(blobs, container, plan, current)
     manifest = blobs.read_json(container, current.manifest)
-    return {"results": manifest["results"], "manifest": f"{container}/{current.manifest}",
-            "revision": current.revision, "rows": manifest["rows"], "postcodes_scored": manifest["postcodes_scored"],
-            "postcodes_failed": manifest["postcodes_failed"], "state": manifest["state"], "cost": manifest["cost"]}
+    return Published(results=manifest["results"], manifest=f"{container}/{current.manifest}",
+                     revision=current.revision, rows=manifest["rows"], postcodes_scored=manifest["postcodes_scored"],
+                     postcodes_failed=manifest["postcodes_failed"], state=RunState(manifest["state"]),
+                     cost=manifest["cost"])
 
 
-def run_cost(shards: list[dict], container: dict, settings: Settings) -> dict:
+def run_cost(shards: list[ShardOutcome], container: ContainerSize, settings: Settings) -> dict[str, float]:
     """vCPU- and GB-seconds from each attempt's container start and finish (else the orchestration's own
     create-to-delete times), and the price at the configured rates."""
     seconds = 0.0
     for shard in shards:
-        for attempt in shard["attempts"]:
-            start = attempt.get("started") or attempt.get("billed_from")
-            end = attempt.get("finished") or attempt.get("billed_to")
+        for attempt in shard.attempts:
+            start = attempt.started or attempt.billed_from
+            end = attempt.finished or attempt.billed_to
             if start and end:
-                seconds += max(0.0, (_parse_time(end) - _parse_time(start)).total_seconds())
-    vcpu, gb = seconds * container["cpu"], seconds * container["memory_gb"]
+                seconds += max(0.0, (parse_iso(end) - parse_iso(start)).total_seconds())
+    vcpu, gb = seconds * container.cpu, seconds * container.memory_gb
     return {"container_seconds": round(seconds, 3), "vcpu_seconds": round(vcpu, 3), "gb_seconds": round(gb, 3),
             "price_usd": round(vcpu * settings.aci_price_per_vcpu_second + gb * settings.aci_price_per_gb_second, 6)}
 
 
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def _shard_summary(shard: dict, plan: dict) -> dict:
+def _shard_summary(shard: ShardOutcome, plan: Plan) -> dict:
     """The shard map: which postcodes ran where, each attempt's group, exit code and times."""
-    status = shard.get("status") or {}
-    postcodes = plan["shards"][shard["index"]]["postcodes"]
-    return {"index": shard["index"], "state": shard["state"], "reason": shard.get("reason", ""),
+    status = shard.status
+    postcodes = plan.shards[shard.index].postcodes
+    return {"index": shard.index, "state": shard.state, "reason": shard.reason,
             "postcodes": [postcodes[0], postcodes[-1], len(postcodes)],
-            "attempts": [{k: a.get(k) for k in ("attempt", "group", "state", "exit_code", "started", "finished",
-                                                 "reason", "deleted")} for a in shard["attempts"]],
-            "scored": len(status.get("scored") or []), "failed": len(status.get("failed") or {}),
-            "rows": status.get("rows", 0), "timings": status.get("timings", {})}
+            "attempts": [_attempt_summary(a) for a in shard.attempts],
+            "scored": len(status.scored) if status else 0, "failed": len(status.failed) if status else 0,
+            "rows": status.rows if status else 0, "timings": status.timings if status else {}}
+
+
+def _attempt_summary(attempt: Attempt) -> dict:
+    return {"attempt": attempt.attempt, "group": attempt.group, "state": attempt.state,
+            "exit_code": attempt.exit_code, "started": attempt.started, "finished": attempt.finished,
+            "reason": attempt.reason, "deleted": attempt.deleted}

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from scoring.blobstore import BlobChanged, BlobStore
 
 from . import naming
+from .payloads import Plan
 
 POINTER = "current.json"
 LATEST_ATTEMPTS = 5
@@ -88,25 +89,25 @@ def flip_pointer(blobs: BlobStore, container: str, run_id: str, revision: str, p
     return Revision(run_id, revision, published, etag)
 
 
-def latest_order(plan: dict) -> list[str]:
+def latest_order(plan: Plan) -> list[str]:
     """`latest` only moves forward: by the input's time, then the plan's."""
-    return [plan.get("input_time", ""), plan.get("planned_at", "")]
+    return [plan.input_time, plan.planned_at]
 
 
-def move_latest(blobs: BlobStore, container: str, plan: dict, current: Revision) -> bool:
+def move_latest(blobs: BlobStore, container: str, plan: Plan, current: Revision) -> bool:
     """Point latest/<model>.json at this run's revision when it is the model's newest complete champion run.
 
     A retry moves it only if it already names the run being retried (to the new revision). The write is
     conditional on the version read; if another run moved it meanwhile, decide again on what it wrote."""
-    if plan.get("subset") or not (plan.get("champion") or plan.get("retry_of")):
+    if plan.subset or not (plan.champion or plan.retry_of):
         return False
-    name = naming.latest_pointer(plan["model"])
+    name = naming.latest_pointer(plan.model)
     order = latest_order(plan)
     for _ in range(LATEST_ATTEMPTS):
         found = blobs.read_json_versioned(container, name)
         pointer, etag = found if found else ({}, None)
         same_run = pointer.get("run_id") == current.run_id
-        if plan.get("retry_of") and not same_run:
+        if plan.retry_of and not same_run:
             return False
         if pointer and not same_run and list(pointer.get("order") or ["", ""]) >= order:
             return False  # a newer input (or the same input planned later) is already there

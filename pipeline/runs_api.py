@@ -7,12 +7,15 @@ through asyncio.to_thread.
 
 from __future__ import annotations
 
+import dataclasses
+
 from scoring.blobstore import BlobNotFound, BlobStore
 from scoring.modelstore import CorruptStore, ModelStore, VersionNotFound
 
+from .payloads import RunRequest, Trigger
 from .planning import PlanError, check_input_exists
 from .revisions import current_revision, pointer_blob
-from .run_requests import RequestError, RunRequest
+from .run_requests import RequestError
 from .settings import Settings
 
 
@@ -46,14 +49,14 @@ def check_input(input_blob: str, settings: Settings, blobs: BlobStore) -> None:
         raise RequestError("input", str(e)) from None
 
 
-def retry_request(original: dict, run_id: str, settings: Settings, blobs: BlobStore) -> RunRequest:
+def retry_request(original: RunRequest, run_id: str, settings: Settings, blobs: BlobStore) -> RunRequest:
     """The request that reruns only the postcodes a finished run failed, as a new revision of that run.
 
     `original` is the finished run's own request (it may itself be a retry: the retry then completes the
     run that one retried). A retry completes a *published* run: its current revision says what failed, on
     which model version and which input version (the retry is pinned to that input ETag).
     """
-    root = original.get("retry_of") or run_id
+    root = original.retry_of or run_id
     container = settings.results_container
     try:
         current = current_revision(blobs, container, root)
@@ -74,5 +77,5 @@ def retry_request(original: dict, run_id: str, settings: Settings, blobs: BlobSt
                            where) from None
     if not failed:
         raise RetryRefused(f"run {root} has no failed postcodes to retry")
-    return RunRequest.from_json({**original, "version": version, "input_blob": input_blob, "postcodes": failed,
-                                 "trigger": "retry", "retry_of": root, "dry_run": False, "input_etag": etag})
+    return dataclasses.replace(original, version=version, input_blob=input_blob, postcodes=failed,
+                               trigger=Trigger.RETRY, retry_of=root, dry_run=False, input_etag=etag)

@@ -29,6 +29,8 @@ def scrubbed(activity: F) -> F:
             if clean != text:
                 raise ScrubbedError(f"{type(e).__name__}: {clean}") from None
             raise
+        if hasattr(result, "to_json") and hasattr(type(result), "from_json"):  # a typed payload
+            return type(result).from_json(scrub_json(result.to_json()))
         return scrub_json(result)
 
     return wrapper  # type: ignore[return-value]

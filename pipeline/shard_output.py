@@ -91,6 +91,7 @@ def validate_shard(blobs: BlobStore, container: str, blob: str, scored: list[str
         raise ShardRejected(f"unexpected columns {str(header)[:200]}")
     expected = set(scored)
     counts: dict[str, int] = {}
+    previous = ("", "")
     for line, row in enumerate(rows, start=2):
         problem = check_row(row)
         if problem:
@@ -100,6 +101,9 @@ def validate_shard(blobs: BlobStore, container: str, blob: str, scored: list[str
             raise ShardRejected(f"line {line}: rows for postcode {pc[:40]!r}, which it did not report as scored")
         if (row[7], row[8]) != (model, version):
             raise ShardRejected(f"line {line}: model {row[7][:40]}/{row[8][:40]}, expected {model}/{version}")
+        if (pc, row[1]) <= previous:  # publish merges shards as sorted streams
+            raise ShardRejected(f"line {line}: rows not sorted by postcode and date (the worker sorts them)")
+        previous = (pc, row[1])
         counts[pc] = counts.get(pc, 0) + 1
     wrong = [pc for pc in scored if counts.get(pc) != horizon]
     if wrong:

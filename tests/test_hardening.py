@@ -14,8 +14,9 @@ import pytest
 import requests
 from conftest import HORIZON, published_manifest, sample_stack
 
+from pipeline import payloads as p
+from pipeline.payloads import RunRequest, Trigger
 from pipeline.planning import PlanError, plan_run
-from pipeline.run_requests import RunRequest
 from pipeline.settings import Settings
 from scoring.modelstore import ModelStore
 from scoring.registration import register_version
@@ -107,7 +108,7 @@ def test_plan_names_the_corrupt_manifest(stack):
     stack.blobs.write_json("models", "plan-corrupt/champion.json", {"version": "v1"})
     stack.blobs.write_bytes("models", "plan-corrupt/v1/manifest.json", b'{"model": "plan-corrupt"}')
     request = RunRequest(model="plan-corrupt", version="champion", input_blob="manual/input.csv", postcodes=None,
-                         horizon=HORIZON, shard_size=None, trigger="http")
+                         horizon=HORIZON, shard_size=None, trigger=Trigger.HTTP)
     with pytest.raises(PlanError, match="models/plan-corrupt/v1/manifest.json is corrupt"):
         plan_run(request, "run-x", Settings.from_env(stack.settings), stack.blobs)
 
@@ -253,7 +254,7 @@ def test_cancel_during_planning_creates_no_group(stack, sample_models):
 DAYS = [f"2099-01-{d:02d}" for d in range(1, HORIZON + 1)]
 
 
-def staged_shard(blobs, run_id: str, index: int, rows: list[list], scored: list[str]) -> dict:
+def staged_shard(blobs, run_id: str, index: int, rows: list[list], scored: list[str]) -> p.ShardOutcome:
     """A shard outcome as score_shard returns it, with its results.csv staged in Azurite."""
     from pipeline import naming
     from pipeline.shard_output import RESULT_COLUMNS
@@ -261,8 +262,8 @@ def staged_shard(blobs, run_id: str, index: int, rows: list[list], scored: list[
     prefix = naming.staging_prefix(run_id, index)
     text = ",".join(RESULT_COLUMNS) + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows)
     blobs.write_bytes("results", prefix + "results.csv", text.encode())
-    status = {"scored": scored, "failed": {}, "rows": len(rows), "exit_code": 0, "output_prefix": prefix}
-    return {"index": index, "state": "succeeded", "reason": "", "status": status, "attempts": []}
+    status = p.ShardReport(output_prefix=prefix, scored=scored, rows=len(rows), exit_code=0)
+    return p.ShardOutcome(index=index, state=p.ShardState.SUCCEEDED, status=status)
 
 
 def good_rows(postcodes: list[str], volume: float = 10.0) -> list[list]:
@@ -270,13 +271,15 @@ def good_rows(postcodes: list[str], volume: float = 10.0) -> list[list]:
             for pc in postcodes for day in DAYS]
 
 
-def publish_plan(run_id: str, shards: list[list[str]], **extra) -> dict:
-    return {"run_id": run_id, "model": "parcels", "version": "v1", "horizon": HORIZON, "trigger": "http",
-            "retry_of": None, "subset": False, "champion": True, "failed": {},
-            "input": {"container": "input", "blob": "manual/input.csv", "etag": "0x1"},
-            "input_time": "2099-01-01T00:00:00+00:00", "planned_at": "2099-01-01T00:00:00.000000Z",
-            "container": {"image": "img", "cpu": 2.0, "memory_gb": 4.0}, "estimate": {},
-            "shards": [{"index": i, "postcodes": pcs} for i, pcs in enumerate(shards)], **extra}
+def publish_plan(run_id: str, shards: list[list[str]], **extra) -> p.Plan:
+    values = dict(run_id=run_id, model="parcels", version="v1", model_packages={}, horizon=HORIZON,
+                  trigger=Trigger.HTTP, retry_of=None, subset=False, champion=True, failed={},
+                  input=p.InputRef("input", "manual/input.csv", "0x1"), postcodes_total=sum(map(len, shards)),
+                  not_in_input=0, parallel_groups=2, input_time="2099-01-01T00:00:00+00:00",
+                  planned_at="2099-01-01T00:00:00.000000Z", container=p.ContainerSize("img", 2.0, 4.0),
+                  estimate=p.Estimate(len(shards), 0.0, 0.0, 0.0), timing=p.Timing(1, 1, 1, 1, 1, 1, 1),
+                  shards=[p.ShardPlan(i, pcs) for i, pcs in enumerate(shards)])
+    return p.Plan(**{**values, **extra})
 
 
 def test_publish_excludes_shards_that_fail_validation_and_keeps_the_rest(stack):
@@ -298,8 +301,8 @@ def test_publish_excludes_shards_that_fail_validation_and_keeps_the_rest(stack):
         staged_shard(blobs, run_id, 4, good_rows(["1018", "1020"]), ["1018", "1020"]),
     ]
     out = publish_run(plan, shards, {}, Settings.from_env(stack.settings), blobs)
-    assert out["postcodes_scored"] == 2 and out["rows"] == 2 * HORIZON
-    failed = out["postcodes_failed"]
+    assert out.postcodes_scored == 2 and out.rows == 2 * HORIZON
+    failed = out.postcodes_failed
     assert "not assigned" in failed["1002"] and "not assigned" in failed["1004"]
     assert "shard 1" in failed["1006"] and "> upper_95 9.5" in failed["1006"], failed["1006"]  # not shard 0's claim
     assert "line 29: 3 fields, expected 9" in failed["1012"]
@@ -331,12 +334,12 @@ def test_a_permanent_publish_error_is_not_retried():
     def answer(work: Work):
         if work.name == "publish_run":
             calls.append(work)
-            return {"publish_error": "no shard produced valid results"}
+            return p.PublishFailed(error="no shard produced valid results")
         return answers(work)
 
     out = Replay("score_run", {"model": "parcels", "version": "champion", "input_blob": "latest", "postcodes": None,
-                               "horizon": 14, "shard_size": 3, "trigger": "http", "dry_run": False},
-                 instance_id=RUN_ID).run(answer)
+                               "horizon": 14, "shard_size": 3, "trigger": "http", "dry_run": False,
+                               "retry_of": None}, instance_id=RUN_ID).run(answer)
     assert len(calls) == 1
     assert out["state"] == "failed" and out["errors"] == ["publish: no shard produced valid results"]
 
@@ -368,7 +371,7 @@ def test_publish_memory_does_not_grow_with_rows(stack, monkeypatch):
             return tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-            assert out["rows"] == postcodes * HORIZON
+            assert out.rows == postcodes * HORIZON
 
     small, large = peak_for(1000), peak_for(4000)
     assert large < 1.5 * small, (small, large)
@@ -405,18 +408,18 @@ def test_a_retry_publishes_a_new_revision_and_leaves_the_old_one_intact(stack):
     blobs, settings, run_id = stack.blobs, Settings.from_env(stack.settings), "run-revisions"
     plan = publish_plan(run_id, [["1002"], ["1004"]])
     first = publish_run(plan, [staged_shard(blobs, run_id, 0, good_rows(["1002"]), ["1002"]),
-                               {"index": 1, "state": "failed", "reason": "boom", "status": None, "attempts": []}],
+                               p.ShardOutcome(index=1, state=p.ShardState.FAILED, reason="boom")],
                         {"1004": "shard 1 failed: boom"}, settings, blobs)
     old = current_revision(blobs, "results", run_id)
     old_results, old_manifest = blobs.read_bytes("results", old.results), blobs.read_bytes("results", old.manifest)
-    assert first["postcodes_failed"] == {"1004": "shard 1 failed: boom"}
+    assert first.postcodes_failed == {"1004": "shard 1 failed: boom"}
 
     retry_id = f"{run_id}-retry1"
     retry_plan = publish_plan(retry_id, [["1004"]], retry_of=run_id, subset=True)
     out = publish_run(retry_plan, [staged_shard(blobs, retry_id, 0, good_rows(["1004"], 20.0), ["1004"])], {},
                       settings, blobs)
     new = current_revision(blobs, "results", run_id)
-    assert new.revision == retry_id != old.revision and out["state"] == "completed"
+    assert new.revision == retry_id != old.revision and out.state == "completed"
     assert blobs.read_bytes("results", old.results) == old_results  # the old revision was not touched
     assert blobs.read_bytes("results", old.manifest) == old_manifest
     rows = blobs.read_bytes("results", new.results).decode().splitlines()

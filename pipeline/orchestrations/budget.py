@@ -6,18 +6,21 @@ from datetime import timedelta
 
 import azure.durable_functions as df
 
+from ..payloads import Attempt, BudgetAnswer, BudgetRequest, Timing
 
-def acquire_vcpu(context: df.DurableOrchestrationContext, group: str, run_id: str, timing: dict,
-                 cancel: df.Task, result: dict, retry: df.RetryOptions):
+
+def acquire_vcpu(context: df.DurableOrchestrationContext, group: str, run_id: str, timing: Timing,
+                 cancel: df.Task, attempt: Attempt, retry: df.RetryOptions):
     """Wait (durable timers, backing off) until the group's vCPU fits in the budget; False if the run was
     cancelled while waiting."""
     while True:
-        answer = yield context.call_activity_with_retry("acquire_vcpu", retry, {"holder": group, "run": run_id})
-        if answer["granted"]:
+        answer: BudgetAnswer = yield context.call_activity_with_retry(
+            "acquire_vcpu", retry, BudgetRequest(holder=group, run=run_id))
+        if answer.granted:
             return True
-        result["budget_waits"] = result.get("budget_waits", 0) + 1
+        attempt.budget_waits += 1
         # Backing off to 16 polls: many waiting shards must not keep the host and the budget blob busy.
-        delay = timing["poll_seconds"] * 2 ** min(result["budget_waits"] - 1, 4)
+        delay = timing.poll_seconds * 2 ** min(attempt.budget_waits - 1, 4)
         timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
         if (yield context.task_any([timer, cancel])) is cancel:
             timer.cancel()
