@@ -174,6 +174,7 @@ def sample_rows(sample_models) -> list[str]:
     return input_csv.read_text().splitlines()
 
 
+@pytest.mark.integration  # starts R
 def test_postcodes_are_normalised_as_the_worker_does(tmp_path):
     """One definition of a postcode in the input: the plan's Python and the worker's R agree."""
     from pipeline.planning import input_postcodes
@@ -363,8 +364,8 @@ def test_publish_memory_does_not_grow_with_rows(stack, monkeypatch):
         run_id = f"run-memory{postcodes}"
         codes = [f"{n:05d}" for n in range(20000, 20000 + postcodes)]
         plan = publish_plan(run_id, [codes[:postcodes // 2], codes[postcodes // 2:]])
-        shards = [staged_shard(stack.blobs, run_id, i, good_rows(s["postcodes"]), s["postcodes"])
-                  for i, s in enumerate(plan["shards"])]
+        shards = [staged_shard(stack.blobs, run_id, i, good_rows(s.postcodes), s.postcodes)
+                  for i, s in enumerate(plan.shards)]
         tracemalloc.start()
         try:
             out = publish_run(plan, shards, {}, settings, stack.blobs)
