@@ -210,6 +210,11 @@ def blob_webhook(host: str, key: str) -> str:
     return f"https://{host}/runtime/webhooks/blobs?functionName=Host.Functions.{BLOB_TRIGGER_FUNCTION}&code={key}"
 
 
+# Resource providers the templates use; registering is idempotent (and needed once per subscription).
+PROVIDERS = ("Microsoft.Web", "Microsoft.App", "Microsoft.Storage", "Microsoft.ContainerRegistry",
+             "Microsoft.ContainerInstance", "Microsoft.EventGrid", "Microsoft.ManagedIdentity",
+             "Microsoft.OperationalInsights", "Microsoft.Insights", "Microsoft.Network")
+
 # ---------------------------------------------------------------------------------------------------- deploy
 
 
@@ -218,10 +223,12 @@ def deploy(run: Runner, name: str, location: str, vnet: bool, what_if: bool = Fa
     app_rg, _ = resource_groups(name)
     mode = "what-if" if what_if else "create"
 
-    run.step("Check the Azure CLI and the signed-in subscription")
+    run.step("Check the Azure CLI and the signed-in subscription; register the resource providers")
     if not run.print_only and not shutil.which("az"):
         raise DeployError("the Azure CLI (az) is not installed: https://learn.microsoft.com/cli/azure/install-azure-cli")
     run.az("account", "show", "--query", "id", "-o", "tsv", capture="subscriptionId")
+    for namespace in PROVIDERS:
+        run.az("provider", "register", "--namespace", namespace, "--wait")
 
     run.step("Deploy stage 1: resource group and container registry (infra/registry.bicep)")
     raw = run.az("deployment", "sub", mode, "--name", f"{name}-registry", "--location", location,

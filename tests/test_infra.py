@@ -397,6 +397,7 @@ def test_print_only_deploy_shows_every_step_in_order(capsys):
     cmds = commands(lines)
     order = [
         "az account show",
+        "az provider register --namespace Microsoft.EventGrid --wait",
         "az deployment sub create --name rscoring-registry --location westeurope --template-file infra/registry.bicep",
         "az acr repository show",
         "az acr build --registry '<registryName>' --image r-scoring:",
@@ -448,7 +449,8 @@ def test_print_only_deploy_is_deterministic_and_every_change_is_create_or_update
     assert first == second
     cmds = commands(first)
     read_only = ("az account show", "az acr repository show", "az acr run", "az functionapp keys list", "curl ")
-    create_or_update = ("az deployment sub create", "az acr build", "az functionapp deployment source config-zip",
+    create_or_update = ("az provider register", "az deployment sub create", "az acr build",
+                        "az functionapp deployment source config-zip",
                         "az eventgrid system-topic event-subscription create")
     for cmd in cmds:
         assert cmd.startswith(read_only + create_or_update), f"not known to be repeatable: {cmd}"
