@@ -250,8 +250,9 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
 }
 
-// Values only the template knows; infra/app-settings.json names them under "fromTemplate".
+// Values only the template knows; each entry of infra/app-settings.json names one in "from" (or "none").
 var infraValues = {
+  none: ''
   appIdentityClientId: appIdentity.properties.clientId
   workerIdentityResourceId: workerIdentity.id
   workerIdentityClientId: workerIdentity.properties.clientId
@@ -268,10 +269,6 @@ var infraValues = {
   scoringImage: '${registry.properties.loginServer}/${imageRepository}:${imageTag}'
   imageRPackages: imageRPackages
 }
-var templateSettings = [for s in settingsFile.fromTemplate: {
-  name: s.name
-  value: infraValues[s.from]
-}]
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_17: client certificates would lock out Event Grid's webhook delivery to the blob trigger
@@ -297,7 +294,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
-      appSettings: concat(settingsFile.static, templateSettings)
+      // A fixed value, or a template value (infraValues), per entry: see infra/app_settings.py.
+      appSettings: [for s in settingsFile.appSettings: {
+        name: s.name
+        value: '${s.value}${infraValues[s.from]}'
+      }]
     }
     functionAppConfig: {
       deployment: {

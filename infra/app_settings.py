@@ -8,9 +8,11 @@ is not what this script writes.
     python -m infra.app_settings          # rewrite infra/app-settings.json
     python -m infra.app_settings --check  # exit 1 if the committed file is stale
 
-The JSON has two lists, both read by infra/app.bicep with loadJsonContent:
-  - "static": name/value pairs, the code's defaults and fixed platform values;
-  - "fromTemplate": name/from pairs; "from" names a key of the template's `infraValues` object.
+infra/app.bicep reads the JSON with loadJsonContent and deploys "appSettings", one entry per setting:
+  - a fixed value (the code's default, or a platform constant): {"name", "value", "from": "none"};
+  - a value only the template knows: {"name", "value": "", "from": <key of the template's `infraValues`>}.
+The template sets value + infraValues[from] (infraValues.none is ''): one property loop, no conditionals, because
+Bicep allows values known only at deployment time in a resource property loop but not in a variable loop.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ CODE_FROM_TEMPLATE: dict[str, str] = {
     "MANAGED_IDENTITY_RESOURCE_ID": "workerIdentityResourceId",
     "MANAGED_IDENTITY_CLIENT_ID": "workerIdentityClientId",
 }
+
+# The `from` of a fixed value: infraValues.none is the empty string in the template.
+NO_TEMPLATE_VALUE = "none"
 
 # Fixed values for identity-based connections.
 PLATFORM_STATIC: dict[str, str] = {
@@ -123,9 +128,18 @@ def build(defaults: dict[str, str], module_name: str) -> dict:
         # Read by the template (containers, role scopes) and by the deploy script (Event Grid filter).
         "containers": containers,
         "inputPrefix": defaults.get("INPUT_PREFIX", ""),
-        "static": [{"name": k, "value": v} for k, v in sorted(static.items())],
-        "fromTemplate": [{"name": k, "from": v} for k, v in sorted(from_template.items())],
+        "appSettings": sorted([{"name": k, "value": v, "from": NO_TEMPLATE_VALUE} for k, v in static.items()]
+                              + [{"name": k, "value": "", "from": v} for k, v in from_template.items()],
+                              key=lambda entry: entry["name"]),
     }
+
+
+def split(document: dict) -> tuple[dict[str, str], dict[str, str]]:
+    """(fixed values by name, infraValues keys by name) of an app-settings document."""
+    entries = document["appSettings"]
+    fixed = {e["name"]: e["value"] for e in entries if e["from"] == NO_TEMPLATE_VALUE}
+    from_template = {e["name"]: e["from"] for e in entries if e["from"] != NO_TEMPLATE_VALUE}
+    return fixed, from_template
 
 
 def render() -> str:

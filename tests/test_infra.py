@@ -211,9 +211,12 @@ def test_app_settings_file_is_generated_from_the_settings_module():
 def test_every_setting_the_code_reads_is_deployed_or_deliberately_left_out():
     defaults = settings_module().DEFAULTS
     doc = settings_document()
-    static = {s["name"]: s["value"] for s in doc["static"]}
-    from_template = {s["name"]: s["from"] for s in doc["fromTemplate"]}
-    assert not set(static) & set(from_template), "a setting is both static and from the template"
+    static, from_template = app_settings.split(doc)
+    names = [e["name"] for e in doc["appSettings"]]
+    assert len(names) == len(set(names)), "a setting is deployed twice"
+    for entry in doc["appSettings"]:
+        # value + infraValues[from] in the template: exactly one part may carry the value.
+        assert entry["value"] == "" or entry["from"] == app_settings.NO_TEMPLATE_VALUE, entry
     for name, default in defaults.items():
         if name in app_settings.NOT_IN_AZURE:
             assert name not in static and name not in from_template, f"{name} must not be set in Azure"
@@ -229,7 +232,7 @@ def test_every_setting_the_code_reads_is_deployed_or_deliberately_left_out():
 
 def test_binding_expressions_and_connections_resolve_to_deployed_settings():
     doc = settings_document()
-    deployed = {s["name"] for s in doc["static"]} | {s["name"] for s in doc["fromTemplate"]}
+    deployed = {e["name"] for e in doc["appSettings"]}
     package_dir = Path(settings_module().__file__).parent
     sources = [REPO / "function_app.py", *package_dir.rglob("*.py")]
     percent, connections = set(), set()
@@ -251,21 +254,19 @@ def test_binding_expressions_and_connections_resolve_to_deployed_settings():
 def test_template_values_behind_every_generated_setting_exist():
     app = parsed("app.bicep")
     infra_values = app["variables"]["infraValues"]["value"]
-    for setting in settings_document()["fromTemplate"]:
-        assert setting["from"] in infra_values, f"{setting['name']}: infraValues has no {setting['from']!r}"
-    app_settings_value = app["resources"]["functionApp"]["config"]["properties"]["siteConfig"]["appSettings"]
-    concat = app_settings_value["function"]
-    assert concat["type"] == "concat"
-    args = list(concat["parameters"].values())
-    assert accessor_path(args[0]) == ["settingsFile", "static"] and args[1] == "templateSettings"
-    loop = app["variables"]["templateSettings"]["value"]["loop_type"]["detail"]
-    assert accessor_path(loop["array_name"]) == ["settingsFile", "fromTemplate"]
+    assert infra_values[app_settings.NO_TEMPLATE_VALUE] == ""
+    for entry in settings_document()["appSettings"]:
+        assert entry["from"] in infra_values, f"{entry['name']}: infraValues has no {entry['from']!r}"
+    loop = app["resources"]["functionApp"]["config"]["properties"]["siteConfig"]["appSettings"]
+    assert accessor_path(loop["loop_type"]["detail"]["array_name"]) == ["settingsFile", "appSettings"]
+    assert accessor_path(loop["config"]["name"]) == ["s", "name"]
+    assert loop["config"]["value"] == "${s.value}${infraValues[s.from]}"
     load = app["variables"]["settingsFile"]["value"]["function"]
     assert load["type"] == "load_json_content" and load["parameters"]["file_path"] == "app-settings.json"
 
 
 def test_identities_reach_the_settings_the_code_uses_for_them():
-    from_template = {s["name"]: s["from"] for s in settings_document()["fromTemplate"]}
+    _, from_template = app_settings.split(settings_document())
     assert from_template["AzureWebJobsStorage__clientId"] == "appIdentityClientId"
     assert from_template["AZURE_CLIENT_ID"] == "appIdentityClientId"
     assert from_template["APP_IDENTITY_CLIENT_ID"] == "appIdentityClientId"
@@ -353,8 +354,7 @@ def test_container_group_rights_only_on_the_scoring_resource_group():
     output = parsed("app.bicep")["outputs"]["appIdentityPrincipalId"]["value"]
     assert accessor_path(output) == ["appIdentity", "properties", "principalId"]
     # ...which is also where the code creates container groups.
-    assert settings_document()["fromTemplate"] and {"name": "ACI_RESOURCE_GROUP", "from": "scoringResourceGroup"} \
-        in settings_document()["fromTemplate"]
+    assert app_settings.split(settings_document())[1]["ACI_RESOURCE_GROUP"] == "scoringResourceGroup"
     assert parsed("app.bicep")["variables"]["infraValues"]["value"]["scoringResourceGroup"] == \
         "scoringResourceGroupName"
     assert accessor_path(main["modules"]["app"]["config"]["params"]["scoringResourceGroupName"]) == \
