@@ -78,13 +78,18 @@ class Runner:
                 line = line.replace(secret, "***")
         self.out(f"$ {line}")
 
-    def az(self, *args: str, capture: str = "", secrets: Iterable[str] = (), check: bool = True) -> str:
+    def az(self, *args: str, capture: str = "", secrets: Iterable[str] = (), check: bool = True,
+           stdin: str | None = None) -> str:
         """Run `az args`; with capture, return its stdout (or `<capture>` when only printing)."""
         argv = ["az", *args]
         self.show(argv, secrets)
+        if stdin is not None:
+            self.out("   with stdin:")
+            for line in stdin.splitlines():
+                self.out(f"   | {line}")
         if self.print_only:
             return f"<{capture}>" if capture else ""
-        result = subprocess.run(argv, capture_output=bool(capture), text=True, cwd=REPO)
+        result = subprocess.run(argv, capture_output=bool(capture), text=True, cwd=REPO, input=stdin)
         if check and result.returncode != 0:
             detail = (result.stderr or "").strip().splitlines()[-5:] if capture else []
             raise DeployError(f"`az {args[0]} {args[1] if len(args) > 1 else ''}` failed "
@@ -175,6 +180,13 @@ def build_package(repo: Path, target: Path) -> int:
     return len(files)
 
 
+def r_packages_task(image: str) -> str:
+    """ACR task (YAML, on stdin) that runs the image once with `cat` as entrypoint."""
+    return ("version: v1.1.0\nsteps:\n"
+            f"  - cmd: $Registry/{image} /opt/app/r-packages.txt\n"
+            "    entryPoint: cat\n")
+
+
 def parse_r_packages(output: str) -> str:
     """The "name=version;..." line the image wrote to /opt/app/r-packages.txt, out of `az acr run` output."""
     for line in reversed(output.splitlines()):
@@ -250,8 +262,9 @@ def deploy(run: Runner, name: str, location: str, vnet: bool, what_if: bool = Fa
         run.az("acr", "build", "--registry", registry, "--image", image, "--file", "Dockerfile", ".")
 
     run.step("Record the image's R packages (IMAGE_R_PACKAGES) from /opt/app/r-packages.txt")
-    printed = run.az("acr", "run", "--registry", registry, "--cmd",
-                     f"$Registry/{image} cat /opt/app/r-packages.txt", "/dev/null", capture="imageRPackages")
+    # The image's ENTRYPOINT is the worker: an ACR task step overrides it to print the file the build wrote.
+    printed = run.az("acr", "run", "--registry", registry, "--file", "-", "/dev/null",
+                     stdin=r_packages_task(image), capture="imageRPackages")
     packages = printed if run.print_only else parse_r_packages(printed)
 
     run.step("Deploy the template (infra/main.bicep)")

@@ -401,7 +401,7 @@ def test_print_only_deploy_shows_every_step_in_order(capsys):
         "az deployment sub create --name rscoring-registry --location westeurope --template-file infra/registry.bicep",
         "az acr repository show",
         "az acr build --registry '<registryName>' --image r-scoring:",
-        "az acr run --registry '<registryName>' --cmd '$Registry/r-scoring:",
+        "az acr run --registry '<registryName>' --file - /dev/null",
         "az deployment sub create --name rscoring --location westeurope --template-file infra/main.bicep",
         "az functionapp deployment source config-zip --resource-group rg-rscoring",
         "--query systemKeys.blobs_extension",
@@ -414,7 +414,9 @@ def test_print_only_deploy_shows_every_step_in_order(capsys):
     tag = deploy.image_tag()
     template = cmds[first_index(cmds, "infra/main.bicep")]
     assert f"imageTag={tag}" in template and "'imageRPackages=<imageRPackages>'" in template
-    assert f"r-scoring:{tag} cat /opt/app/r-packages.txt" in cmds[first_index(cmds, "az acr run")]
+    task = lines[lines.index("$ " + cmds[first_index(cmds, "az acr run")]) + 1:][:5]
+    assert task == ["   with stdin:", "   | version: v1.1.0", "   | steps:",
+                    f"   |   - cmd: $Registry/r-scoring:{tag} /opt/app/r-packages.txt", "   |     entryPoint: cat"]
     assert '{"dryRun": true}' in cmds[-1]
     titles = [line for line in lines if line.startswith("== ")]
     assert len(titles) == 8 and titles[0].startswith("== 1. ") and titles[-1].startswith("== 8. Smoke test")
