@@ -251,6 +251,23 @@ def test_binding_expressions_and_connections_resolve_to_deployed_settings():
         assert f"AzureWebJobsStorage__{suffix}" in deployed
 
 
+def test_environment_reads_in_the_published_code_are_deployed_or_defaulted():
+    """Code that bypasses the settings module and reads os.environ["X"] (no default: KeyError) needs X deployed;
+    .get/getenv reads handle absence themselves."""
+    deployed = {e["name"] for e in settings_document()["appSettings"]}
+    no_default = re.compile(r"os\.environ\[[\"'](\w+)[\"']\](?!\s*=[^=])")  # a read, not an assignment
+    with_default = re.compile(r"(?:os\.environ\.get|os\.getenv)\([\"'](\w+)[\"']")
+    seen = set()
+    for rel in deploy.package_files():
+        if rel.suffix != ".py":
+            continue
+        text = (REPO / rel).read_text()
+        for name in no_default.findall(text):
+            assert name in deployed, f"{rel} reads {name} without a default, and the template does not set it"
+        seen |= set(with_default.findall(text))
+    assert seen, "the scan found no environment reads at all: the patterns are stale"
+
+
 def test_template_values_behind_every_generated_setting_exist():
     app = parsed("app.bicep")
     infra_values = app["variables"]["infraValues"]["value"]
