@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infra import app_settings
+
 REPO = Path(__file__).resolve().parent.parent
 INFRA = REPO / "infra"
 IMAGE_REPOSITORY = "r-scoring"
@@ -268,6 +270,11 @@ def deploy(run: Runner, name: str, location: str, vnet: bool, what_if: bool = Fa
     packages = printed if run.print_only else parse_r_packages(printed)
 
     run.step("Deploy the template (infra/main.bicep)")
+    # The template loads infra/app-settings.json: regenerate it from the code being deployed.
+    if run.print_only:
+        run.note("regenerate infra/app-settings.json from the settings module (python -m infra.app_settings)")
+    else:
+        (INFRA / "app-settings.json").write_text(app_settings.render())
     raw = run.az("deployment", "sub", mode, "--name", name, "--location", location,
                  "--template-file", "infra/main.bicep",
                  "--parameters", f"name={name}", f"location={location}", f"imageTag={tag}",
