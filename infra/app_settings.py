@@ -116,7 +116,7 @@ def build(defaults: dict[str, str], module_name: str) -> dict:
     from_template.update({name: key for name, key in CODE_FROM_TEMPLATE.items() if name in defaults})
     static = dict(PLATFORM_STATIC)
     for name, default in defaults.items():
-        if name in from_template or name in NOT_IN_AZURE:
+        if name in from_template or name in NOT_IN_AZURE or name in PLATFORM_STATIC:
             continue
         static[name] = default
     clash = FLEX_FORBIDDEN & (set(static) | set(from_template))
