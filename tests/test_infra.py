@@ -361,6 +361,24 @@ def test_every_role_assignment_names_the_code_path_that_needs_it():
             assert any("Code path:" in c for c in comment), f"{path.name}:{i + 1}: no `// Code path:` comment"
 
 
+def test_each_control_plane_role_is_used_by_the_published_code():
+    """The roles exist because the app's ACI calls need them; if the code stops making a call, revisit the role."""
+    code = "\n".join((REPO / rel).read_text() for rel in deploy.package_files() if rel.suffix == ".py")
+    needs = {
+        "Azure Container Instances Contributor Role": ["begin_create_or_update(", "begin_delete(",
+                                                       "list_by_resource_group(", "list_logs("],
+        "Managed Identity Operator": ["ContainerGroupIdentity(", "UserAssignedIdentities("],
+        "AcrPull": ["ImageRegistryCredential("],
+        "custom: subnet join": ["ContainerGroupSubnetId("],
+    }
+    granted = {a[1] for a in role_assignments()}
+    for role, calls in needs.items():
+        assert role in granted
+        for call in calls:
+            assert call in code, f"{role} is granted for {call}, which the published code no longer makes"
+    assert re.search(r"ImageRegistryCredential\([^)]*identity=", code), "the image pull must use an identity"
+
+
 def test_container_group_rights_only_on_the_scoring_resource_group():
     main = parsed("main.bicep")
     scoring = main["modules"]["scoring"]["config"]
