@@ -27,7 +27,7 @@ param enableVnet bool = false
 param subnetJoinRoleDefinitionId string = ''
 
 @description('Upper bound of Flex Consumption instances.')
-@minValue(40)
+@minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
