@@ -37,8 +37,8 @@ REPO = Path(__file__).resolve().parent.parent
 INFRA = REPO / "infra"
 IMAGE_REPOSITORY = "r-scoring"
 PACKAGE = "dist/function-app.zip"
-# The Event Grid-sourced blob trigger in function_app.py; its webhook is addressed by function name.
-BLOB_TRIGGER_FUNCTION = "new_input_blob"
+# An Event Grid-sourced blob trigger: `@<app or blueprint>.blob_trigger(..., source=...EVENT_GRID)` + its def.
+BLOB_TRIGGER = re.compile(r"@\w+\.blob_trigger\((?P<args>[^)]*)\)\s*(?:@[^\n]*\n\s*)*(?:async\s+)?def\s+(?P<name>\w+)")
 EVENT_SUBSCRIPTION = "new-input-blob"
 # The Storage APIs that complete a blob (block blob, put blob, ADLS Gen2 flush); others fire mid-upload.
 COMPLETING_APIS = ("PutBlob", "PutBlockList", "FlushWithClose")
@@ -214,14 +214,25 @@ class _Placeholders(dict):
         return f"<{key}>"
 
 
+def blob_trigger_function(repo: Path = REPO) -> str:
+    """The name of the app's Event Grid blob trigger (its webhook is addressed by function name)."""
+    found = []
+    for rel in package_files(repo):
+        if rel.suffix == ".py":
+            found += [m["name"] for m in BLOB_TRIGGER.finditer((repo / rel).read_text()) if "EVENT_GRID" in m["args"]]
+    if len(found) != 1:
+        raise DeployError(f"expected one Event Grid blob trigger in the app, found {found or 'none'}")
+    return found[0]
+
+
 def input_subject_prefix() -> str:
     """Event Grid subject prefix of new input blobs: INPUT_CONTAINER/INPUT_PREFIX, as the template deploys them."""
     settings = json.loads((INFRA / "app-settings.json").read_text())
     return f"/blobServices/default/containers/{settings['containers']['input']}/blobs/{settings['inputPrefix']}"
 
 
-def blob_webhook(host: str, key: str) -> str:
-    return f"https://{host}/runtime/webhooks/blobs?functionName=Host.Functions.{BLOB_TRIGGER_FUNCTION}&code={key}"
+def blob_webhook(host: str, key: str, function: str) -> str:
+    return f"https://{host}/runtime/webhooks/blobs?functionName=Host.Functions.{function}&code={key}"
 
 
 # Resource providers the templates use; registering is idempotent (and needed once per subscription).
@@ -301,7 +312,7 @@ def deploy(run: Runner, name: str, location: str, vnet: bool, what_if: bool = Fa
     prefix = input_subject_prefix()
     run.az("eventgrid", "system-topic", "event-subscription", "create", "--name", EVENT_SUBSCRIPTION,
            "--resource-group", app_rg, "--system-topic-name", out["systemTopicName"],
-           "--endpoint-type", "webhook", "--endpoint", blob_webhook(host, key),
+           "--endpoint-type", "webhook", "--endpoint", blob_webhook(host, key, blob_trigger_function()),
            "--included-event-types", "Microsoft.Storage.BlobCreated",
            "--subject-begins-with", prefix,
            "--advanced-filter", "data.api", "StringIn", *COMPLETING_APIS,

@@ -465,18 +465,29 @@ def test_event_subscription_targets_the_blob_trigger_with_completed_blobs_under_
     assert f"--subject-begins-with {prefix} " in cmd
     assert "--included-event-types Microsoft.Storage.BlobCreated " in cmd
     assert "--advanced-filter data.api StringIn PutBlob PutBlockList FlushWithClose " in cmd
+    # The function it names is the app's Event Grid-sourced blob trigger.
+    assert deploy.blob_trigger_function() == "new_input_blob"
     assert "functionName=Host.Functions.new_input_blob&code=***" in cmd
-    # The function it names is the Event Grid-sourced blob trigger of the app.
-    source = (REPO / "function_app.py").read_text()
-    trigger = re.search(r"@app\.blob_trigger\((?P<args>[^)]*)\)\s*(?:@[^\n]*\n\s*)*async def (?P<name>\w+)", source)
-    assert trigger and trigger["name"] == deploy.BLOB_TRIGGER_FUNCTION
-    assert "EVENT_GRID" in trigger["args"]
+
+
+def test_the_blob_trigger_is_found_wherever_it_is_declared(tmp_path):
+    (tmp_path / "host.json").write_text("{}")
+    (tmp_path / "requirements.txt").write_text("")
+    (tmp_path / "function_app.py").write_text("app = None\n")
+    with pytest.raises(deploy.DeployError, match="found none"):
+        deploy.blob_trigger_function(tmp_path)
+    (tmp_path / "routes").mkdir()
+    (tmp_path / "routes" / "events.py").write_text(
+        '@bp.blob_trigger(arg_name="b", path="%INPUT_CONTAINER%/{name}", connection="STORAGE",\n'
+        '                 source=func.BlobSource.EVENT_GRID)\n@bp.durable_client_input(client_name="c")\n'
+        "async def on_new_blob(b, c):\n    pass\n")
+    assert deploy.blob_trigger_function(tmp_path) == "on_new_blob"
 
 
 def test_no_secret_is_ever_printed():
     out: list[str] = []
     run = deploy.Runner(print_only=True, out=out.append)
-    run.show(["az", "x", "--endpoint", deploy.blob_webhook("h.example", "s3cr3t-key")], secrets=["s3cr3t-key"])
+    run.show(["az", "x", "--endpoint", deploy.blob_webhook("h.example", "s3cr3t-key", "f")], secrets=["s3cr3t-key"])
     assert "s3cr3t-key" not in out[0] and "code=***" in out[0]
 
 
