@@ -233,8 +233,7 @@ def test_every_setting_the_code_reads_is_deployed_or_deliberately_left_out():
 def test_binding_expressions_and_connections_resolve_to_deployed_settings():
     doc = settings_document()
     deployed = {e["name"] for e in doc["appSettings"]}
-    package_dir = Path(settings_module().__file__).parent
-    sources = [REPO / "function_app.py", *package_dir.rglob("*.py")]
+    sources = [REPO / rel for rel in deploy.package_files() if rel.suffix == ".py"]
     percent, connections = set(), set()
     for path in sources:
         # Trigger decorators: %NAME% binding expressions and connection names.
