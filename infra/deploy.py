@@ -244,7 +244,7 @@ PROVIDERS = ("Microsoft.Web", "Microsoft.App", "Microsoft.Storage", "Microsoft.C
 
 
 def deploy(run: Runner, name: str, location: str, vnet: bool, what_if: bool = False,
-           wait_seconds: float = 300) -> None:
+           wait_seconds: float = 300, poll_seconds: float = 10) -> None:
     app_rg, _ = resource_groups(name)
     mode = "what-if" if what_if else "create"
 
@@ -305,7 +305,7 @@ def deploy(run: Runner, name: str, location: str, vnet: bool, what_if: bool = Fa
            "--src", PACKAGE, "--build-remote", "true")
 
     run.step("Subscribe the blob trigger to BlobCreated events (Event Grid; the extension key exists only now)")
-    key = _wait_for(run, wait_seconds, lambda: run.az(
+    key = _wait_for(run, wait_seconds, poll_seconds, lambda: run.az(
         "functionapp", "keys", "list", "--resource-group", app_rg, "--name", app,
         "--query", "systemKeys.blobs_extension", "-o", "tsv", capture="blobsExtensionKey"),
         "the blobs_extension system key (the host creates it when the blob trigger starts)")
@@ -326,7 +326,7 @@ def deploy(run: Runner, name: str, location: str, vnet: bool, what_if: bool = Fa
     run.show(["curl", "-sS", "-X", "POST", url, "-H", f"x-functions-key: {function_key}",
               "-d", '{"dryRun": true}'], secrets=[] if run.print_only else [function_key])
     if not run.print_only:
-        run.note(smoke_test(url, function_key, wait_seconds))
+        run.note(smoke_test(url, function_key, wait_seconds, poll_seconds))
     run.out(f"deployed: https://{host}/api/runs (resource groups {app_rg}, {resource_groups(name)[1]})")
 
 
@@ -360,7 +360,7 @@ def smoke_test(url: str, function_key: str, wait_seconds: float, poll_seconds: f
         time.sleep(poll_seconds)
 
 
-def _wait_for(run: Runner, wait_seconds: float, read: Callable[[], str], what: str) -> str:
+def _wait_for(run: Runner, wait_seconds: float, poll_seconds: float, read: Callable[[], str], what: str) -> str:
     deadline = time.monotonic() + wait_seconds
     while True:
         value = read()
@@ -368,7 +368,7 @@ def _wait_for(run: Runner, wait_seconds: float, read: Callable[[], str], what: s
             return value
         if time.monotonic() > deadline:
             raise DeployError(f"gave up waiting for {what}")
-        time.sleep(10)
+        time.sleep(poll_seconds)
 
 
 # --------------------------------------------------------------------------------------------------- destroy

@@ -10,9 +10,11 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -623,3 +625,107 @@ def test_smoke_test_fails_when_the_app_never_answers_properly(fake_app):
     _Answers.answers = [(401, b"{}")] * 1000
     with pytest.raises(deploy.DeployError, match="smoke test failed: POST .* HTTP 401"):
         deploy.smoke_test(fake_app, "wrong", wait_seconds=0.05, poll_seconds=0.01)
+
+
+# A stand-in for the Azure CLI: Azure cannot exist here. It logs each call and answers like az would (outputs of
+# the templates, keys, an `az acr run` log), so the deploy script's real path (not --print-only) runs end to end.
+FAKE_AZ = r'''#!{python}
+import json, os, sys
+args = sys.argv[1:]
+state = os.environ["FAKE_AZ_STATE"]
+stdin = sys.stdin.read() if "--file" in args and "-" in args else ""
+with open(os.path.join(state, "calls.jsonl"), "a") as log:
+    log.write(json.dumps({{"args": args, "stdin": stdin}}) + "\n")
+def flag(name):
+    return args[args.index(name) + 1] if name in args else ""
+def count(name):
+    path = os.path.join(state, name)
+    n = int(open(path).read()) + 1 if os.path.exists(path) else 1
+    open(path, "w").write(str(n))
+    return n
+def outputs(**values):
+    print(json.dumps({{k: {{"type": "String", "value": v}} for k, v in values.items()}}))
+cmd = " ".join(args[:3])
+if args[:2] == ["account", "show"]:
+    print("00000000-1111-2222-3333-444444444444")
+elif cmd.startswith("deployment sub create") and flag("--template-file") == "infra/registry.bicep":
+    outputs(resourceGroupName="rg-t1", registryName="crfake", registryLoginServer="crfake.azurecr.io")
+elif cmd.startswith("deployment sub create") and flag("--template-file") == "infra/main.bicep":
+    outputs(functionAppName="func-t1-x", functionAppHostName="func-t1-x.azurewebsites.net",
+            systemTopicName="evgt-t1-storage", appResourceGroup="rg-t1")
+elif cmd == "acr repository show":
+    if not os.path.exists(os.path.join(state, "built")):
+        sys.exit("ERROR: manifest unknown")
+    print("sha256:abc")
+elif cmd == "acr build --registry":
+    open(os.path.join(state, "built"), "w").write(flag("--image"))
+elif cmd == "acr run --registry":
+    print("2026/11/23 03:00:01 Setting up Docker configuration...")
+    print("forecast=8.20;jsonlite=1.8.4;data.table=1.14.6")
+    print("Run ID: ca1 was successful after 4s")
+elif args[:2] == ["functionapp", "keys"] and "systemKeys.blobs_extension" in args:
+    print("" if count("blobkey-reads") == 1 else "BLOBKEY-SECRET")
+elif args[:2] == ["functionapp", "keys"]:
+    print("FUNCTIONKEY-SECRET")
+elif args[:2] == ["functionapp", "deployment"]:
+    import zipfile
+    names = zipfile.ZipFile(flag("--src")).namelist()
+    assert "function_app.py" in names and not any(n.startswith("tests/") for n in names), names
+'''
+
+
+@pytest.fixture
+def fake_az(tmp_path, monkeypatch):
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    bin_dir.mkdir()
+    state.mkdir()
+    az = bin_dir / "az"
+    az.write_text(FAKE_AZ.format(python=sys.executable))
+    az.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_AZ_STATE", str(state))
+
+    def calls() -> list[dict]:
+        path = state / "calls.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return calls
+
+
+def test_deploy_runs_every_step_against_the_cli_and_a_rerun_skips_the_build(fake_az, monkeypatch):
+    smoke = []
+    monkeypatch.setattr(deploy, "smoke_test", lambda url, key, wait, poll: smoke.append((url, key)) or "live")
+    out: list[str] = []
+    deploy.deploy(deploy.Runner(print_only=False, out=out.append), "t1", "westeurope", vnet=False,
+                  wait_seconds=5, poll_seconds=0.01)
+    calls = [c["args"] for c in fake_az()]
+    template = next(c for c in calls if "infra/main.bicep" in c)
+    assert "imageRPackages=forecast=8.20;jsonlite=1.8.4;data.table=1.14.6" in template
+    assert f"imageTag={deploy.image_tag()}" in template
+    assert any(c[:2] == ["acr", "build"] for c in calls)
+    subscription = next(c for c in calls if c[:3] == ["eventgrid", "system-topic", "event-subscription"])
+    endpoint = subscription[subscription.index("--endpoint") + 1]
+    assert endpoint == ("https://func-t1-x.azurewebsites.net/runtime/webhooks/blobs"
+                        "?functionName=Host.Functions.new_input_blob&code=BLOBKEY-SECRET")
+    assert subscription[subscription.index("--system-topic-name") + 1] == "evgt-t1-storage"
+    assert smoke == [("https://func-t1-x.azurewebsites.net/api/runs", "FUNCTIONKEY-SECRET")]
+    printed = "\n".join(out)
+    assert "SECRET" not in printed, "a key was printed"
+    assert "code=***" in printed
+
+    # Again, unchanged: the image is found under its tag and not rebuilt; everything else is create-or-update.
+    before = len(fake_az())
+    deploy.deploy(deploy.Runner(print_only=False, out=out.append), "t1", "westeurope", vnet=False,
+                  wait_seconds=5, poll_seconds=0.01)
+    rerun = [c["args"] for c in fake_az()[before:]]
+    assert not any(c[:2] == ["acr", "build"] for c in rerun)
+    assert any(c[:3] == ["acr", "repository", "show"] for c in rerun)
+
+
+def test_deploy_stops_at_the_failing_step_and_names_it(fake_az, monkeypatch, tmp_path):
+    failing = tmp_path / "bin" / "az"
+    failing.write_text(failing.read_text().replace('elif cmd == "acr run --registry":',
+                                                   'elif cmd == "acr run --registry":\n    sys.exit(3)\nelif False:'))
+    with pytest.raises(deploy.DeployError, match=r"`az acr run` failed \(exit 3\)"):
+        deploy.deploy(deploy.Runner(print_only=False, out=lambda line: None), "t1", "westeurope", vnet=False,
+                      wait_seconds=1, poll_seconds=0.01)
+    assert not any("infra/main.bicep" in c["args"] for c in fake_az()), "a later step ran after the failure"
