@@ -14,89 +14,36 @@ Secrets (function and extension keys) are never printed: they show as ***.
 from __future__ import annotations
 
 import argparse
-import fnmatch
-import hashlib
 import json
 import os
 import re
-import shlex
 import shutil
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-import zipfile
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 from infra import app_settings
+from infra.artifacts import (
+    blob_trigger_function,
+    build_package,
+    image_tag,
+    package_files,
+    parse_r_packages,
+    r_packages_task,
+)
+from infra.azcli import DeployError, Runner
 
 REPO = Path(__file__).resolve().parent.parent
 INFRA = REPO / "infra"
 IMAGE_REPOSITORY = "r-scoring"
 PACKAGE = "dist/function-app.zip"
-# An Event Grid-sourced blob trigger: `@<app or blueprint>.blob_trigger(..., source=...EVENT_GRID)` + its def.
-BLOB_TRIGGER = re.compile(r"@\w+\.blob_trigger\((?P<args>[^)]*)\)\s*(?:@[^\n]*\n\s*)*(?:async\s+)?def\s+(?P<name>\w+)")
 EVENT_SUBSCRIPTION = "new-input-blob"
 # The Storage APIs that complete a blob (block blob, put blob, ADLS Gen2 flush); others fire mid-upload.
 COMPLETING_APIS = ("PutBlob", "PutBlockList", "FlushWithClose")
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,15}$")
-R_PACKAGES_LINE = re.compile(r"^[A-Za-z][A-Za-z0-9.]*=[^;\s]+(;[A-Za-z][A-Za-z0-9.]*=[^;\s]+)*$")
-# Never in the app package, whatever .funcignore says: local state, secrets and environments.
-ALWAYS_EXCLUDED = (".git", ".venv", ".venv-tools", "node_modules", ".make", ".dev", "local.settings.json",
-                   "__pycache__", ".pytest_cache", ".ruff_cache", "dist")
-# Without a .funcignore, leave out what only development needs.
-DEFAULT_FUNCIGNORE = ("tests", "devenv", "bench", "sample", "infra", ".ci", "Dockerfile", "Makefile", "package.json",
-                      "package-lock.json", "requirements-dev.txt", "pyproject.toml", "local.settings*.json", "*.md",
-                      ".gitignore", ".dockerignore", "*.zip")
-
-
-class DeployError(Exception):
-    """A step failed or a precondition does not hold; the message says which and why."""
-
-
-@dataclass
-class Runner:
-    """Runs az commands, or only prints them (print_only). Captured outputs become <placeholders> then."""
-
-    print_only: bool
-    out: Callable[[str], None] = print
-    steps: list[str] = field(default_factory=list)
-    _total: int = 0
-
-    def step(self, title: str) -> None:
-        self.steps.append(title)
-        self.out(f"== {len(self.steps)}. {title}")
-
-    def note(self, text: str) -> None:
-        self.out(f"   {text}")
-
-    def show(self, argv: Iterable[str], secrets: Iterable[str] = ()) -> None:
-        line = shlex.join(list(argv))
-        for secret in secrets:
-            if secret:
-                line = line.replace(secret, "***")
-        self.out(f"$ {line}")
-
-    def az(self, *args: str, capture: str = "", secrets: Iterable[str] = (), check: bool = True,
-           stdin: str | None = None) -> str:
-        """Run `az args`; with capture, return its stdout (or `<capture>` when only printing)."""
-        argv = ["az", *args]
-        self.show(argv, secrets)
-        if stdin is not None:
-            self.out("   with stdin:")
-            for line in stdin.splitlines():
-                self.out(f"   | {line}")
-        if self.print_only:
-            return f"<{capture}>" if capture else ""
-        result = subprocess.run(argv, capture_output=bool(capture), text=True, cwd=REPO, input=stdin)
-        if check and result.returncode != 0:
-            detail = (result.stderr or "").strip().splitlines()[-5:] if capture else []
-            raise DeployError(f"`az {args[0]} {args[1] if len(args) > 1 else ''}` failed "
-                              f"(exit {result.returncode})" + (": " + " | ".join(detail) if detail else ""))
-        return (result.stdout or "").strip() if capture else ""
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -113,91 +60,6 @@ def resource_groups(name: str) -> tuple[str, str]:
     return f"rg-{name}", f"rg-{name}-scoring"
 
 
-def dockerfile_inputs(repo: Path = REPO) -> list[Path]:
-    """The Dockerfile and every file its COPY instructions take from the build context."""
-    dockerfile = repo / "Dockerfile"
-    paths = [dockerfile]
-    for line in dockerfile.read_text().splitlines():
-        parts = line.split()
-        if not parts or parts[0].upper() != "COPY":
-            continue
-        sources = [p for p in parts[1:-1] if not p.startswith("--")]
-        for source in sources:
-            target = repo / source
-            if target.is_dir():
-                paths += sorted(p for p in target.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-            elif target.exists():
-                paths.append(target)
-            else:
-                raise DeployError(f"Dockerfile copies {source!r}, which does not exist")
-    return paths
-
-
-def image_tag(repo: Path = REPO) -> str:
-    """A tag that changes exactly when what goes into the image changes: rebuilds are skipped otherwise."""
-    digest = hashlib.sha256()
-    for path in dockerfile_inputs(repo):
-        digest.update(str(path.relative_to(repo)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
-
-
-def funcignore_patterns(repo: Path = REPO) -> list[str]:
-    path = repo / ".funcignore"
-    if path.exists():
-        lines = [ln.strip() for ln in path.read_text().splitlines()]
-        patterns = [ln.rstrip("/") for ln in lines if ln and not ln.startswith("#")]
-    else:
-        patterns = list(DEFAULT_FUNCIGNORE)
-    return patterns + list(ALWAYS_EXCLUDED)
-
-
-def package_files(repo: Path = REPO) -> list[Path]:
-    """The files of the app package (relative), .funcignore applied: what `func publish` would send."""
-    patterns = funcignore_patterns(repo)
-
-    def ignored(rel: Path) -> bool:
-        return any(fnmatch.fnmatch(part, p) for part in rel.parts for p in patterns) or any(
-            fnmatch.fnmatch(rel.as_posix(), p) for p in patterns)
-
-    files = []
-    for root, dirs, names in os.walk(repo):  # prunes ignored directories (.venv, node_modules) as it goes
-        here = Path(root).relative_to(repo)
-        dirs[:] = sorted(d for d in dirs if not ignored(here / d) and not (Path(root) / d).is_symlink())
-        for file_name in sorted(names):
-            rel = here / file_name
-            if not ignored(rel) and not (repo / rel).is_symlink():
-                files.append(rel)
-    required = {Path("function_app.py"), Path("host.json"), Path("requirements.txt")}
-    missing = required - set(files)
-    if missing:
-        raise DeployError(f"the app package would lack {sorted(map(str, missing))}: check .funcignore")
-    return files
-
-
-def build_package(repo: Path, target: Path) -> int:
-    files = package_files(repo)
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
-        for rel in files:
-            zf.write(repo / rel, rel.as_posix())
-    return len(files)
-
-
-def r_packages_task(image: str) -> str:
-    """ACR task (YAML, on stdin) that runs the image once with `cat` as entrypoint."""
-    return ("version: v1.1.0\nsteps:\n"
-            f"  - cmd: $Registry/{image} /opt/app/r-packages.txt\n"
-            "    entryPoint: cat\n")
-
-
-def parse_r_packages(output: str) -> str:
-    """The "name=version;..." line the image wrote to /opt/app/r-packages.txt, out of `az acr run` output."""
-    for line in reversed(output.splitlines()):
-        line = line.strip()
-        if R_PACKAGES_LINE.match(line):
-            return line
-    raise DeployError("the image printed no R package list (expected name=version;... from /opt/app/r-packages.txt)")
-
-
 def deployment_outputs(raw: str, print_only: bool) -> dict[str, str]:
     """`az deployment ... --query properties.outputs` JSON -> name: value (placeholders when printing)."""
     if print_only:
@@ -212,17 +74,6 @@ def deployment_outputs(raw: str, print_only: bool) -> dict[str, str]:
 class _Placeholders(dict):
     def __missing__(self, key: str) -> str:
         return f"<{key}>"
-
-
-def blob_trigger_function(repo: Path = REPO) -> str:
-    """The name of the app's Event Grid blob trigger (its webhook is addressed by function name)."""
-    found = []
-    for rel in package_files(repo):
-        if rel.suffix == ".py":
-            found += [m["name"] for m in BLOB_TRIGGER.finditer((repo / rel).read_text()) if "EVENT_GRID" in m["args"]]
-    if len(found) != 1:
-        raise DeployError(f"expected one Event Grid blob trigger in the app, found {found or 'none'}")
-    return found[0]
 
 
 def input_subject_prefix() -> str:

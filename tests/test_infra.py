@@ -22,7 +22,8 @@ import pytest
 from conftest import REPO
 from pycep import BicepParser
 
-from infra import app_settings, deploy
+from infra import app_settings, artifacts, deploy
+from infra.azcli import DeployError, Runner
 
 INFRA = REPO / "infra"
 BICEP_FILES = sorted(INFRA.glob("*.bicep"))
@@ -235,7 +236,7 @@ def test_every_setting_the_code_reads_is_deployed_or_deliberately_left_out():
 def test_binding_expressions_and_connections_resolve_to_deployed_settings():
     doc = settings_document()
     deployed = {e["name"] for e in doc["appSettings"]}
-    sources = [REPO / rel for rel in deploy.package_files() if rel.suffix == ".py"]
+    sources = [REPO / rel for rel in artifacts.package_files() if rel.suffix == ".py"]
     percent, connections = set(), set()
     for path in sources:
         # Trigger decorators: %NAME% binding expressions and connection names.
@@ -259,7 +260,7 @@ def test_environment_reads_in_the_published_code_are_deployed_or_defaulted():
     no_default = re.compile(r"os\.environ\[[\"'](\w+)[\"']\](?!\s*=[^=])")  # a read, not an assignment
     with_default = re.compile(r"(?:os\.environ\.get|os\.getenv)\([\"'](\w+)[\"']")
     seen = set()
-    for rel in deploy.package_files():
+    for rel in artifacts.package_files():
         if rel.suffix != ".py":
             continue
         text = (REPO / rel).read_text()
@@ -364,7 +365,7 @@ def test_every_role_assignment_names_the_code_path_that_needs_it():
 
 def test_each_control_plane_role_is_used_by_the_published_code():
     """The roles exist because the app's ACI calls need them; if the code stops making a call, revisit the role."""
-    code = "\n".join((REPO / rel).read_text() for rel in deploy.package_files() if rel.suffix == ".py")
+    code = "\n".join((REPO / rel).read_text() for rel in artifacts.package_files() if rel.suffix == ".py")
     needs = {
         "Azure Container Instances Contributor Role": ["begin_create_or_update(", "begin_delete(",
                                                        "list_by_resource_group(", "list_logs("],
@@ -447,7 +448,7 @@ def test_print_only_deploy_shows_every_step_in_order(capsys):
     ]
     positions = [first_index(cmds, needle) for needle in order]
     assert positions == sorted(positions), "steps out of order"
-    tag = deploy.image_tag()
+    tag = artifacts.image_tag()
     template = cmds[first_index(cmds, "infra/main.bicep")]
     assert f"imageTag={tag}" in template and "'imageRPackages=<imageRPackages>'" in template
     task = lines[lines.index("$ " + cmds[first_index(cmds, "az acr run")]) + 1:][:5]
@@ -467,7 +468,7 @@ def test_event_subscription_targets_the_blob_trigger_with_completed_blobs_under_
     assert "--included-event-types Microsoft.Storage.BlobCreated " in cmd
     assert "--advanced-filter data.api StringIn PutBlob PutBlockList FlushWithClose " in cmd
     # The function it names is the app's Event Grid-sourced blob trigger.
-    assert deploy.blob_trigger_function() == "new_input_blob"
+    assert artifacts.blob_trigger_function() == "new_input_blob"
     assert "functionName=Host.Functions.new_input_blob&code=***" in cmd
 
 
@@ -475,19 +476,19 @@ def test_the_blob_trigger_is_found_wherever_it_is_declared(tmp_path):
     (tmp_path / "host.json").write_text("{}")
     (tmp_path / "requirements.txt").write_text("")
     (tmp_path / "function_app.py").write_text("app = None\n")
-    with pytest.raises(deploy.DeployError, match="found none"):
-        deploy.blob_trigger_function(tmp_path)
+    with pytest.raises(DeployError, match="found none"):
+        artifacts.blob_trigger_function(tmp_path)
     (tmp_path / "routes").mkdir()
     (tmp_path / "routes" / "events.py").write_text(
         '@bp.blob_trigger(arg_name="b", path="%INPUT_CONTAINER%/{name}", connection="STORAGE",\n'
         '                 source=func.BlobSource.EVENT_GRID)\n@bp.durable_client_input(client_name="c")\n'
         "async def on_new_blob(b, c):\n    pass\n")
-    assert deploy.blob_trigger_function(tmp_path) == "on_new_blob"
+    assert artifacts.blob_trigger_function(tmp_path) == "on_new_blob"
 
 
 def test_no_secret_is_ever_printed():
     out: list[str] = []
-    run = deploy.Runner(print_only=True, out=out.append)
+    run = Runner(print_only=True, out=out.append)
     run.show(["az", "x", "--endpoint", deploy.blob_webhook("h.example", "s3cr3t-key", "f")], secrets=["s3cr3t-key"])
     assert "s3cr3t-key" not in out[0] and "code=***" in out[0]
 
@@ -522,16 +523,16 @@ def test_what_if_previews_the_templates_instead_of_deploying(capsys):
 
 
 def test_image_tag_changes_exactly_when_the_image_inputs_change(tmp_path):
-    for rel in ["Dockerfile", *(p.relative_to(REPO) for p in deploy.dockerfile_inputs(REPO)[1:])]:
+    for rel in ["Dockerfile", *(p.relative_to(REPO) for p in artifacts.dockerfile_inputs(REPO)[1:])]:
         target = tmp_path / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / rel, target)
-    assert deploy.image_tag(tmp_path) == deploy.image_tag(REPO)
+    assert artifacts.image_tag(tmp_path) == artifacts.image_tag(REPO)
     (tmp_path / "README.md").write_text("not in the image")
-    assert deploy.image_tag(tmp_path) == deploy.image_tag(REPO)
+    assert artifacts.image_tag(tmp_path) == artifacts.image_tag(REPO)
     worker = tmp_path / "scoring" / "worker.py"
     worker.write_text(worker.read_text() + "\n# changed\n")
-    assert deploy.image_tag(tmp_path) != deploy.image_tag(REPO)
+    assert artifacts.image_tag(tmp_path) != artifacts.image_tag(REPO)
 
 
 def test_print_only_destroy_shows_the_teardown(capsys):
@@ -566,7 +567,7 @@ def test_bad_deployment_names_are_refused_with_the_reason(name, capsys):
 
 
 def test_app_package_has_the_app_and_none_of_the_development_files():
-    files = {p.as_posix() for p in deploy.package_files()}
+    files = {p.as_posix() for p in artifacts.package_files()}
     settings_file = Path(settings_module().__file__).relative_to(REPO).as_posix()
     assert {"function_app.py", "host.json", "requirements.txt", settings_file, "scoring/modelstore.py"} <= files
     for prefix in ("tests/", "devenv/", "bench/", "infra/", ".venv", "node_modules/", ".git/"):
@@ -577,9 +578,9 @@ def test_app_package_has_the_app_and_none_of_the_development_files():
 def test_r_packages_are_read_from_the_acr_run_log():
     log = ("2026/11/23 03:00:01 Downloading source code...\nforecast=8.20;jsonlite=1.8.4;data.table=1.14.6\n"
            "2026/11/23 03:00:09 Successfully ran `cat`\nRun ID: cb1 was successful after 9s\n")
-    assert deploy.parse_r_packages(log) == "forecast=8.20;jsonlite=1.8.4;data.table=1.14.6"
-    with pytest.raises(deploy.DeployError, match="no R package list"):
-        deploy.parse_r_packages("Run ID: cb2 failed after 3s. Error: image not found\n")
+    assert artifacts.parse_r_packages(log) == "forecast=8.20;jsonlite=1.8.4;data.table=1.14.6"
+    with pytest.raises(DeployError, match="no R package list"):
+        artifacts.parse_r_packages("Run ID: cb2 failed after 3s. Error: image not found\n")
 
 
 class _Answers(http.server.BaseHTTPRequestHandler):
@@ -623,7 +624,7 @@ def test_smoke_test_accepts_a_named_4xx_on_an_empty_deployment(fake_app):
 
 def test_smoke_test_fails_when_the_app_never_answers_properly(fake_app):
     _Answers.answers = [(401, b"{}")] * 1000
-    with pytest.raises(deploy.DeployError, match="smoke test failed: POST .* HTTP 401"):
+    with pytest.raises(DeployError, match="smoke test failed: POST .* HTTP 401"):
         deploy.smoke_test(fake_app, "wrong", wait_seconds=0.05, poll_seconds=0.01)
 
 
@@ -695,12 +696,12 @@ def test_deploy_runs_every_step_against_the_cli_and_a_rerun_skips_the_build(fake
     smoke = []
     monkeypatch.setattr(deploy, "smoke_test", lambda url, key, wait, poll: smoke.append((url, key)) or "live")
     out: list[str] = []
-    deploy.deploy(deploy.Runner(print_only=False, out=out.append), "t1", "westeurope", vnet=False,
+    deploy.deploy(Runner(print_only=False, out=out.append), "t1", "westeurope", vnet=False,
                   wait_seconds=5, poll_seconds=0.01)
     calls = [c["args"] for c in fake_az()]
     template = next(c for c in calls if "infra/main.bicep" in c)
     assert "imageRPackages=forecast=8.20;jsonlite=1.8.4;data.table=1.14.6" in template
-    assert f"imageTag={deploy.image_tag()}" in template
+    assert f"imageTag={artifacts.image_tag()}" in template
     assert any(c[:2] == ["acr", "build"] for c in calls)
     subscription = next(c for c in calls if c[:3] == ["eventgrid", "system-topic", "event-subscription"])
     endpoint = subscription[subscription.index("--endpoint") + 1]
@@ -714,7 +715,7 @@ def test_deploy_runs_every_step_against_the_cli_and_a_rerun_skips_the_build(fake
 
     # Again, unchanged: the image is found under its tag and not rebuilt; everything else is create-or-update.
     before = len(fake_az())
-    deploy.deploy(deploy.Runner(print_only=False, out=out.append), "t1", "westeurope", vnet=False,
+    deploy.deploy(Runner(print_only=False, out=out.append), "t1", "westeurope", vnet=False,
                   wait_seconds=5, poll_seconds=0.01)
     rerun = [c["args"] for c in fake_az()[before:]]
     assert not any(c[:2] == ["acr", "build"] for c in rerun)
@@ -725,7 +726,7 @@ def test_deploy_stops_at_the_failing_step_and_names_it(fake_az, monkeypatch, tmp
     failing = tmp_path / "bin" / "az"
     failing.write_text(failing.read_text().replace('elif cmd == "acr run --registry":',
                                                    'elif cmd == "acr run --registry":\n    sys.exit(3)\nelif False:'))
-    with pytest.raises(deploy.DeployError, match=r"`az acr run` failed \(exit 3\)"):
-        deploy.deploy(deploy.Runner(print_only=False, out=lambda line: None), "t1", "westeurope", vnet=False,
+    with pytest.raises(DeployError, match=r"`az acr run` failed \(exit 3\)"):
+        deploy.deploy(Runner(print_only=False, out=lambda line: None), "t1", "westeurope", vnet=False,
                       wait_seconds=1, poll_seconds=0.01)
     assert not any("infra/main.bicep" in c["args"] for c in fake_az()), "a later step ran after the failure"
