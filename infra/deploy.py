@@ -55,6 +55,11 @@ def check_name(name: str) -> str:
     return name
 
 
+def subnet_join_role_name(name: str, subscription_id: str) -> str:
+    """The custom role's name, as infra/main.bicep gives it (unique per tenant)."""
+    return f"ACI subnet join ({name}, {subscription_id})"
+
+
 def resource_groups(name: str) -> tuple[str, str]:
     """(app resource group, scoring resource group), named as in infra/main.bicep."""
     return f"rg-{name}", f"rg-{name}-scoring"
@@ -227,6 +232,8 @@ def _wait_for(run: Runner, wait_seconds: float, poll_seconds: float, read: Calla
 
 def destroy(run: Runner, name: str) -> None:
     app_rg, scoring_rg = resource_groups(name)
+    run.step("Check the signed-in subscription")
+    subscription = run.az("account", "show", "--query", "id", "-o", "tsv", capture="subscriptionId")
     for group, what in ((scoring_rg, "container groups of running shards"),
                         (app_rg, "app, storage (models, input, results), registry, monitoring, identities")):
         run.step(f"Delete resource group {group} ({what})")
@@ -236,11 +243,12 @@ def destroy(run: Runner, name: str) -> None:
         else:
             run.note(f"{group} does not exist")
     run.step("Delete the custom subnet-join role (only with --vnet)")
-    role_ids = run.az("role", "definition", "list", "--custom-role-only", "true",
-                      "--query", f"[?roleName=='ACI subnet join ({name})'].name", "-o", "tsv", capture="roleIds")
+    scope = f"/subscriptions/{subscription}"
+    role_ids = run.az("role", "definition", "list", "--custom-role-only", "true", "--scope", scope,
+                      "--query", f"[?roleName=='{subnet_join_role_name(name, subscription)}'].name", "-o", "tsv",
+                      capture="roleIds")
     for role_id in role_ids.split():
-        if run.print_only or role_id:
-            run.az("role", "definition", "delete", "--name", role_id)
+        run.az("role", "definition", "delete", "--name", role_id, "--scope", scope)
     run.step("Delete the subscription-level deployment records")
     for deployment in (name, f"{name}-registry"):
         run.az("deployment", "sub", "delete", "--name", deployment, "--no-wait", check=False)

@@ -49,7 +49,8 @@ resource scoringResourceGroup 'Microsoft.Resources/resourceGroups@2024-03-01' = 
 resource subnetJoinRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (enableVnet) {
   name: guid(subscription().id, name, 'aci-subnet-join')
   properties: {
-    roleName: 'ACI subnet join (${name})'
+    // Custom role names are unique per tenant: the subscription id keeps two deployments of one name apart.
+    roleName: 'ACI subnet join (${name}, ${subscription().subscriptionId})'
     description: 'Place container groups in the delegated ACI subnet of ${name}.'
     type: 'CustomRole'
     permissions: [

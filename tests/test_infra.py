@@ -12,6 +12,7 @@ import http.server
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -542,15 +543,23 @@ def test_print_only_destroy_shows_the_teardown(capsys):
     main = parsed("main.bicep")["variables"]
     app_rg = main["appResourceGroupName"]["value"].replace("${name}", "rscoring")
     scoring_rg = main["scoringResourceGroupName"]["value"].replace("${name}", "rscoring")
-    expected = [f"az group exists --name {scoring_rg}", f"az group delete --name {scoring_rg} --yes",
+    expected = ["az account show --query id -o tsv",
+                f"az group exists --name {scoring_rg}", f"az group delete --name {scoring_rg} --yes",
                 f"az group exists --name {app_rg}", f"az group delete --name {app_rg} --yes",
-                "az role definition list --custom-role-only true", "az role definition delete",
+                "az role definition list --custom-role-only true --scope '/subscriptions/<subscriptionId>'",
+                "az role definition delete --name '<roleIds>' --scope '/subscriptions/<subscriptionId>'",
                 "az deployment sub delete --name rscoring --no-wait",
                 "az deployment sub delete --name rscoring-registry --no-wait"]
     positions = [next(i for i, c in enumerate(cmds) if c == e or (c.startswith(e) and not e.startswith("az group")))
                  for e in expected]
     assert positions == sorted(positions)
     assert deploy.resource_groups("rscoring") == (app_rg, scoring_rg)
+    role_name = body(parsed("main.bicep")["resources"]["subnetJoinRole"])["properties"]["roleName"]
+    assert role_name.replace("${name}", "n1").replace("${subscription().subscriptionId}", "s1") == \
+        deploy.subnet_join_role_name("n1", "s1")
+    listing = shlex.split(cmds[first_index(cmds, "az role definition list")])
+    query = listing[listing.index("--query") + 1]
+    assert query == f"[?roleName=='{deploy.subnet_join_role_name('rscoring', '<subscriptionId>')}'].name"
 
 
 def test_destroy_without_confirmation_deletes_nothing(capsys, monkeypatch):
