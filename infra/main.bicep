@@ -70,9 +70,6 @@ resource subnetJoinRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = i
 module app './app.bicep' = {
   name: 'app-${name}'
   scope: resourceGroup(appResourceGroupName)
-  dependsOn: [
-    registry
-  ]
   params: {
     name: name
     location: location
