@@ -17,9 +17,9 @@ REPO = Path(__file__).resolve().parent.parent
 # An Event Grid-sourced blob trigger: `@<app or blueprint>.blob_trigger(..., source=...EVENT_GRID)` + its def.
 BLOB_TRIGGER = re.compile(r"@\w+\.blob_trigger\((?P<args>[^)]*)\)\s*(?:@[^\n]*\n\s*)*(?:async\s+)?def\s+(?P<name>\w+)")
 R_PACKAGES_LINE = re.compile(r"^[A-Za-z][A-Za-z0-9.]*=[^;\s]+(;[A-Za-z][A-Za-z0-9.]*=[^;\s]+)*$")
-# Never in the app package, whatever .funcignore says: local state, secrets and environments.
+# Never in the app package, whatever .funcignore says: local state, secrets, environments, this tooling.
 ALWAYS_EXCLUDED = (".git", ".venv", ".venv-tools", "node_modules", ".make", ".dev", "local.settings.json",
-                   "__pycache__", ".pytest_cache", ".ruff_cache", "dist")
+                   "__pycache__", ".pytest_cache", ".ruff_cache", "dist", "infra")
 # Without a .funcignore, leave out what only development needs.
 DEFAULT_FUNCIGNORE = ("tests", "devenv", "bench", "sample", "infra", ".ci", "Dockerfile", "Makefile", "package.json",
                       "package-lock.json", "requirements-dev.txt", "pyproject.toml", "local.settings*.json", "*.md",
