@@ -5,16 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := .make
 R_PACKAGES := r-base-core r-cran-forecast r-cran-jsonlite r-cran-data.table
 N ?= 300
-# checkov pins packaging and python-dateutil below the app's pins: it gets a venv of its own.
-TOOLS := .venv-tools
-# make deploy NAME=rscoring LOCATION=westeurope [DEPLOY_FLAGS="--vnet" | DEPLOY_FLAGS=--print-only]
-NAME ?= rscoring
-LOCATION ?= westeurope
-DEPLOY_FLAGS ?=
 
-.PHONY: setup test demo bench lint clean deploy destroy
+.PHONY: setup test demo bench lint clean
 
-setup: $(STAMP)/apt $(STAMP)/npm $(STAMP)/venv $(TOOLS)/bin/checkov
+setup: $(STAMP)/apt $(STAMP)/npm $(STAMP)/venv
 
 # R 4.2 and the R packages from Debian; --no-install-recommends keeps forecast from pulling ~100 packages.
 $(STAMP)/apt:
@@ -37,10 +31,30 @@ $(STAMP)/venv: requirements.txt requirements-dev.txt scoring/requirements.txt $(
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
+# Azure (infra/README.md). checkov pins packaging and python-dateutil below the app's pins: a venv of its own.
+TOOLS := .venv-tools
+NAME ?= rscoring
+LOCATION ?= westeurope
+DEPLOY_FLAGS ?=
+.PHONY: deploy destroy clean-infra
+setup: $(TOOLS)/bin/checkov
+clean: clean-infra
+
 $(TOOLS)/bin/checkov: infra/requirements-checkov.txt
 	test -x $(TOOLS)/bin/python || python3 -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install -q --disable-pip-version-check -r infra/requirements-checkov.txt
 	@touch $@
+
+# make deploy NAME=rscoring LOCATION=westeurope [DEPLOY_FLAGS=--vnet | DEPLOY_FLAGS=--print-only]: image,
+# templates, app, Event Grid, smoke test. Needs `az login`. make destroy removes both resource groups.
+deploy: $(STAMP)/venv
+	$(PY) -m infra.deploy deploy --name $(NAME) --location $(LOCATION) $(DEPLOY_FLAGS)
+
+destroy: $(STAMP)/venv
+	$(PY) -m infra.deploy destroy --name $(NAME) $(DEPLOY_FLAGS)
+
+clean-infra:
+	rm -rf $(TOOLS) dist
 
 test: setup
 	$(VENV)/bin/ruff check .
@@ -55,12 +69,5 @@ bench: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
-# One command to Azure (infra/README.md): image, templates, app, Event Grid, smoke test. Needs `az login`.
-deploy: $(STAMP)/venv
-	$(PY) -m infra.deploy deploy --name $(NAME) --location $(LOCATION) $(DEPLOY_FLAGS)
-
-destroy: $(STAMP)/venv
-	$(PY) -m infra.deploy destroy --name $(NAME) $(DEPLOY_FLAGS)
-
 clean:
-	rm -rf $(STAMP) $(VENV) $(TOOLS) node_modules .dev bench/out dist
+	rm -rf $(STAMP) $(VENV) node_modules .dev bench/out
