@@ -129,6 +129,7 @@ def checkov_report() -> dict:
     return report
 
 
+@pytest.mark.integration  # checkov takes tens of seconds: not in `make test-fast`
 def test_checkov_passes(checkov_report):
     results = checkov_report["results"]
     failed = [(c["check_id"], c["resource"], c["file_path"]) for c in results.get("failed_checks", [])]
@@ -139,6 +140,7 @@ def test_checkov_passes(checkov_report):
     assert checkov_report["summary"]["passed"] >= 20
 
 
+@pytest.mark.integration  # checkov takes tens of seconds: not in `make test-fast`
 def test_every_checkov_skip_is_justified_inside_its_resource_and_used(checkov_report):
     skipped = {(c["check_id"], Path(c["file_path"]).name) for c in checkov_report["results"].get("skipped_checks", [])}
     declared = set()
@@ -701,6 +703,7 @@ def fake_az(tmp_path, monkeypatch):
     return calls
 
 
+@pytest.mark.integration  # starts processes (the az stand-in)
 def test_deploy_runs_every_step_against_the_cli_and_a_rerun_skips_the_build(fake_az, monkeypatch):
     smoke = []
     monkeypatch.setattr(deploy, "smoke_test", lambda url, key, wait, poll: smoke.append((url, key)) or "live")
@@ -731,6 +734,7 @@ def test_deploy_runs_every_step_against_the_cli_and_a_rerun_skips_the_build(fake
     assert any(c[:3] == ["acr", "repository", "show"] for c in rerun)
 
 
+@pytest.mark.integration  # starts processes (the az stand-in)
 def test_deploy_stops_at_the_failing_step_and_names_it(fake_az, monkeypatch, tmp_path):
     failing = tmp_path / "bin" / "az"
     failing.write_text(failing.read_text().replace('elif cmd == "acr run --registry":',
