@@ -76,10 +76,10 @@ def test_the_budget_grants_no_more_than_the_quota_to_concurrent_shards(stack):
     stack.blobs.delete("results", admission.BUDGET_BLOB)
     with ThreadPoolExecutor(12) as pool:
         answers = list(pool.map(lambda n: admission.acquire(stack.blobs, settings, f"g{n}", "run-x"), range(12)))
-    assert sum(a["granted"] for a in answers) == CORE_QUOTA // CONTAINER_CPU
-    granted = [f"g{n}" for n, a in enumerate(answers) if a["granted"]]
+    assert sum(a.granted for a in answers) == CORE_QUOTA // CONTAINER_CPU
+    granted = [f"g{n}" for n, a in enumerate(answers) if a.granted]
     assert admission.release(stack.blobs, settings, granted[0])
-    assert admission.acquire(stack.blobs, settings, "g-next", "run-x")["granted"]
+    assert admission.acquire(stack.blobs, settings, "g-next", "run-x").granted
     for holder in (granted[1], "g-next"):
         admission.release(stack.blobs, settings, holder)
     assert stack.blobs.read_json("results", admission.BUDGET_BLOB)["holders"] == {}

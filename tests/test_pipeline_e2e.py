@@ -196,7 +196,7 @@ def test_retry_reruns_only_the_failed_postcodes_into_the_same_run(stack):
 
 
 def test_container_that_never_finishes_hits_its_deadline(stack):
-    stack.settings["SHARD_DEADLINE_MINUTES"] = "0.05"
+    stack.settings["SHARD_DEADLINE_MINUTES"] = "0.5"  # 30 s: the other shard finishes within it under load
     stack.restart_host(hard=False)
     try:
         stack.standin.inject({"kind": "hang", "match": "-s000"})
@@ -205,9 +205,9 @@ def test_container_that_never_finishes_hits_its_deadline(stack):
     finally:
         stack.settings["SHARD_DEADLINE_MINUTES"] = "2"
         stack.restart_host(hard=False)
-    assert view["state"] == "completed_with_failures"
+    assert view["state"] == "completed_with_failures", (view["errors"], view.get("shards"))
     assert view["shards"][0]["state"] == "timed_out", view["shards"][0]
-    assert "did not finish within 0.05 min" in view["shards"][0]["reason"]
+    assert "did not finish within 0.5 min" in view["shards"][0]["reason"]
     assert view["shards"][0]["attempts"][0]["deleted"] is True
 
 
