@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import sample_stack
+from conftest import HORIZON, sample_stack
 
 from pipeline import naming, sweeper
 from pipeline.aci.client import ContainerGroups, GroupSummary
@@ -154,7 +154,9 @@ SWEEP_DONE = "Executed 'Functions.sweep_orphan_groups' ("
 def stack(tmp_path_factory, sample_models):
     root = Path(tmp_path_factory.mktemp("sweeper"))
     # The schedule is moved out of the way (1 January, midnight): only the tests trigger sweeps.
-    overrides = {"ORPHAN_TTL_MINUTES": "60", "ORPHAN_SWEEP_SCHEDULE": "0 0 0 1 1 *"}
+    # The horizon of the sample input: a plan now fails postcodes whose rows do not match it, before any group.
+    overrides = {"ORPHAN_TTL_MINUTES": "60", "ORPHAN_SWEEP_SCHEDULE": "0 0 0 1 1 *",
+                 "DEFAULT_HORIZON_DAYS": str(HORIZON)}
     with sample_stack(root, sample_models, overrides) as s:
         yield s
 
