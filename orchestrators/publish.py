@@ -13,6 +13,7 @@ import io
 import math
 from datetime import UTC, datetime
 
+from dashboard.results_index import write_results_index
 from scoring.blobstore import BlobStore
 from scoring.modelstore import ModelStore
 
@@ -99,6 +100,7 @@ def publish_run(plan: dict, shards: list[dict], failed: dict[str, str], settings
     writer.writerow(RESULT_COLUMNS)
     writer.writerows(sorted(rows, key=lambda r: (r[0], r[1])))
     blobs.write_bytes(container, prefix + "results.csv", out.getvalue().encode(), content_type="text/csv")
+    write_results_index(blobs, container, prefix + "results.csv", out.getvalue().encode())  # before _SUCCESS
 
     manifest = ModelStore(blobs, settings.models_container).read_manifest(plan["model"], plan["version"])
     published = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
