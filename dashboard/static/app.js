@@ -10,6 +10,7 @@ const POLL_MS = 2000;
 let selectedRun = null;
 let chart = null;
 let chartKey = "";
+let runsSignature = "";
 
 function $(id) { return document.getElementById(id); }
 
@@ -118,6 +119,9 @@ function renderRuns(runs) {
 async function refreshRuns() {
   const data = await get("/runs");
   renderRuns(data.runs);
+  // Cost changes when a run finishes: refresh it then, not on every poll.
+  const signature = data.runs.map((r) => `${r.id}:${r.runtimeStatus}`).join(",");
+  if (signature !== runsSignature) { runsSignature = signature; refreshCost().catch(showError); }
   if (!selectedRun && data.runs.length) selectRun(data.runs[0].id);
 }
 
@@ -268,7 +272,7 @@ async function refreshGroups() {
     const tr = el("tr");
     tr.dataset.group = g.name;
     tr.append(el("td", g.name), el("td", g.run || "?"), el("td", g.shard ?? ""),
-      el("td", g.ageMinutes === null ? "?" : `${g.ageMinutes} min`), el("td", g.state || ""),
+      el("td", g.ageMinutes === null ? "?" : fmtSeconds(g.ageMinutes * 60)), el("td", g.state || ""),
       el("td", g.orphan ? `orphan (swept after ${g.sweptAfterMinutes} min)` : "", g.orphan ? "orphan" : ""));
     body.appendChild(tr);
   }
@@ -332,9 +336,7 @@ function init() {
   $("retry-run").addEventListener("click", () => runAction("retry"));
   $("postcode").addEventListener("change", (ev) => drawForecast(selectedRun, ev.target.value).catch(showError));
   poll();
-  refreshCost().catch(showError);
   setInterval(poll, POLL_MS);
-  setInterval(() => refreshCost().catch(showError), 10 * POLL_MS);
 }
 
 init();
