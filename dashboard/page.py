@@ -28,11 +28,12 @@ def static_files() -> dict[str, Path]:
     return files
 
 
-def html_response(base: str) -> func.HttpResponse:
+def html_response(base: str, auth_mode: str) -> func.HttpResponse:
     """index.html with the absolute path of the page filled in (the static files and the JSON routes are
     under it), so the page works whatever the host's route prefix."""
     path = "/" + base.split("://", 1)[-1].split("/", 1)[-1] if "://" in base else base
     text = (STATIC / "index.html").read_text().replace("{{base}}", html.escape(path, quote=True))
+    text = text.replace("{{auth}}", html.escape(auth_mode, quote=True))
     return func.HttpResponse(text, status_code=200, mimetype="text/html",
                              headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
 

@@ -11,14 +11,15 @@
     GET /api/dashboard/groups                       live container groups of this app, orphans flagged
     GET /api/dashboard/cost                         cost per run and per day over the last 30 days
 
-Every data route is at the app's function auth level: the caller sends a function key (`x-functions-key`).
-Cancel and retry are the app's own POST /api/runs/{id}/cancel and /retry.
+Who may call the data routes: see auth.py (a function key locally, App Service Authentication with Entra ID
+in production). Cancel and retry are the app's own POST /api/runs/{id}/cancel and /retry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,19 +33,21 @@ from orchestrators.services import container_groups, settings, storage
 from scoring.blobstore import BlobNotFound
 from scoring.names import is_valid_postcode
 
-from . import overlays, page, views
+from . import auth, overlays, page, views
 from .results_index import PostcodeNotFound, ResultsChanged, ResultsIndexError, index_blob, read_postcode_rows
 from .views import ViewError
 
 bp = df.Blueprint()
 WINDOW_DAYS = 30
 MAX_RUNS = 200
+AUTH_MODE = auth.configured_mode()
+DATA = auth.data_auth_level(AUTH_MODE)
 
 
 @bp.route(route="dashboard", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def dashboard_page(req: func.HttpRequest) -> func.HttpResponse:
     base = req.url.split("?", 1)[0].rstrip("/")
-    return page.html_response(base)
+    return page.html_response(base, AUTH_MODE)
 
 
 @bp.route(route="dashboard/static/{name}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -52,39 +55,42 @@ def dashboard_static(req: func.HttpRequest) -> func.HttpResponse:
     return page.static_response(req.route_params["name"])
 
 
-@bp.route(route="dashboard/runs", methods=["GET"])
+@bp.route(route="dashboard/runs", methods=["GET"], auth_level=DATA)
 @bp.durable_client_input(client_name="client")
 async def dashboard_runs(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    return page.json_response({"runs": await recent_runs(client, datetime.now(UTC))})
+    return await _answer(req, runs_view(client))
 
 
-@bp.route(route="dashboard/runs/{id}", methods=["GET"])
+@bp.route(route="dashboard/runs/{id}", methods=["GET"], auth_level=DATA)
 @bp.durable_client_input(client_name="client")
 async def dashboard_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    return await _answer(run_detail(client, req.route_params["id"]))
+    return await _answer(req, run_detail(client, req.route_params["id"]))
 
 
-@bp.route(route="dashboard/runs/{id}/failures", methods=["GET"])
+@bp.route(route="dashboard/runs/{id}/failures", methods=["GET"], auth_level=DATA)
 @bp.durable_client_input(client_name="client")
 async def dashboard_failures(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    return await _answer(run_failures(client, req.route_params["id"]))
+    return await _answer(req, run_failures(client, req.route_params["id"]))
 
 
-@bp.route(route="dashboard/runs/{id}/postcodes", methods=["GET"])
+@bp.route(route="dashboard/runs/{id}/postcodes", methods=["GET"], auth_level=DATA)
 @bp.durable_client_input(client_name="client")
 async def dashboard_postcodes(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    return await _answer(run_postcodes(client, req.route_params["id"]))
+    return await _answer(req, run_postcodes(client, req.route_params["id"]))
 
 
-@bp.route(route="dashboard/runs/{id}/forecast/{postcode}", methods=["GET"])
+@bp.route(route="dashboard/runs/{id}/forecast/{postcode}", methods=["GET"], auth_level=DATA)
 @bp.durable_client_input(client_name="client")
 async def dashboard_forecast(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    return await _answer(run_forecast(client, req.route_params["id"], req.route_params["postcode"]))
+    return await _answer(req, run_forecast(client, req.route_params["id"], req.route_params["postcode"]))
 
 
-@bp.route(route="dashboard/runs/{id}/files/{*path}", methods=["GET"])
+@bp.route(route="dashboard/runs/{id}/files/{*path}", methods=["GET"], auth_level=DATA)
 @bp.durable_client_input(client_name="client")
 async def dashboard_file(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    refused = auth.refusal(req, AUTH_MODE)
+    if refused:
+        return page.json_response({"error": refused}, 401)
     try:
         run_id = views.check_run_id(req.route_params["id"])
         path = views.check_run_file(req.route_params.get("path", ""))
@@ -100,27 +106,39 @@ async def dashboard_file(req: func.HttpRequest, client: df.DurableOrchestrationC
     return page.file_response(data, content_type, path.rsplit("/", 1)[-1])
 
 
-@bp.route(route="dashboard/groups", methods=["GET"])
+@bp.route(route="dashboard/groups", methods=["GET"], auth_level=DATA)
 @bp.durable_client_input(client_name="client")
 async def dashboard_groups(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    return await _answer(live_groups(client, datetime.now(UTC)))
+    return await _answer(req, live_groups(client, datetime.now(UTC)))
 
 
-@bp.route(route="dashboard/cost", methods=["GET"])
+@bp.route(route="dashboard/cost", methods=["GET"], auth_level=DATA)
 @bp.durable_client_input(client_name="client")
 async def dashboard_cost(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    now = datetime.now(UTC)
-    return page.json_response(views.cost_view(await recent_runs(client, now), now, WINDOW_DAYS))
+    return await _answer(req, cost(client))
 
 
 # ------------------------------------------------------------------------------------------ the views
 
 
-async def _answer(view: Any) -> func.HttpResponse:
+async def _answer(req: func.HttpRequest, view: Coroutine[Any, Any, dict]) -> func.HttpResponse:
+    refused = auth.refusal(req, AUTH_MODE)
+    if refused:
+        view.close()
+        return page.json_response({"error": refused}, 401)
     try:
         return page.json_response(await view)
     except ViewError as e:
         return page.json_response({"error": str(e)}, e.status)
+
+
+async def runs_view(client: df.DurableOrchestrationClient) -> dict:
+    return {"runs": await recent_runs(client, datetime.now(UTC))}
+
+
+async def cost(client: df.DurableOrchestrationClient) -> dict:
+    now = datetime.now(UTC)
+    return views.cost_view(await recent_runs(client, now), now, WINDOW_DAYS)
 
 
 async def recent_runs(client: df.DurableOrchestrationClient, now: datetime) -> list[dict]:

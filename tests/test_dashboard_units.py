@@ -229,3 +229,43 @@ def test_vendored_uplot_is_the_npm_package_pinned_in_package_json():
     for ours, theirs in (("uPlot.iife.min.js", "dist/uPlot.iife.min.js"), ("uPlot.min.css", "dist/uPlot.min.css"),
                          ("uPlot.LICENSE", "LICENSE")):
         assert (vendor / ours).read_bytes() == (package / theirs).read_bytes(), ours
+
+
+# --------------------------------------------------------------------------------------------------- auth
+
+
+def request(headers: dict[str, str]):
+    import azure.functions as func
+
+    return func.HttpRequest("GET", "http://h/api/dashboard/runs", headers=headers, body=b"")
+
+
+def test_app_service_mode_requires_the_principal_header_that_only_app_service_sets():
+    from dashboard import auth
+
+    assert auth.refusal(request({}), "function-key") is None  # the host checked the key
+    assert "sign in first" in auth.refusal(request({}), "app-service")
+    assert "sign in first" in auth.refusal(request({"X-MS-CLIENT-PRINCIPAL-ID": "  "}), "app-service")
+    assert auth.refusal(request({"X-MS-CLIENT-PRINCIPAL-ID": "0b1c"}), "app-service") is None
+    assert "not a known mode" in auth.refusal(request({}), "open")
+
+
+@pytest.mark.parametrize(("mode", "level"), [("function-key", "FUNCTION"), ("app-service", "ANONYMOUS")])
+def test_data_routes_auth_level_follows_dashboard_auth(mode, level):
+    """The app as the host indexes it, with DASHBOARD_AUTH set: only the data routes change level."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import function_app\n"
+              "for f in function_app.app.get_functions():\n"
+              "    t = f.get_trigger()\n"
+              "    if t.type == 'httpTrigger': print(f.get_function_name(), t.auth_level)\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True,
+                         env={**os.environ, "DASHBOARD_AUTH": mode}).stdout
+    levels = dict(line.split() for line in out.splitlines())
+    assert levels["dashboard_page"].endswith("ANONYMOUS") and levels["dashboard_static"].endswith("ANONYMOUS")
+    data = [name for name in levels if name.startswith("dashboard_") and name not in ("dashboard_page",
+                                                                                      "dashboard_static")]
+    assert len(data) == 8 and all(levels[name].endswith(level) for name in data), levels
+    assert levels["start_run"].endswith("FUNCTION") and levels["cancel_run"].endswith("FUNCTION")

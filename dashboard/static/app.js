@@ -328,6 +328,10 @@ async function poll() {
 }
 
 function init() {
+  if (document.body.dataset.auth === "app-service") {
+    // Signed in through App Service Authentication: reading needs no key; the run routes still want one.
+    $("key-label").textContent = "Function key (only to start, cancel or retry runs)";
+  }
   $("key").value = sessionStorage.getItem(KEY) || "";
   $("save-key").addEventListener("click", () => { sessionStorage.setItem(KEY, $("key").value.trim()); poll(); });
   $("forget-key").addEventListener("click", () => { sessionStorage.removeItem(KEY); $("key").value = ""; });
