@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from pathlib import Path
 
@@ -203,14 +204,27 @@ def test_page_in_chromium(stack, browser, broken):
     page.wait_for_selector("#chart canvas", timeout=30_000)
     page.wait_for_function(f"() => document.querySelector('#chart').dataset.points === '{HORIZON}'")
     assert _painted(page) > 500, "the forecast chart drew (almost) nothing"
-    # The ets postcode has 80/95% intervals: pick it and the bands are drawn.
+    # The ets postcode has 80/95% intervals: pick it and the bands are drawn; actuals and accuracy written
+    # beside the run are overlaid.
     ets = _ets_postcode(stack, run_id)
+    forecast = api(stack, f"/runs/{run_id}/forecast/{ets}").json()
+    actuals = "".join(f"{ets},{d},{v * (1.1 if i % 2 else 0.9):.1f}\n"
+                      for i, (d, v) in enumerate(zip(forecast["dates"][:10], forecast["volume"][:10], strict=True)))
+    stack.blobs.write_bytes("results", f"runs/{run_id}/actuals.csv", ("postcode,date,actual\n" + actuals).encode())
+    stack.blobs.write_bytes("results", f"runs/{run_id}/accuracy.csv", f"postcode,mape\n{ets},0.1\n".encode())
     page.select_option("#postcode", ets)
     page.wait_for_function(f"() => document.querySelector('#chart').dataset.postcode === '{ets}'")
     page.wait_for_selector("#forecast-note:has-text('bands: 80%')")
+    assert page.text_content("#accuracy") == "accuracy: mape 0.100"
     page.locator("#run").scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "3-finished.png"), full_page=True)
     page.locator("#chart").screenshot(path=str(ARTIFACTS / "4-forecast.png"))
+
+    # The manifest link downloads through the app (with the key), not from storage.
+    with page.expect_download() as download:
+        page.click(f"#runs-body tr[data-run='{run_id}'] a[data-file='manifest.json']")
+    manifest = json.loads(Path(download.value.path()).read_text())
+    assert manifest["run_id"] == run_id and manifest["postcodes_failed"] == {broken: REASON}
 
     assert not problems, problems
     assert not keyless, f"data calls without the function key: {keyless[:3]}"
