@@ -73,6 +73,10 @@ def run_summary(status: Any, now: datetime, request: dict | None = None) -> dict
     run_id = status.instance_id
     prefix = f"runs/{run_id}/"
     cost = output.get("cost") or {}
+    scored = output.get("postcodes_scored", progress.get("postcodes_scored", 0))
+    n_failed = len(failed) if isinstance(failed, dict) else progress.get("postcodes_failed", 0)
+    # A published run reports its publication: for a retry, the whole run it completed, not just its subset.
+    total = scored + n_failed if output.get("manifest") else progress.get("postcodes_total", 0)
     return {
         "id": run_id,
         "trigger": trigger_of(run_id, output),
@@ -85,9 +89,7 @@ def run_summary(status: Any, now: datetime, request: dict | None = None) -> dict
         "durationSeconds": round((end - created).total_seconds(), 1) if created and end else None,
         "shards": {"total": progress.get("shards_total", 0), "done": progress.get("shards_done", 0),
                    "running": progress.get("shards_running", 0)},
-        "postcodes": {"total": progress.get("postcodes_total", 0),
-                      "scored": output.get("postcodes_scored", progress.get("postcodes_scored", 0)),
-                      "failed": len(failed) if isinstance(failed, dict) else progress.get("postcodes_failed", 0)},
+        "postcodes": {"total": total, "scored": scored, "failed": n_failed},
         "costUsd": cost.get("price_usd"),
         "retryOf": output.get("retry_of") or request.get("retry_of"),
         "published": bool(output.get("manifest")),

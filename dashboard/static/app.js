@@ -203,8 +203,8 @@ async function runAction(action) {
   const runId = selectedRun;
   try {
     const r = await call(`${API}/runs/${runId}/${action}`, { method: "POST" });
+    if (action === "retry") selectRun(r.id);  // follow the retry run
     $("run-action").textContent = action === "retry" ? `retry started: ${r.id}` : `cancelling ${runId}`;
-    if (r.id && action === "retry") selectRun(r.id);
   } catch (e) {
     $("run-action").textContent = `${action}: ${e.message}`;
   }
@@ -318,9 +318,15 @@ async function startRun() {
   }
 }
 
+let ticks = 0;
+
 async function poll() {
+  // Container groups come from ARM (a list call per refresh, counted against ARM's read limits): every poll
+  // while a run is going, every 5th (10 s) otherwise.
+  const going = runsSignature.includes(":Running") || runsSignature.includes(":Pending");
+  const groups = going || ticks++ % 5 === 0;
   try {
-    await Promise.all([refreshRuns(), refreshGroups(), refreshRun()]);
+    await Promise.all([refreshRuns(), groups ? refreshGroups() : null, refreshRun()]);
     setStatus(`updated ${new Date().toLocaleTimeString()}`);
   } catch (e) {
     showError(e);
