@@ -10,12 +10,14 @@ import csv
 import io
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from conftest import HORIZON, REPO, sample_stack
 
 from dashboard.page import CSP
+from orchestrators.activities import APP_TAG
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts" / "dashboard"
@@ -295,3 +297,34 @@ def test_cancel_and_retry_from_the_page(stack, browser, published, broken):
     page.screenshot(path=str(ARTIFACTS / "6-retried.png"), full_page=True)
     assert not problems, problems
     page.close()
+
+
+def test_orphan_group_is_flagged_on_the_page(stack, browser):
+    """A group of this app whose run does not exist (as a lost delete would leave it) shows as an orphan,
+    with its age and run; a group of an active run would not (see test_page_in_chromium)."""
+    from orchestrators.aci import ContainerGroups, scoring_spec
+    from orchestrators.settings import Settings
+
+    settings = Settings.from_env(stack.settings)
+    groups = ContainerGroups(settings)
+    created = (datetime.now(UTC) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    tags = {**APP_TAG, "run": "run-gone0000000000000000", "shard": "3", "created": created}
+    command = ["python", "-u", "-c", "import time; time.sleep(600)"]
+    groups.create(scoring_spec(settings, "run-gone0000000000000000-s003", {}, tags=tags, command=command))
+    try:
+        listed = api(stack, "/groups").json()
+        assert listed["orphans"] == 1, listed
+        (orphan,) = listed["groups"]
+        assert orphan["name"] == "run-gone0000000000000000-s003" and orphan["run"] == "run-gone0000000000000000"
+        assert orphan["orphan"] is True and orphan["shard"] == 3 and 119 <= orphan["ageMinutes"] <= 125
+
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(stack.base_url + "/api/dashboard")
+        row = page.wait_for_selector("#groups-body tr[data-group='run-gone0000000000000000-s003']")
+        assert row.query_selector("td.orphan").text_content().startswith("orphan")
+        page.locator("#groups").screenshot(path=str(ARTIFACTS / "7-orphan.png"))
+        page.close()
+    finally:
+        groups.delete("run-gone0000000000000000-s003")
+        groups.close()
+    assert api(stack, "/groups").json() == {"groups": [], "orphans": 0}

@@ -273,7 +273,7 @@ async function refreshGroups() {
     tr.dataset.group = g.name;
     tr.append(el("td", g.name), el("td", g.run || "?"), el("td", g.shard ?? ""),
       el("td", g.ageMinutes === null ? "?" : fmtSeconds(g.ageMinutes * 60)), el("td", g.state || ""),
-      el("td", g.orphan ? `orphan (swept after ${g.sweptAfterMinutes} min)` : "", g.orphan ? "orphan" : ""));
+      el("td", g.orphan ? `orphan (swept once ${g.sweptAfterMinutes} min old)` : "", g.orphan ? "orphan" : ""));
     body.appendChild(tr);
   }
   $("groups-note").textContent = data.groups.length ? `${data.groups.length} live, ${data.orphans} orphaned`
