@@ -18,7 +18,6 @@ in production). Cancel and retry are the app's own POST /api/runs/{id}/cancel an
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -146,9 +145,9 @@ async def recent_runs(client: df.DurableOrchestrationClient, now: datetime) -> l
     runs = sorted((s for s in statuses if s.name == RUN_ORCHESTRATOR),
                   key=lambda s: views.iso(s.created_time) or "", reverse=True)[:MAX_RUNS]
     # The list omits inputs; a run still going has no output yet, so its model comes from its input.
-    going = [s for s in runs if not isinstance(s.output, dict)]
+    going = [s for s in runs if not views.plain(s.output)]
     inputs = await asyncio.gather(*(client.get_status(s.instance_id, show_input=True) for s in going))
-    requests = {s.instance_id: _as_dict(full.input_) for s, full in zip(going, inputs, strict=True) if full}
+    requests = {s.instance_id: views.plain(full.input_) for s, full in zip(going, inputs, strict=True) if full}
     return [views.run_summary(s, now, requests.get(s.instance_id)) for s in runs]
 
 
@@ -163,8 +162,7 @@ async def find_run(client: df.DurableOrchestrationClient, run_id: str):
 async def run_detail(client: df.DurableOrchestrationClient, run_id: str) -> dict:
     now = datetime.now(UTC)
     status = await find_run(client, run_id)
-    output = status.output if isinstance(status.output, dict) else {}
-    progress = status.custom_status if isinstance(status.custom_status, dict) else {}
+    output, progress = views.plain(status.output), views.plain(status.custom_status)
     total = int(progress.get("shards_total") or output.get("shards_total") or 0)
     shard_statuses: dict[int, Any] = {}
     if not output.get("shards"):  # still running (or ended before fan-out): ask each shard orchestration
@@ -174,7 +172,7 @@ async def run_detail(client: df.DurableOrchestrationClient, run_id: str) -> dict
     bars = views.shard_bars(total, run_id, shard_statuses, output, now)
     for bar in bars:
         bar["deadlineMinutes"] = bar["deadlineMinutes"] or settings().shard_deadline_minutes
-    summary = views.run_summary(status, now, _as_dict(status.input_))
+    summary = views.run_summary(status, now, views.plain(status.input_))
     return {**summary, "shardBars": bars, "cleanupErrors": output.get("cleanup_errors") or [],
             "canCancel": summary["runtimeStatus"] not in FINISHED and summary["stage"] != "publishing",
             "canRetry": summary["runtimeStatus"] in FINISHED and summary["postcodes"]["failed"] > 0
@@ -183,7 +181,7 @@ async def run_detail(client: df.DurableOrchestrationClient, run_id: str) -> dict
 
 async def run_failures(client: df.DurableOrchestrationClient, run_id: str) -> dict:
     status = await find_run(client, run_id)
-    output = status.output if isinstance(status.output, dict) else {}
+    output = views.plain(status.output)
     failed = output.get("postcodes_failed") if isinstance(output.get("postcodes_failed"), dict) else {}
     if output.get("manifest"):  # published: the manifest is current after retries merged into it
         container, _, name = str(output["manifest"]).partition("/")
@@ -198,7 +196,7 @@ async def run_failures(client: df.DurableOrchestrationClient, run_id: str) -> di
 async def published_prefix(client: df.DurableOrchestrationClient, run_id: str, need_success: bool = True) -> str:
     """runs/<run>/ of the publication this run wrote to (a retry writes into the run it retries)."""
     status = await client.get_status(run_id)
-    output = status.output if status and isinstance(status.output, dict) else {}
+    output = views.plain(status.output) if status else {}
     target = (output.get("retry_of") if output.get("manifest") else None) or run_id
     prefix = naming.run_prefix(target)
     if need_success and not await asyncio.to_thread(storage().exists, settings().results_container,
@@ -257,14 +255,3 @@ async def live_groups(client: df.DurableOrchestrationClient, now: datetime) -> d
               for g, flag in zip(found, flags, strict=True)]
     return {"groups": sorted(groups, key=lambda g: g["name"]), "orphans": sum(g["orphan"] for g in groups)}
 
-
-def _as_dict(value: Any) -> dict:
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str) and value:
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            return {}
-        return parsed if isinstance(parsed, dict) else {}
-    return {}

@@ -5,6 +5,7 @@ Pure functions (no I/O), so that each view and its error cases are unit-tested w
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -37,6 +38,25 @@ def trigger_of(run_id: str, output: dict) -> str:
     return {"daily": "timer", "blob": "blob", "run": "http"}.get(run_id.split("-", 1)[0], "unknown")
 
 
+ENVELOPE = frozenset({"__class__", "__module__", "__data__"})
+
+
+def plain(value: Any) -> dict:
+    """A durable status field (input, output, custom status) as a plain dict. The SDK serialises an object
+    with to_json as an envelope {"__class__", "__module__", "__data__"} (azure/functions/_durable_functions.py),
+    and the status API may hand back JSON text; anything that is not a JSON object is {}."""
+    if isinstance(value, str) and value:
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    if hasattr(value, "to_json") and not isinstance(value, dict):
+        value = value.to_json()
+    if isinstance(value, dict) and ENVELOPE <= value.keys():
+        value = value["__data__"]
+    return value if isinstance(value, dict) else {}
+
+
 def iso(value: Any) -> str | None:
     if isinstance(value, datetime):
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
@@ -64,8 +84,7 @@ def run_state(runtime: str, output: dict) -> str:
 def run_summary(status: Any, now: datetime, request: dict | None = None) -> dict:
     """One row of the runs table, from a DurableOrchestrationStatus of score_run (and its input if read)."""
     runtime = status.runtime_status.value if status.runtime_status else "Unknown"
-    output = status.output if isinstance(status.output, dict) else {}
-    progress = status.custom_status if isinstance(status.custom_status, dict) else {}
+    output, progress = plain(status.output), plain(status.custom_status)
     request = request or {}
     created, updated = parse_time(status.created_time), parse_time(status.last_updated_time)
     end = updated if runtime in FINISHED else now
@@ -109,15 +128,15 @@ def shard_bars(plan_total: int, run_id: str, shard_statuses: dict[int, Any], run
     for index in range(total):
         status = shard_statuses.get(index)
         outcome = finished.get(index)
-        if outcome is None and status is not None and isinstance(status.output, dict):
-            outcome = status.output
-        shard_input = (status.input_ if status is not None and isinstance(status.input_, dict) else {}) or {}
+        if outcome is None and status is not None and plain(status.output):
+            outcome = plain(status.output)
+        shard_input = plain(status.input_) if status is not None else {}
         deadline = (shard_input.get("timing") or {}).get("deadline_minutes")
         if outcome is not None:
             attempts = [_attempt_view(run_id, index, a, now) for a in outcome.get("attempts") or []]
             state, reason = outcome.get("state", "unknown"), outcome.get("reason", "")
         elif status is not None:
-            live = status.custom_status if isinstance(status.custom_status, dict) else {}
+            live = plain(status.custom_status)
             attempts = [_attempt_view(run_id, index, live, now)] if live.get("group") else []
             state, reason = ("running" if status.runtime_status and status.runtime_status.value == "Running"
                              else (status.runtime_status.value.lower() if status.runtime_status else "pending")), ""

@@ -269,3 +269,13 @@ def test_data_routes_auth_level_follows_dashboard_auth(mode, level):
                                                                                       "dashboard_static")]
     assert len(data) == 8 and all(levels[name].endswith(level) for name in data), levels
     assert levels["start_run"].endswith("FUNCTION") and levels["cancel_run"].endswith("FUNCTION")
+
+
+def test_status_fields_are_read_plain_or_in_the_sdks_envelope():
+    envelope = {"__class__": "Progress", "__module__": "pipeline.payloads", "__data__": {"stage": "scoring"}}
+    assert views.plain(envelope) == {"stage": "scoring"}
+    assert views.plain(json.dumps(envelope)) == {"stage": "scoring"}
+    assert views.plain({"stage": "done"}) == {"stage": "done"}
+    assert views.plain(None) == {} and views.plain("not json") == {} and views.plain([1, 2]) == {}
+    summary = views.run_summary(status("run-a", "Running", custom=envelope), NOW)
+    assert summary["stage"] == "scoring"
