@@ -106,8 +106,12 @@ function renderRuns(runs) {
     state.appendChild(stateBadge(run.stage && run.state === "running" ? run.stage : run.state));
     const files = el("td");
     if (run.files.manifest) {
-      files.append(fileLink(run.id, "manifest.json", "manifest"), " ", fileLink(run.id, "results.csv", "results"));
+      files.append(fileLink(run.id, "manifest.json", "manifest"), " ", fileLink(run.id, "results.csv", "results"), " ");
     }
+    const logs = el("a", "logs");  // one log per shard attempt: listed with the run's shards
+    logs.dataset.logs = run.id;
+    logs.addEventListener("click", () => { selectRun(run.id); $("shards").scrollIntoView(); });
+    files.appendChild(logs);
     tr.append(idCell, el("td", run.trigger), el("td", `${run.model || ""} ${run.version || ""}`), state,
       el("td", fmtTime(run.started)), el("td", fmtSeconds(run.durationSeconds)),
       el("td", `${run.postcodes.scored}/${run.postcodes.total}`, "num"), el("td", run.postcodes.failed, "num"),
