@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from scoring.blobstore import BlobNotFound, BlobStore
@@ -49,47 +49,74 @@ class PostcodeRange:
     rows: int
 
 
-def build_index(lines: Iterable[bytes]) -> dict:
-    """The index of a results CSV given as its lines (each with its line ending, as written).
+class ResultsIndexer:
+    """Builds the index while the results are written, from the same bytes in any chunking: feed() every
+    chunk (or wrap() the chunk iterator handed to an upload), then finish().
 
     Postcodes must come in sorted order, each in one run of consecutive rows: publish writes them so, and an
     index of anything else would point at only part of a postcode's rows.
     """
-    offset = 0
-    columns: list[str] | None = None
-    postcodes: dict[str, list[int]] = {}
-    current: str | None = None
-    for line in lines:
-        if columns is None:
-            columns = next(csv.reader([line.decode()]))
-            offset = len(line)
-            continue
+
+    def __init__(self) -> None:
+        self._carry = b""  # an incomplete last line, completed by the next chunk
+        self._offset = 0
+        self._columns: list[str] | None = None
+        self._postcodes: dict[str, list[int]] = {}
+        self._current: str | None = None
+
+    def wrap(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            self.feed(chunk)
+            yield chunk
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._carry + chunk
+        start = 0
+        while (end := data.find(b"\n", start)) != -1:
+            self._line(data[start:end + 1])
+            start = end + 1
+        self._carry = data[start:]
+
+    def finish(self) -> dict:
+        if self._carry:
+            self._line(self._carry)
+            self._carry = b""
+        if self._columns is None:
+            raise ResultsIndexError("results are empty: not even a header")
+        return {"format": INDEX_FORMAT, "size": self._offset, "columns": self._columns, "postcodes": self._postcodes}
+
+    def _line(self, line: bytes) -> None:
+        if self._columns is None:
+            self._columns = next(csv.reader([line.decode()]))
+            self._offset = len(line)
+            return
         postcode = _first_field(line)
-        if postcode != current:
-            if postcode in postcodes:
-                raise ResultsIndexError(f"results are not grouped by postcode: {postcode} again at byte {offset}")
-            if current is not None and postcode < current:
-                raise ResultsIndexError(f"results are not sorted by postcode: {postcode} comes after {current}")
-            postcodes[postcode] = [offset, 0, 0]
-            current = postcode
-        entry = postcodes[postcode]
+        if postcode != self._current:
+            if postcode in self._postcodes:
+                raise ResultsIndexError(f"results are not grouped by postcode: {postcode} again at byte "
+                                        f"{self._offset}")
+            if self._current is not None and postcode < self._current:
+                raise ResultsIndexError(f"results are not sorted by postcode: {postcode} comes after "
+                                        f"{self._current}")
+            self._postcodes[postcode] = [self._offset, 0, 0]
+            self._current = postcode
+        entry = self._postcodes[postcode]
         entry[1] += len(line)
         entry[2] += 1
-        offset += len(line)
-    if columns is None:
-        raise ResultsIndexError("results are empty: not even a header")
-    return {"format": INDEX_FORMAT, "size": offset, "columns": columns, "postcodes": postcodes}
+        self._offset += len(line)
 
 
 def build_index_from_bytes(data: bytes) -> dict:
-    return build_index(data.splitlines(keepends=True))
+    indexer = ResultsIndexer()
+    indexer.feed(data)
+    return indexer.finish()
 
 
-def write_results_index(blobs: BlobStore, container: str, results_blob: str, data: bytes) -> str:
-    """Publish's one call: index the results just written (same bytes) and store the index beside them.
-    Returns the index blob's name."""
+def write_results_index(blobs: BlobStore, container: str, results_blob: str, data: bytes | dict) -> str:
+    """Publish's one call: store beside the results just written the index of the same bytes (or an index
+    a ResultsIndexer built while they were streamed). Returns the index blob's name."""
     name = index_blob(results_blob)
-    blobs.write_json(container, name, build_index_from_bytes(data))
+    blobs.write_json(container, name, data if isinstance(data, dict) else build_index_from_bytes(data))
     return name
 
 

@@ -33,6 +33,7 @@ from scoring.blobstore import BlobNotFound
 from scoring.names import is_valid_postcode
 
 from . import auth, overlays, page, views
+from .publication import Publication, PublicationError, find_publication
 from .results_index import PostcodeNotFound, ResultsChanged, ResultsIndexError, index_blob, read_postcode_rows
 from .views import ViewError
 
@@ -93,9 +94,11 @@ async def dashboard_file(req: func.HttpRequest, client: df.DurableOrchestrationC
     try:
         run_id = views.check_run_id(req.route_params["id"])
         path = views.check_run_file(req.route_params.get("path", ""))
-        prefix = await published_prefix(client, run_id, need_success=path != "manifest.json"
-                                        and not path.startswith("logs/"))
-        name = prefix + path
+        if path.startswith("logs/"):  # each run (a retry too) keeps its own containers' logs
+            name = naming.run_prefix(run_id) + path
+        else:
+            found = await publication(client, run_id)
+            name = found.manifest if path == "manifest.json" else found.results
         data = await asyncio.to_thread(storage().read_bytes, settings().results_container, name)
     except ViewError as e:
         return page.json_response({"error": str(e)}, e.status)
@@ -183,36 +186,37 @@ async def run_failures(client: df.DurableOrchestrationClient, run_id: str) -> di
     status = await find_run(client, run_id)
     output = views.plain(status.output)
     failed = output.get("postcodes_failed") if isinstance(output.get("postcodes_failed"), dict) else {}
-    if output.get("manifest"):  # published: the manifest is current after retries merged into it
-        container, _, name = str(output["manifest"]).partition("/")
+    if output.get("manifest"):  # published: the current manifest, after any retry merged into it
+        found = await publication(client, run_id)
         try:
-            manifest = await asyncio.to_thread(storage().read_json, container, name)
+            manifest = await asyncio.to_thread(storage().read_json, settings().results_container, found.manifest)
             failed = manifest.get("postcodes_failed", failed)
         except BlobNotFound:
             pass
     return views.failures_view(run_id, failed)
 
 
-async def published_prefix(client: df.DurableOrchestrationClient, run_id: str, need_success: bool = True) -> str:
-    """runs/<run>/ of the publication this run wrote to (a retry writes into the run it retries)."""
+async def publication(client: df.DurableOrchestrationClient, run_id: str) -> Publication:
+    """The current publication this run is part of (a retry publishes into the run it retries)."""
     status = await client.get_status(run_id)
     output = views.plain(status.output) if status else {}
     target = (output.get("retry_of") if output.get("manifest") else None) or run_id
-    prefix = naming.run_prefix(target)
-    if need_success and not await asyncio.to_thread(storage().exists, settings().results_container,
-                                                    prefix + "_SUCCESS"):
+    try:
+        found = await asyncio.to_thread(find_publication, storage(), settings().results_container, target)
+    except PublicationError as e:
+        raise ViewError(409, f"run {run_id}: {e}") from None
+    if found is None:
         if not status or status.name != RUN_ORCHESTRATOR:
             raise ViewError(404, f"no run {run_id!r}")
         runtime = status.runtime_status.value if status.runtime_status else "Unknown"
         raise ViewError(409, f"run {run_id} has published no results (it is {views.run_state(runtime, output)})")
-    return prefix
+    return found
 
 
 async def run_postcodes(client: df.DurableOrchestrationClient, run_id: str) -> dict:
-    prefix = await published_prefix(client, views.check_run_id(run_id))
+    found = await publication(client, views.check_run_id(run_id))
     try:
-        index = await asyncio.to_thread(storage().read_json, settings().results_container,
-                                        index_blob(prefix + "results.csv"))
+        index = await asyncio.to_thread(storage().read_json, settings().results_container, index_blob(found.results))
     except BlobNotFound:
         raise ViewError(409, f"run {run_id} was published without a results index") from None
     return {"run": run_id, "postcodes": sorted(index.get("postcodes", {}))}
@@ -222,17 +226,18 @@ async def run_forecast(client: df.DurableOrchestrationClient, run_id: str, postc
     views.check_run_id(run_id)
     if not is_valid_postcode(postcode):
         raise ViewError(400, f"{postcode!r} is not a postcode")
-    prefix = await published_prefix(client, run_id)
+    found = await publication(client, run_id)
     container = settings().results_container
     try:
-        rows = await asyncio.to_thread(read_postcode_rows, storage(), container, prefix + "results.csv", postcode)
+        rows = await asyncio.to_thread(read_postcode_rows, storage(), container, found.results, postcode)
     except PostcodeNotFound:
         raise ViewError(404, f"run {run_id} has no forecast for postcode {postcode} (see its failures)") from None
     except ResultsChanged as e:
         raise ViewError(409, str(e)) from None
     except ResultsIndexError as e:
         raise ViewError(409, f"run {run_id}: {e}") from None
-    actuals, accuracy = await asyncio.to_thread(overlays.read_overlays, storage(), container, prefix, postcode)
+    actuals, accuracy = await asyncio.to_thread(overlays.read_overlays, storage(), container, found.run_prefix,
+                                                postcode)
     return views.forecast_view(run_id, postcode, rows, actuals, accuracy)
 
 

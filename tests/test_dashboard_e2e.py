@@ -295,6 +295,9 @@ def test_cancel_and_retry_from_the_page(stack, browser, published, broken):
     page.wait_for_selector("#chart canvas", timeout=30_000)
     assert page.locator("#postcode option").count() == 9
     page.screenshot(path=str(ARTIFACTS / "6-retried.png"), full_page=True)
+    retry = api(stack, f"/runs/{published}-retry1").json()
+    log = retry["shardBars"][0]["attempts"][0]["log"]
+    assert api(stack, f"/runs/{published}-retry1/files/{log}").status_code == 200  # the retry's own logs
     assert not problems, problems
     page.close()
 

@@ -16,6 +16,7 @@ from dashboard import views
 from dashboard.results_index import (
     PostcodeNotFound,
     ResultsChanged,
+    ResultsIndexer,
     ResultsIndexError,
     build_index_from_bytes,
     index_blob,
@@ -279,3 +280,32 @@ def test_status_fields_are_read_plain_or_in_the_sdks_envelope():
     assert views.plain(None) == {} and views.plain("not json") == {} and views.plain([1, 2]) == {}
     summary = views.run_summary(status("run-a", "Running", custom=envelope), NOW)
     assert summary["stage"] == "scoring"
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 100_000])
+def test_index_of_a_stream_in_any_chunking_equals_the_index_of_the_whole(size):
+    """A streaming publish feeds chunks that cut lines anywhere: same index as from the whole bytes."""
+    data = results_csv([str(1000 + i) for i in range(40)], days=5)
+    indexer = ResultsIndexer()
+    passed = b"".join(indexer.wrap(data[i:i + size] for i in range(0, len(data), size)))
+    assert passed == data and indexer.finish() == build_index_from_bytes(data)
+
+
+def test_publication_found_behind_a_revision_pointer_or_a_success_marker(blobs):
+    from dashboard.publication import PublicationError, find_publication
+
+    assert find_publication(blobs, "results", "run-pub-none") is None
+    blobs.write_bytes("results", "runs/run-pub-flat/_SUCCESS", b"2026-11-23T00:00:00Z")
+    flat = find_publication(blobs, "results", "run-pub-flat")
+    assert flat.results == "runs/run-pub-flat/results.csv" and flat.manifest == "runs/run-pub-flat/manifest.json"
+    blobs.write_json("results", "runs/run-pub-rev/current.json", {"revision": "run-pub-rev-retry1", "published": "x"})
+    blobs.write_bytes("results", "runs/run-pub-rev/_SUCCESS", b"old layout marker: the pointer wins")
+    rev = find_publication(blobs, "results", "run-pub-rev")
+    assert rev.results == "runs/run-pub-rev/revisions/run-pub-rev-retry1/results.csv"
+    assert rev.run_prefix == "runs/run-pub-rev/"
+    blobs.write_json("results", "runs/run-pub-bad/current.json", {"revision": "../../etc"})
+    with pytest.raises(PublicationError, match="names no valid revision: '../../etc'"):
+        find_publication(blobs, "results", "run-pub-bad")
+    blobs.write_bytes("results", "runs/run-pub-junk/current.json", b"{not json")
+    with pytest.raises(PublicationError, match="not valid JSON"):
+        find_publication(blobs, "results", "run-pub-junk")
