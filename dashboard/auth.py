@@ -19,7 +19,7 @@ import os
 
 import azure.functions as func
 
-from orchestrators.settings import DEFAULTS
+from pipeline.settings import DEFAULTS
 
 FUNCTION_KEY, APP_SERVICE = "function-key", "app-service"
 PRINCIPAL_HEADER = "x-ms-client-principal-id"

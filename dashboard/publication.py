@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrators import naming
+from pipeline import naming
 from scoring.blobstore import BlobNotFound, BlobStore
 
 POINTER, SUCCESS = "current.json", "_SUCCESS"

@@ -25,10 +25,10 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 
-from orchestrators import naming, sweeper
-from orchestrators.activities import APP_TAG
-from orchestrators.run_status import FINISHED, RUN_ORCHESTRATOR
-from orchestrators.services import container_groups, settings, storage
+from pipeline import naming, sweeper
+from pipeline.aci.spec import APP_TAG
+from pipeline.run_status import FINISHED, RUN_ORCHESTRATOR
+from pipeline.services import container_groups, settings, storage
 from scoring.blobstore import BlobNotFound
 from scoring.names import is_valid_postcode
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from orchestrators import naming, sweeper
-from orchestrators.aci import GroupSummary
-from orchestrators.run_status import FINISHED
+from pipeline import naming, sweeper
+from pipeline.aci.client import GroupSummary
+from pipeline.run_status import FINISHED
 
 RETRY_SUFFIX = re.compile(r"-retry[0-9]+$")
 # The files of a run the dashboard hands out: its manifest, its results and its container logs. Nothing else

@@ -17,7 +17,7 @@ import pytest
 from conftest import HORIZON, REPO, sample_stack
 
 from dashboard.page import CSP
-from orchestrators.activities import APP_TAG
+from pipeline.aci.spec import APP_TAG
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts" / "dashboard"
@@ -305,8 +305,9 @@ def test_cancel_and_retry_from_the_page(stack, browser, published, broken):
 def test_orphan_group_is_flagged_on_the_page(stack, browser):
     """A group of this app whose run does not exist (as a lost delete would leave it) shows as an orphan,
     with its age and run; a group of an active run would not (see test_page_in_chromium)."""
-    from orchestrators.aci import ContainerGroups, scoring_spec
-    from orchestrators.settings import Settings
+    from pipeline.aci.client import ContainerGroups
+    from pipeline.aci.spec import scoring_spec
+    from pipeline.settings import Settings
 
     settings = Settings.from_env(stack.settings)
     groups = ContainerGroups(settings)

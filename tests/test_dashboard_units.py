@@ -24,8 +24,8 @@ from dashboard.results_index import (
     read_postcode_rows,
     write_results_index,
 )
-from orchestrators.aci import GroupSummary
-from orchestrators.publish import RESULT_COLUMNS
+from pipeline.aci.client import GroupSummary
+from pipeline.publish import RESULT_COLUMNS
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
