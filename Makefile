@@ -8,7 +8,7 @@ R_PACKAGES := r-base-core r-cran-forecast r-cran-jsonlite r-cran-data.table
 BROWSER_PACKAGES := chromium
 N ?= 300
 
-.PHONY: setup test demo up bench lint clean
+.PHONY: setup test test-fast demo up bench lint clean
 
 setup: $(STAMP)/apt $(STAMP)/npm $(STAMP)/venv
 
@@ -36,6 +36,11 @@ $(STAMP)/venv: requirements.txt requirements-dev.txt scoring/requirements.txt $(
 test: setup
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+# The unit layer: no Azurite, R, ARM stand-in or dev host (tests marked `integration` are left out).
+test-fast: $(STAMP)/venv
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -m "not integration"
 
 demo: setup
 	$(PY) -m devenv.demo --postcodes $(N)

@@ -19,6 +19,7 @@ from conftest import HORIZON, REPO, sample_stack
 from dashboard.page import CSP
 from pipeline.aci.spec import APP_TAG
 
+pytestmark = pytest.mark.integration  # Azurite, R, the stand-in, the dev host and Chromium
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts" / "dashboard"
 KEY = "local-test-key"  # the dev host, like Core Tools, does not check keys; the test checks they are sent
