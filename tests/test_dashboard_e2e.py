@@ -291,8 +291,9 @@ def test_cancel_and_retry_from_the_page(stack, browser, published, broken):
     reason = page.text_content(f"#failures-body tr[data-postcode='{broken}'] td:nth-child(2)")
     assert reason == REASON
     # The retry published into the run it retried: the whole run's postcodes, and its forecasts.
-    row = page.locator(f"#runs-body tr[data-run='{published}-retry1'] td")
-    assert row.nth(6).text_content() == "9/10" and row.nth(7).text_content() == "1"
+    row = f"#runs-body tr[data-run='{published}-retry1'] td"  # the runs table refreshes on its own poll
+    page.wait_for_function(f"() => document.querySelectorAll(\"{row}\")[6]?.textContent === '9/10'")
+    assert page.locator(row).nth(7).text_content() == "1"
     page.wait_for_selector("#chart canvas", timeout=30_000)
     assert page.locator("#postcode option").count() == 9
     page.screenshot(path=str(ARTIFACTS / "6-retried.png"), full_page=True)
