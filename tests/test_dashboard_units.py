@@ -309,3 +309,12 @@ def test_publication_found_behind_a_revision_pointer_or_a_success_marker(blobs):
     blobs.write_bytes("results", "runs/run-pub-junk/current.json", b"{not json")
     with pytest.raises(PublicationError, match="not valid JSON"):
         find_publication(blobs, "results", "run-pub-junk")
+
+
+def test_the_app_package_ships_the_dashboard_and_its_vendored_files():
+    """What the deployment zips (infra/artifacts.py, .funcignore applied): the page, its script and uPlot."""
+    from infra import artifacts
+
+    files = {p.as_posix() for p in artifacts.package_files()}
+    assert {"dashboard/routes.py", "dashboard/static/index.html", "dashboard/static/app.js",
+            "dashboard/static/vendor/uPlot.iife.min.js", "dashboard/static/vendor/uPlot.min.css"} <= files
