@@ -65,6 +65,9 @@ DEFAULTS: dict[str, str] = {
     "SCORING_SCHEDULE": "0 0 2 * * *",
     # Orphan sweeper schedule (NCRONTAB): every 15 minutes; see ORPHAN_TTL_MINUTES.
     "ORPHAN_SWEEP_SCHEDULE": "0 */15 * * * *",
+    # Dashboard data routes (dashboard/auth.py): "function-key" (x-functions-key, for local use) or
+    # "app-service" (App Service Authentication with Entra ID in front; no key in the browser).
+    "DASHBOARD_AUTH": "function-key",
 }
 
 
@@ -114,6 +117,7 @@ class Settings:
     expected_seconds_per_postcode: float
     scoring_schedule: str
     orphan_sweep_schedule: str
+    dashboard_auth: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -137,6 +141,8 @@ class Settings:
             raise ValueError("MAX_PARALLEL_GROUPS must be at least 1")
         if self.core_quota < self.container_cpu:
             raise ValueError("CORE_QUOTA is smaller than CONTAINER_CPU: not even one group fits")
+        if self.dashboard_auth not in ("function-key", "app-service"):
+            raise ValueError(f"DASHBOARD_AUTH={self.dashboard_auth!r}: use 'function-key' or 'app-service'")
 
     @property
     def parallel_groups(self) -> int:
