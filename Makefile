@@ -3,7 +3,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := .make
-R_PACKAGES := r-base-core r-cran-forecast r-cran-jsonlite r-cran-data.table
+R_PACKAGES := r-base-core r-cran-forecast r-cran-jsonlite r-cran-data.table \
+  r-cran-curl r-cran-cli r-cran-testthat r-cran-ggplot2 r-cran-webfakes
 N ?= 300
 
 .PHONY: setup test demo bench lint clean

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 import azure.durable_functions as df
 import azure.functions as func
 
+from client_api.functions import bp as client_api_bp
 from orchestrators import bp, naming
 from orchestrators.naming import run_prefix
 from orchestrators.planning import PlanError, dry_run_view, plan_run
@@ -29,6 +30,7 @@ from scoring.modelstore import ModelStore, VersionNotFound
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(bp)
+app.register_functions(client_api_bp)  # models, registration, results, input uploads (client_api/)
 log = logging.getLogger("function_app")
 
 

@@ -65,6 +65,13 @@ DEFAULTS: dict[str, str] = {
     "SCORING_SCHEDULE": "0 0 2 * * *",
     # Orphan sweeper schedule (NCRONTAB): every 15 minutes; see ORPHAN_TTL_MINUTES.
     "ORPHAN_SWEEP_SCHEDULE": "0 */15 * * * *",
+    # Client routes (client_api/): uploaded model versions wait in STAGING_CONTAINER until registered (give it
+    # a lifecycle rule deleting blobs after a day); uploaded input CSVs go to INPUT_CONTAINER/UPLOAD_PREFIX,
+    # which must lie outside INPUT_PREFIX (else each upload also fires the blob trigger). Body limits in MB.
+    "STAGING_CONTAINER": "staging",
+    "UPLOAD_PREFIX": "uploads/",
+    "MAX_REGISTRATION_MB": "64",
+    "MAX_INPUT_UPLOAD_MB": "32",
 }
 
 
@@ -114,6 +121,10 @@ class Settings:
     expected_seconds_per_postcode: float
     scoring_schedule: str
     orphan_sweep_schedule: str
+    staging_container: str
+    upload_prefix: str
+    max_registration_mb: float
+    max_input_upload_mb: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
