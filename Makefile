@@ -12,7 +12,7 @@ N ?= 300
 setup: $(STAMP)/apt $(STAMP)/npm $(STAMP)/venv
 
 # R 4.2 and the R packages from Debian; --no-install-recommends keeps forecast from pulling ~100 packages.
-$(STAMP)/apt:
+$(STAMP)/apt: Makefile
 	@mkdir -p $(STAMP)
 	@missing="$$(for p in $(R_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; \
 	  command -v npm >/dev/null || echo 'nodejs npm')"; \
