@@ -68,7 +68,7 @@ run_wait <- function(conn, run, timeout = 3600, interval = 1) {
   status <- run_status(r$conn, r$id)
   shards <- "0/?"
   bar <- cli::cli_progress_bar(
-    paste("Run", r$id), total = NA, clear = FALSE,
+    paste("Run", r$id), total = NA, clear = FALSE, auto_terminate = FALSE,
     format = "{cli::pb_spin} {r$id} {cli::pb_bar} {cli::pb_current}/{cli::pb_total} postcodes | shards {shards} | {cli::pb_elapsed}"
   )
   repeat {
