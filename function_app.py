@@ -7,6 +7,8 @@ Three kinds of run start the `score_run` orchestration (orchestrators/):
             POST /api/runs/{id}/cancel    stop a run; its container groups are deleted
             POST /api/runs/{id}/retry     rerun the failed postcodes, merged into that run's results
   - blob    `new_input_blob`  a new blob under INPUT_CONTAINER/INPUT_PREFIX; one run per blob and ETag
+Client routes for the R package (client_api/): model versions, champion, registration of uploaded versions,
+run results/manifest/failures, a model's latest results, input uploads.
 """
 
 from __future__ import annotations
