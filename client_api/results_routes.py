@@ -6,11 +6,12 @@
     PUT /api/inputs/{name}        a CSV body (postcode, date, features), checked as a run would check it,
                                   stored once at INPUT_CONTAINER/UPLOAD_PREFIX<name> (never overwritten)
 
-A retry publishes into the run it retries: ask for the original run's id.
+A retry publishes into the run it retries; asked for by its own id, it answers with that run's publication.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import azure.durable_functions as df
@@ -18,7 +19,7 @@ import azure.functions as func
 
 from orchestrators import naming
 from orchestrators.planning import PlanError, input_postcodes
-from orchestrators.run_status import RUN_ORCHESTRATOR
+from orchestrators.run_status import FINISHED, RUN_ORCHESTRATOR
 from orchestrators.services import settings, storage
 from scoring.blobstore import BlobExists
 from scoring.names import SAFE_TOKEN, is_valid_postcode, postcode_pattern
@@ -28,17 +29,24 @@ from .http import ApiError, body_limit, csv_response, error_response, json_respo
 
 
 async def published_prefix(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> str:
-    """runs/<id>/ of a run that has published; 400 for a malformed id, 404 unknown, 409 not yet."""
+    """runs/<id>/ of a run that has published; 400 for a malformed id, 404 unknown, 409 not yet. A retry
+    publishes into the run it retries: its id leads there once it has finished."""
     run_id = req.route_params.get("id", "")
     if not naming.is_run_id(run_id):
         raise ApiError("id", f"{run_id!r} is not a run id (lowercase letters, digits and '-')")
+    container = settings().results_container
     prefix = naming.run_prefix(run_id)
-    if storage().exists(settings().results_container, prefix + "_SUCCESS"):
+    if storage().exists(container, prefix + "_SUCCESS"):
         return prefix
     status = await client.get_status(run_id)
     if not status or status.name != RUN_ORCHESTRATOR:
         raise ApiError("id", f"no run {run_id!r}", 404)
     state = status.runtime_status.value if status.runtime_status else "unknown"
+    request = status.input_ if isinstance(status.input_, dict) else json.loads(status.input_ or "{}")
+    root = request.get("retry_of")
+    if state in FINISHED and root and naming.is_run_id(root):
+        if storage().exists(container, naming.run_prefix(root) + "_SUCCESS"):
+            return naming.run_prefix(root)
     raise ApiError("id", f"run {run_id!r} has published no results (it is {state.lower()})", 409)
 
 

@@ -44,6 +44,7 @@ test_that("register from R, run from a data frame, wait, fetch: equal to R's pre
   expect_s3_class(reg, "scoring_registration")
   expect_identical(reg$state, "registered")
   expect_equal(reg$details$models, 4L)
+  expect_match(capture.output(print(reg)), "parcels/r1: registered", fixed = TRUE, all = FALSE)
   versions <- model_versions(conn, "parcels")
   expect_identical(versions$version, "r1")
   expect_true(versions$champion)
@@ -53,6 +54,8 @@ test_that("register from R, run from a data frame, wait, fetch: equal to R's pre
   run <- run_start(conn, input = future, model = "parcels", version = "champion", horizon = horizon) |>
     run_wait(timeout = 300, interval = 0.3)
   expect_identical(run$state, "completed")
+  expect_match(capture.output(print(run)), paste0("<scoring run ", run$id, "> completed"), fixed = TRUE,
+               all = FALSE)
   results <- run_results(run)
   expect_s3_class(results$date, "Date")
   expect_equal(nrow(results), length(postcodes) * horizon)
@@ -84,6 +87,7 @@ test_that("a dry run plans without starting anything", {
   expect_s3_class(plan, "scoring_plan")
   expect_equal(plan$postcodes, 3L)
   expect_true(plan$dryRun)
+  expect_match(capture.output(print(plan)), "nothing was started", fixed = TRUE, all = FALSE)
 })
 
 test_that("failed postcodes come back with their reasons; retry reruns them", {
@@ -98,6 +102,9 @@ test_that("failed postcodes come back with their reasons; retry reruns them", {
   retry <- run_retry(conn, run)
   expect_identical(retry$retry_of, run$id)
   expect_identical(run_wait(retry, interval = 0.3)$state, "completed_with_failures")  # still NA input
+  merged <- run_results(retry)  # a retry publishes into the run it retries
+  expect_identical(attr(merged, "manifest")$run_id, run$id)
+  expect_length(attr(merged, "manifest")$revisions, 2L)
 })
 
 test_that("promote and roll back the champion", {
