@@ -3,7 +3,8 @@ read a model's latest published results.
 
     GET  /api/models/{model}/versions             versions with created, models, R version, champion flag
     PUT  /api/models/{model}/champion             {"version": V}: promote V (or roll back to it)
-    POST /api/models/{model}/versions/{version}   body: tar/tar.gz/zip of <postcode>.rds [+ scorer.R];
+    POST /api/models/{model}/versions/{version}   body: tar/tar.gz/zip of <postcode>.rds [+ scorer.R], or
+                                                  ?upload=<id> of one sent in parts (uploads_routes);
                                                   ?champion=true; 202 + a registration to follow
     GET  /api/registrations/{id}                  checking / registered / refused (with why) / failed
     GET  /api/models/{model}/latest               the latest complete run's results (CSV; X-Run-Id header)
@@ -29,6 +30,7 @@ from .registration import (
     registration_request,
     registration_view,
 )
+from .uploads_routes import commit_upload
 
 
 def model_param(req: func.HttpRequest) -> str:
@@ -111,24 +113,32 @@ async def register_upload(req: func.HttpRequest, client: df.DurableOrchestration
         model = model_param(req)
         version = version_value(req.route_params.get("version"))
         champion = flag(req.params, "champion")
-        unknown = sorted(set(req.params) - {"champion", "code"})
+        unknown = sorted(set(req.params) - {"champion", "upload", "code"})
         if unknown:
-            raise ApiError(unknown[0], "unknown query parameter; allowed: champion")
-        data = body_limit(req.get_body(), s.max_registration_mb, "a model version archive")
-        try:
-            check_members(archive_members(data))
-        except ArchiveError as e:
-            raise ApiError("body", str(e), 422) from None
+            raise ApiError(unknown[0], "unknown query parameter; allowed: champion, upload")
+        upload = req.params.get("upload")
+        if upload is None:
+            data = body_limit(req.get_body(), s.max_registration_mb,
+                              "a model version archive (larger ones: upload in parts, see /api/uploads)")
+            try:
+                check_members(archive_members(data))
+            except ArchiveError as e:
+                raise ApiError("body", str(e), 422) from None
+        elif req.get_body():
+            raise ApiError("body", "must be empty when the version comes from an upload in parts")
         blobs = storage()
         if blobs.exists(s.models_container, version_prefix(model, version) + MANIFEST):
             raise ApiError("version", f"model {model!r} already has version {version!r}; versions are immutable, "
                                       "register a new one", 409)
+        # A version uploaded in parts is checked only in the container (reading it all here costs memory).
+        staged = commit_upload(upload) if upload is not None else ""
     except ApiError as e:
         return error_response(e)
-    request = registration_request(model, version, champion)
-    container, _, name = request.staged.partition("/")
-    blobs.ensure_container(container)
-    blobs.write_bytes(container, name, data, overwrite=False)
+    request = registration_request(model, version, champion, staged)
+    if not staged:
+        container, _, name = request.staged.partition("/")
+        blobs.ensure_container(container)
+        blobs.write_bytes(container, name, data, overwrite=False)
     await client.start_new(REGISTRATION_ORCHESTRATOR, request.id, request.to_json())
     base = req.url.split("/api/")[0]
     status_url = f"{base}/api/registrations/{request.id}"

@@ -25,6 +25,8 @@ from .blueprint import bp
 
 REGISTRATION_ORCHESTRATOR = "register_version"
 REGISTRATION_ID = re.compile(r"reg-[0-9a-f]{20}")
+UPLOAD_ID = re.compile(r"upl-[0-9a-f]{20}")
+MAX_PARTS = 50_000  # blocks per blob (Put Block List)
 APP_TAG = {"app": "r-scoring"}  # the orphan sweeper's tag: a group that outlives its job is deleted
 
 
@@ -41,6 +43,17 @@ def new_registration_id() -> str:
 
 def is_registration_id(value: str) -> bool:
     return bool(REGISTRATION_ID.fullmatch(value))
+
+
+def new_upload_id() -> str:
+    return "upl-" + uuid.uuid4().hex[:20]
+
+
+def upload_blob(upload_id: str) -> str:
+    """Where the parts of an upload are staged (blob name in STAGING_CONTAINER)."""
+    if not UPLOAD_ID.fullmatch(upload_id):
+        raise ValueError(f"{upload_id!r} is not an upload id (upl-<20 hex digits>)")
+    return f"{upload_id}/upload.bin"
 
 
 @dataclass(frozen=True)
@@ -78,14 +91,16 @@ class RegistrationOutcome:
                    d.get("cleanup_error", ""))
 
 
-def registration_request(model: str, version: str, champion: bool) -> RegistrationRequest:
+def registration_request(model: str, version: str, champion: bool, staged: str = "") -> RegistrationRequest:
+    """staged: the committed upload (<container>/<blob>) of a version sent in parts; else the body goes to
+    the registration's own staging blob."""
     s = settings()
     reg_id = new_registration_id()
     timing = {"poll_seconds": s.poll_interval_seconds, "deadline_minutes": s.shard_deadline_minutes,
               "provisioning_deadline_minutes": s.provisioning_deadline_minutes,
               "retry_interval_seconds": s.aci_retry_interval_seconds, "retry_attempts": s.aci_retry_attempts}
     return RegistrationRequest(id=reg_id, model=model, version=version, champion=champion,
-                               staged=f"{s.staging_container}/{reg_id}/upload.bin",
+                               staged=staged or f"{s.staging_container}/{reg_id}/upload.bin",
                                result=f"{s.staging_container}/{reg_id}/result.json",
                                logs=f"registrations/{reg_id}/container.log", timing=timing)
 

@@ -70,7 +70,8 @@ DEFAULTS: dict[str, str] = {
     # which must lie outside INPUT_PREFIX (else each upload also fires the blob trigger). Body limits in MB.
     "STAGING_CONTAINER": "staging",
     "UPLOAD_PREFIX": "uploads/",
-    "MAX_REGISTRATION_MB": "64",
+    "MAX_REGISTRATION_MB": "64",  # one request body: a small version, or one part of a large one
+    "MAX_STAGED_MB": "4096",  # a version uploaded in parts, all parts together
     "MAX_INPUT_UPLOAD_MB": "32",
 }
 
@@ -124,6 +125,7 @@ class Settings:
     staging_container: str
     upload_prefix: str
     max_registration_mb: float
+    max_staged_mb: float
     max_input_upload_mb: float
 
     @classmethod

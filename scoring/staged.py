@@ -17,6 +17,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .blobstore import BlobStore
 from .modelstore import SCORER, ModelStore
@@ -37,14 +38,23 @@ class Member:
     size: int
 
 
-def _kind(data: bytes) -> str:
-    if data[:4] == b"PK\x03\x04" or data[:4] == b"PK\x05\x06":
+Source = bytes | Path  # the archive in memory (a request body) or in a file (downloaded)
+
+
+def _open(source: Source) -> BinaryIO:
+    return io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
+
+
+def _kind(source: Source) -> str:
+    with _open(source) as f:
+        magic = f.read(4)
+    if magic in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*"):
+        with _open(source) as f, tarfile.open(fileobj=f, mode="r:*"):
             return "tar"
     except (tarfile.TarError, EOFError, OSError):
-        raise ArchiveError("the body is not a tar, tar.gz or zip archive") from None
+        raise ArchiveError("the upload is not a tar, tar.gz or zip archive") from None
 
 
 def _clean_name(raw: str) -> str:
@@ -54,12 +64,12 @@ def _clean_name(raw: str) -> str:
     return name
 
 
-def archive_members(data: bytes) -> list[Member]:
+def archive_members(source: Source) -> list[Member]:
     """The regular files of the archive; anything else (links, devices, nested paths) is refused."""
     members: list[Member] = []
-    if _kind(data) == "zip":
+    if _kind(source) == "zip":
         try:
-            with zipfile.ZipFile(io.BytesIO(data)) as z:
+            with _open(source) as f, zipfile.ZipFile(f) as z:
                 for info in z.infolist():
                     if info.is_dir() and info.filename.rstrip("/") in ("", "."):
                         continue
@@ -70,7 +80,7 @@ def archive_members(data: bytes) -> list[Member]:
             raise ArchiveError(f"the zip archive is unreadable: {e}") from None
     else:
         try:
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as t:
+            with _open(source) as f, tarfile.open(fileobj=f, mode="r:*") as t:
                 for info in t:
                     if info.isdir() and info.name.rstrip("/") in ("", "."):
                         continue
@@ -105,9 +115,9 @@ def check_members(members: list[Member], max_unpacked: int = MAX_UNPACKED_BYTES)
     return models
 
 
-def unpack(data: bytes, dest: Path, max_unpacked: int = MAX_UNPACKED_BYTES) -> Path:
+def unpack(source: Source, dest: Path, max_unpacked: int = MAX_UNPACKED_BYTES) -> Path:
     """Check, then write each member to dest, counting the bytes really written."""
-    check_members(archive_members(data), max_unpacked)
+    check_members(archive_members(source), max_unpacked)
     dest.mkdir(parents=True, exist_ok=True)
     written = 0
 
@@ -120,14 +130,14 @@ def unpack(data: bytes, dest: Path, max_unpacked: int = MAX_UNPACKED_BYTES) -> P
                     raise ArchiveError(f"the archive unpacks to more than {max_unpacked} bytes")
                 out.write(chunk)
 
-    if _kind(data) == "zip":
-        with zipfile.ZipFile(io.BytesIO(data)) as z:
+    if _kind(source) == "zip":
+        with _open(source) as f, zipfile.ZipFile(f) as z:
             for info in z.infolist():
                 if not info.is_dir():
-                    with z.open(info) as source:
-                        copy(info.filename, source)
+                    with z.open(info) as member:
+                        copy(info.filename, member)
     else:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as t:
+        with _open(source) as f, tarfile.open(fileobj=f, mode="r:*") as t:
             for info in t:
                 if info.isfile():
                     copy(info.name, t.extractfile(info))
@@ -138,9 +148,10 @@ def register_staged(blobs: BlobStore, models_container: str, model: str, version
                     champion: bool, **options) -> dict:
     """Register the archive at `staged` (<container>/<path>) and describe the new version."""
     container, _, name = staged.partition("/")
-    data = blobs.read_bytes(container, name)
     with tempfile.TemporaryDirectory(prefix="staged-") as tmp:
-        folder = unpack(data, Path(tmp) / "version")
+        archive = Path(tmp) / "upload.bin"
+        blobs.download_to_file(container, name, str(archive))
+        folder = unpack(archive, Path(tmp) / "version")
         manifest = ModelStore(blobs, models_container).register(model, version, folder, champion=champion,
                                                                 **options)
     return {"ok": True, "model": model, "version": version, "models": len(manifest.models),

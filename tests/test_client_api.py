@@ -141,15 +141,40 @@ def test_registration_refusals_at_the_door_name_the_field(stack):
     assert list(stack.blobs.list("staging")) == []  # nothing refused at the door was staged
 
 
-def test_registration_in_the_container_refuses_unloadable_models_and_cleans_up(stack):
-    r = call(stack, "POST", "models/broken/versions/v1", tar_of({"1000.rds": b"not an rds file"}))
+def test_upload_in_parts_refusals_name_the_field(stack):
+    upload = call(stack, "POST", "uploads")
+    assert upload.status_code == 201 and upload.json()["partBytes"] == 1024 * 1024, upload.text
+    uid = upload.json()["id"]
+    refused(call(stack, "PUT", "uploads/upl-nope/parts/0", b"x"), 400, "id")
+    refused(call(stack, "PUT", f"uploads/{uid}/parts/x", b"x"), 400, "n")
+    refused(call(stack, "PUT", f"uploads/{uid}/parts/50000", b"x"), 400, "n")
+    refused(call(stack, "PUT", f"uploads/{uid}/parts/0", b""), 400, "body", "empty")
+    refused(call(stack, "PUT", f"uploads/{uid}/parts/0", os.urandom(1024 * 1024 + 1)), 413, "body")
+    refused(call(stack, "POST", "models/parcels/versions/v9", params={"upload": "upl-x"}), 400, "upload")
+    refused(call(stack, "POST", "models/parcels/versions/v9", params={"upload": uid}), 404, "upload", "no parts")
+    for n in (0, 2):
+        assert call(stack, "PUT", f"uploads/{uid}/parts/{n}", b"x").status_code == 201
+    refused(call(stack, "POST", "models/parcels/versions/v9", params={"upload": uid}), 409, "upload", "part(s) 1")
+    refused(call(stack, "POST", "models/parcels/versions/v9", b"x", params={"upload": uid}), 400, "body")
+    assert not any(b.name.endswith("upload.bin") for b in stack.blobs.list("staging"))  # nothing committed
+
+
+def test_a_version_sent_in_parts_is_checked_in_the_container_and_cleaned_up(stack):
+    """The container unpacks the committed parts and refuses the model R cannot load, saying which."""
+    archive = tar_of({"1000.rds": b"not an rds file " * 100, "2000.rds": os.urandom(3000)})
+    uid = call(stack, "POST", "uploads").json()["id"]
+    half = len(archive) // 2
+    assert call(stack, "PUT", f"uploads/{uid}/parts/1", archive[half:]).status_code == 201  # any order
+    assert call(stack, "PUT", f"uploads/{uid}/parts/0", archive[:half]).status_code == 201
+    r = call(stack, "POST", "models/broken/versions/v1", params={"upload": uid})
     assert r.status_code == 202, r.text
     view = wait_registration(stack, r.json()["id"])
     assert view["state"] == "refused", view
-    assert "1000.rds" in view["error"] and "do not load in r" in view["error"].lower(), view
-    assert list(stack.blobs.list("staging")) == []  # the staged upload is gone
+    assert "2 model(s) do not load in r" in view["error"].lower() and "1000.rds" in view["error"], view
+    assert list(stack.blobs.list("staging")) == []  # the committed upload and the outcome are gone
     assert stack.blobs.exists("results", f"registrations/{r.json()['id']}/container.log")
     refused(call(stack, "GET", "models/broken/versions"), 404, "model", "no versions")
+    refused(call(stack, "POST", "models/broken/versions/v1", params={"upload": uid}), 404, "upload")
 
 
 def wait_registration(stack, reg_id: str, timeout: float = 120) -> dict:
@@ -205,6 +230,9 @@ def test_r_package_against_the_local_stack(stack, tmp_path):
                                                                done.stdout).groups())
     assert expectations >= 30 and failed == 0 and skipped == 0 and errors == 0, done.stdout[-4000:]
     assert KEY not in done.stdout + done.stderr  # the key never shows in R's output
+    log = (stack.root / "host.log").read_text()
+    assert "Executed 'Functions.upload_part' (Succeeded" in log  # r2 went in parts, r1 in one body
+    assert KEY not in log
 
 
 def test_r_cmd_check_has_no_error_or_warning(tmp_path):

@@ -30,9 +30,14 @@ def zip_of(files: dict[str, bytes]) -> bytes:
 
 
 @pytest.mark.parametrize("pack", [tar_of, lambda f: tar_of(f, "w"), zip_of])
-def test_tar_tgz_and_zip_unpack_to_the_same_files(pack, tmp_path):
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_tar_tgz_and_zip_unpack_to_the_same_files(pack, on_disk, tmp_path):
     files = {"1000.rds": b"a" * 10, "./20000.rds": b"b", "scorer.R": b"score <- function(m, d) 1"}
-    folder = unpack(pack(files), tmp_path / "v")
+    source = pack(files)
+    if on_disk:  # the registration container unpacks a downloaded file
+        (tmp_path / "upload.bin").write_bytes(source)
+        source = tmp_path / "upload.bin"
+    folder = unpack(source, tmp_path / "v")
     assert sorted(p.name for p in folder.iterdir()) == ["1000.rds", "20000.rds", "scorer.R"]
     assert (folder / "1000.rds").read_bytes() == b"a" * 10
 

@@ -109,7 +109,8 @@ test_that("failed postcodes come back with their reasons; retry reruns them", {
 
 test_that("promote and roll back the champion", {
   fits2 <- lapply(fits, function(f) { f$coefficients <- f$coefficients * 1.01; f })
-  model_register(conn, "parcels", "r2", fits2)
+  reg <- model_register(conn, "parcels", "r2", fits2, part_size = 20000)  # uploaded in parts
+  expect_identical(reg$state, "registered")
   expect_identical(model_versions(conn, "parcels")$champion, c(TRUE, FALSE))
   model_promote(conn, "parcels", "r2")
   expect_identical(model_versions(conn, "parcels")$champion, c(FALSE, TRUE))

@@ -16,7 +16,7 @@ model_versions <- function(conn, model) {
 }
 
 model_register <- function(conn, model, version, models, scorer = NULL, champion = FALSE,
-                           wait = TRUE, timeout = 1800) {
+                           wait = TRUE, timeout = 1800, part_size = 16 * 1024^2) {
   check_connection(conn)
   path_part(model, "model")
   path_part(version, "version")
@@ -47,13 +47,41 @@ model_register <- function(conn, model, version, models, scorer = NULL, champion
   old <- setwd(folder)
   tryCatch(utils::tar(archive, files = list.files("."), compression = "gzip", tar = "internal"),
            finally = setwd(old))
-  body <- readBin(archive, "raw", file.size(archive))
   path <- paste0("models/", path_part(model, "model"), "/versions/", path_part(version, "version"))
-  response <- scoring_request(conn, "POST", path, query = list(champion = tolower(isTRUE(champion))),
-                              body = body, content_type = "application/gzip")
+  query <- list(champion = tolower(isTRUE(champion)))
+  if (file.size(archive) <= part_size) {
+    body <- readBin(archive, "raw", file.size(archive))
+    response <- scoring_request(conn, "POST", path, query = query, body = body,
+                                content_type = "application/gzip")
+  } else {
+    query$upload <- upload_parts(conn, archive, part_size)
+    response <- scoring_request(conn, "POST", path, query = query)
+  }
   registration <- registration_object(response_json(response))
   if (!wait) return(registration)
   wait_registration(conn, registration$id, timeout)
+}
+
+# A version larger than one request body goes in parts, then the registration names the upload.
+upload_parts <- function(conn, archive, part_size) {
+  upload <- request_json(conn, "POST", "uploads")
+  size <- file.size(archive)
+  if (size > upload$maxBytes) {
+    stop("the version is ", size, " bytes packed; the service takes at most ", upload$maxBytes, call. = FALSE)
+  }
+  part_size <- min(part_size, upload$partBytes)
+  parts <- ceiling(size / part_size)
+  bar <- cli::cli_progress_bar("Uploading", total = parts, clear = FALSE)
+  con <- file(archive, "rb")
+  on.exit(close(con))
+  for (n in seq_len(parts) - 1L) {
+    chunk <- readBin(con, "raw", part_size)
+    scoring_request(conn, "PUT", paste0("uploads/", upload$id, "/parts/", n), body = chunk,
+                    content_type = "application/octet-stream")
+    cli::cli_progress_update(id = bar)
+  }
+  cli::cli_progress_done(id = bar)
+  upload$id
 }
 
 write_scorer <- function(scorer, path) {
