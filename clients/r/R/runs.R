@@ -8,8 +8,9 @@ input_upload <- function(conn, data, name = NULL) {
     stop("data lacks column(s) ", paste(missing, collapse = ", "), call. = FALSE)
   }
   if (is.null(name)) {
+    # tempfile() names are random without touching the user's random number stream (set.seed stays valid).
     name <- paste0("r-", format(Sys.time(), "%Y%m%dT%H%M%S", tz = "UTC"), "-",
-                   paste(sample(c(letters, 0:9), 8, replace = TRUE), collapse = ""), ".csv")
+                   sub("^file", "", basename(tempfile())), ".csv")
   }
   data$postcode <- as.character(data$postcode)
   data$date <- format(as.Date(data$date), "%Y-%m-%d")

@@ -4,7 +4,7 @@
 
 fake_service <- function() {
   app <- webfakes::new_app()
-  app$use(webfakes::mw_raw(type = "application/gzip"))
+  app$use(webfakes::mw_raw(type = c("application/gzip", "text/csv")))
   app$get("/api/runs/:id/results", function(req, res) {
     if (!identical(req$get_header("x-functions-key"), "k1")) return(res$set_status(401L)$send(""))
     res$set_type("text/csv")$send(paste0(
@@ -18,6 +18,10 @@ fake_service <- function() {
   app$get("/api/models/:model/versions", function(req, res) {
     res$set_status(404L)$send_json(list(error = "model 'nope' has no versions", field = "model"),
                                    auto_unbox = TRUE)
+  })
+  app$put(webfakes::new_regexp("^/api/inputs/(?<name>[^/]+)$"), function(req, res) {
+    res$set_status(201L)$send_json(list(input = paste0("uploads/", req$params$name),
+                                        body = rawToChar(req$raw)), auto_unbox = TRUE)
   })
   app$get("/api/echo", function(req, res) {
     res$send_json(list(key = req$get_header("x-functions-key") %||% "",
@@ -104,4 +108,19 @@ test_that("forecast_plot draws bands with base graphics and with ggplot2", {
   plot <- forecast_plot(results, engine = "ggplot2")
   expect_s3_class(plot, "ggplot")
   expect_length(plot$layers, 2L)  # the 80% band and the line; no 95% band without values
+})
+
+test_that("a data frame is uploaded as CSV with ISO dates, leaving the random stream alone", {
+  service <- fake_service()
+  conn <- scoring_connect(sub("/$", "", service$url()), key = "k1")
+  set.seed(1)
+  before <- .Random.seed
+  up <- input_upload(conn, data.frame(postcode = c("01234", "01234"), date = as.Date("2030-01-01") + 0:1,
+                                      trend = c(0.5, NA)))
+  expect_identical(.Random.seed, before)
+  expect_match(up$input, "^uploads/r-[0-9T]+-[0-9a-f]+[.]csv$")
+  expect_identical(strsplit(up$body, "\n")[[1]],
+                   c("\"postcode\",\"date\",\"trend\"", "\"01234\",\"2030-01-01\",0.5",
+                     "\"01234\",\"2030-01-02\","))
+  expect_error(input_upload(conn, data.frame(postcode = "1")), "lacks column\\(s\\) date")
 })
