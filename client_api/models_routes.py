@@ -12,20 +12,22 @@ read a model's latest published results.
 
 from __future__ import annotations
 
+import asyncio
+
 import azure.durable_functions as df
 import azure.functions as func
 
-from orchestrators import naming
-from orchestrators.services import settings, storage
+from pipeline import naming
+from pipeline.services import settings, storage
 from scoring.blobstore import BlobNotFound
 from scoring.modelstore import MANIFEST, ModelStore, ModelStoreError, VersionNotFound, version_prefix
 from scoring.names import InvalidName, check_model_name, check_version
 from scoring.staged import ArchiveError, archive_members, check_members
 
-from .blueprint import bp
 from .http import ApiError, body_limit, csv_response, error_response, flag, json_body, json_response
 from .registration import (
     REGISTRATION_ORCHESTRATOR,
+    RegistrationRequest,
     is_registration_id,
     registration_request,
     registration_view,
@@ -69,7 +71,6 @@ def version_rows(store: ModelStore, model: str) -> list[dict]:
     return sorted(rows, key=lambda r: (r["created"], r["version"]))
 
 
-@bp.route(route="models/{model}/versions", methods=["GET"])
 def list_versions(req: func.HttpRequest) -> func.HttpResponse:
     try:
         model = model_param(req)
@@ -81,7 +82,6 @@ def list_versions(req: func.HttpRequest) -> func.HttpResponse:
     return json_response({"model": model, "versions": rows})
 
 
-@bp.route(route="models/{model}/champion", methods=["PUT"])
 def set_champion(req: func.HttpRequest) -> func.HttpResponse:
     try:
         model = model_param(req)
@@ -103,51 +103,54 @@ def set_champion(req: func.HttpRequest) -> func.HttpResponse:
     return json_response({"model": model, "champion": version, "previous": previous})
 
 
-@bp.route(route="models/{model}/versions/{version}", methods=["POST"])
-@bp.durable_client_input(client_name="client")
 async def register_upload(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Refuse what can be refused at once (names, size, archive contents, an existing version); stage the
     upload; start the registration job, whose R checks run in the scoring image."""
-    s = settings()
     try:
-        model = model_param(req)
-        version = version_value(req.route_params.get("version"))
-        champion = flag(req.params, "champion")
-        unknown = sorted(set(req.params) - {"champion", "upload", "code"})
-        if unknown:
-            raise ApiError(unknown[0], "unknown query parameter; allowed: champion, upload")
-        upload = req.params.get("upload")
-        if upload is None:
-            data = body_limit(req.get_body(), s.max_registration_mb,
-                              "a model version archive (larger ones: upload in parts, see /api/uploads)")
-            try:
-                check_members(archive_members(data))
-            except ArchiveError as e:
-                raise ApiError("body", str(e), 422) from None
-        elif req.get_body():
-            raise ApiError("body", "must be empty when the version comes from an upload in parts")
-        blobs = storage()
-        if blobs.exists(s.models_container, version_prefix(model, version) + MANIFEST):
-            raise ApiError("version", f"model {model!r} already has version {version!r}; versions are immutable, "
-                                      "register a new one", 409)
-        # A version uploaded in parts is checked only in the container (reading it all here costs memory).
-        staged = commit_upload(upload) if upload is not None else ""
+        request = await asyncio.to_thread(stage_registration, req)  # blob I/O off the event loop
     except ApiError as e:
         return error_response(e)
+    await client.start_new(REGISTRATION_ORCHESTRATOR, request.id, request.to_json())
+    base = req.url.split("/api/")[0]
+    status_url = f"{base}/api/registrations/{request.id}"
+    return json_response({"id": request.id, "model": request.model, "version": request.version,
+                          "statusUrl": status_url}, 202, headers={"Location": status_url})
+
+
+def stage_registration(req: func.HttpRequest) -> RegistrationRequest:
+    """The checks at the door, then the staged upload: the body, or the committed parts of an upload."""
+    s = settings()
+    model = model_param(req)
+    version = version_value(req.route_params.get("version"))
+    champion = flag(req.params, "champion")
+    unknown = sorted(set(req.params) - {"champion", "upload", "code"})
+    if unknown:
+        raise ApiError(unknown[0], "unknown query parameter; allowed: champion, upload")
+    upload = req.params.get("upload")
+    data = b""
+    if upload is None:
+        data = body_limit(req.get_body(), s.max_registration_mb,
+                          "a model version archive (larger ones: upload in parts, see /api/uploads)")
+        try:
+            check_members(archive_members(data))
+        except ArchiveError as e:
+            raise ApiError("body", str(e), 422) from None
+    elif req.get_body():
+        raise ApiError("body", "must be empty when the version comes from an upload in parts")
+    blobs = storage()
+    if blobs.exists(s.models_container, version_prefix(model, version) + MANIFEST):
+        raise ApiError("version", f"model {model!r} already has version {version!r}; versions are immutable, "
+                                  "register a new one", 409)
+    # A version uploaded in parts is checked only in the container (reading it all here costs memory).
+    staged = commit_upload(upload) if upload is not None else ""
     request = registration_request(model, version, champion, staged)
     if not staged:
         container, _, name = request.staged.partition("/")
         blobs.ensure_container(container)
         blobs.write_bytes(container, name, data, overwrite=False)
-    await client.start_new(REGISTRATION_ORCHESTRATOR, request.id, request.to_json())
-    base = req.url.split("/api/")[0]
-    status_url = f"{base}/api/registrations/{request.id}"
-    return json_response({"id": request.id, "model": model, "version": version, "statusUrl": status_url}, 202,
-                         headers={"Location": status_url})
+    return request
 
 
-@bp.route(route="registrations/{id}", methods=["GET"])
-@bp.durable_client_input(client_name="client")
 async def get_registration(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     reg_id = req.route_params.get("id", "")
     if not is_registration_id(reg_id):
@@ -158,7 +161,6 @@ async def get_registration(req: func.HttpRequest, client: df.DurableOrchestratio
     return json_response(registration_view(status))
 
 
-@bp.route(route="models/{model}/latest", methods=["GET"])
 def latest_results(req: func.HttpRequest) -> func.HttpResponse:
     s = settings()
     try:

@@ -17,17 +17,15 @@ from enum import StrEnum
 
 import azure.durable_functions as df
 
-from orchestrators.aci import AciError, is_quota_error, scoring_spec
-from orchestrators.services import container_groups, settings, storage
-from orchestrators.shard_orchestrator import aci_retry, error_text, wait_for_container
-
-from .blueprint import bp
+from pipeline.aci.errors import AciError, is_quota_error
+from pipeline.aci.spec import APP_TAG, scoring_spec
+from pipeline.orchestrations.shard import aci_retry, error_text, wait_for_container
+from pipeline.services import container_groups, settings, storage
 
 REGISTRATION_ORCHESTRATOR = "register_version"
 REGISTRATION_ID = re.compile(r"reg-[0-9a-f]{20}")
 UPLOAD_ID = re.compile(r"upl-[0-9a-f]{20}")
 MAX_PARTS = 50_000  # blocks per blob (Put Block List)
-APP_TAG = {"app": "r-scoring"}  # the orphan sweeper's tag: a group that outlives its job is deleted
 
 
 class RegistrationState(StrEnum):
@@ -115,7 +113,6 @@ def registration_command(request: RegistrationRequest, models_container: str) ->
 # --------------------------------------------------------------------------------------- orchestration
 
 
-@bp.orchestration_trigger(context_name="context")
 def register_version(context: df.DurableOrchestrationContext):
     request = RegistrationRequest.from_json(context.get_input())
     timing = request.timing
@@ -147,7 +144,6 @@ def register_version(context: df.DurableOrchestrationContext):
 # ------------------------------------------------------------------------------------------ activities
 
 
-@bp.activity_trigger(input_name="request")
 def create_registration_group(request: dict) -> dict:
     """Create the group. Transient ARM errors (and a full quota) raise: the orchestration retries them."""
     s = settings()
@@ -171,7 +167,6 @@ def create_registration_group(request: dict) -> dict:
     return {"ok": True}
 
 
-@bp.activity_trigger(input_name="job")
 def finish_registration(job: dict) -> dict:
     """Read what the container wrote, then remove the staged upload: the outcome of the registration."""
     reg = RegistrationRequest.from_json(job["request"])

@@ -11,20 +11,20 @@ A retry publishes into the run it retries; asked for by its own id, it answers w
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 
 import azure.durable_functions as df
 import azure.functions as func
 
-from orchestrators import naming
-from orchestrators.planning import PlanError, input_postcodes
-from orchestrators.run_status import FINISHED, RUN_ORCHESTRATOR
-from orchestrators.services import settings, storage
+from pipeline import naming
+from pipeline.planning import PlanError, input_postcodes
+from pipeline.run_status import FINISHED, RUN_ORCHESTRATOR
+from pipeline.services import settings, storage
 from scoring.blobstore import BlobExists
 from scoring.names import SAFE_TOKEN, is_valid_postcode, postcode_pattern
 
-from .blueprint import bp
 from .http import ApiError, body_limit, csv_response, error_response, json_response
 
 
@@ -36,7 +36,7 @@ async def published_prefix(req: func.HttpRequest, client: df.DurableOrchestratio
         raise ApiError("id", f"{run_id!r} is not a run id (lowercase letters, digits and '-')")
     container = settings().results_container
     prefix = naming.run_prefix(run_id)
-    if storage().exists(container, prefix + "_SUCCESS"):
+    if await asyncio.to_thread(storage().exists, container, prefix + "_SUCCESS"):
         return prefix
     status = await client.get_status(run_id)
     if not status or status.name != RUN_ORCHESTRATOR:
@@ -45,39 +45,35 @@ async def published_prefix(req: func.HttpRequest, client: df.DurableOrchestratio
     request = status.input_ if isinstance(status.input_, dict) else json.loads(status.input_ or "{}")
     root = request.get("retry_of")
     if state in FINISHED and root and naming.is_run_id(root):
-        if storage().exists(container, naming.run_prefix(root) + "_SUCCESS"):
+        if await asyncio.to_thread(storage().exists, container, naming.run_prefix(root) + "_SUCCESS"):
             return naming.run_prefix(root)
     raise ApiError("id", f"run {run_id!r} has published no results (it is {state.lower()})", 409)
 
 
-@bp.route(route="runs/{id}/results", methods=["GET"])
-@bp.durable_client_input(client_name="client")
 async def run_results(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     try:
         prefix = await published_prefix(req, client)
     except ApiError as e:
         return error_response(e)
-    return csv_response(storage().read_bytes(settings().results_container, prefix + "results.csv"))
+    data = await asyncio.to_thread(storage().read_bytes, settings().results_container, prefix + "results.csv")
+    return csv_response(data)
 
 
-@bp.route(route="runs/{id}/manifest", methods=["GET"])
-@bp.durable_client_input(client_name="client")
 async def run_manifest(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     try:
         prefix = await published_prefix(req, client)
     except ApiError as e:
         return error_response(e)
-    return json_response(storage().read_json(settings().results_container, prefix + "manifest.json"))
+    return json_response(await asyncio.to_thread(storage().read_json, settings().results_container,
+                                                 prefix + "manifest.json"))
 
 
-@bp.route(route="runs/{id}/failures", methods=["GET"])
-@bp.durable_client_input(client_name="client")
 async def run_failures(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     try:
         prefix = await published_prefix(req, client)
     except ApiError as e:
         return error_response(e)
-    manifest = storage().read_json(settings().results_container, prefix + "manifest.json")
+    manifest = await asyncio.to_thread(storage().read_json, settings().results_container, prefix + "manifest.json")
     failed = manifest.get("postcodes_failed") or {}
     return json_response({"run_id": manifest.get("run_id"),
                           "failures": [{"postcode": pc, "reason": failed[pc]} for pc in sorted(failed)]})
@@ -89,7 +85,6 @@ def check_input_name(name: str) -> str:
     return name
 
 
-@bp.route(route="inputs/{name}", methods=["PUT"])
 def upload_input(req: func.HttpRequest) -> func.HttpResponse:
     s = settings()
     try:

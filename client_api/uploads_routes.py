@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from orchestrators.services import settings, storage
+from pipeline.services import settings, storage
 
-from .blueprint import bp
 from .http import ApiError, body_limit, error_response, json_response
 from .registration import MAX_PARTS, new_upload_id, upload_blob
 
 
-@bp.route(route="uploads", methods=["POST"])
 def start_upload(req: func.HttpRequest) -> func.HttpResponse:
     upload_id = new_upload_id()
     base = req.url.split("/api/")[0]
@@ -29,7 +27,6 @@ def start_upload(req: func.HttpRequest) -> func.HttpResponse:
                           "partsUrl": f"{base}/api/uploads/{upload_id}/parts/"}, 201)
 
 
-@bp.route(route="uploads/{id}/parts/{n}", methods=["PUT"])
 def upload_part(req: func.HttpRequest) -> func.HttpResponse:
     s = settings()
     try:

@@ -22,6 +22,7 @@ from typing import BinaryIO
 from .blobstore import BlobStore
 from .modelstore import SCORER, ModelStore
 from .names import is_valid_postcode, postcode_pattern
+from .registration import register_version
 
 MAX_UNPACKED_BYTES = 4 * 1024**3
 MAX_MEMBERS = 100_000
@@ -152,8 +153,8 @@ def register_staged(blobs: BlobStore, models_container: str, model: str, version
         archive = Path(tmp) / "upload.bin"
         blobs.download_to_file(container, name, str(archive))
         folder = unpack(archive, Path(tmp) / "version")
-        manifest = ModelStore(blobs, models_container).register(model, version, folder, champion=champion,
-                                                                **options)
+        manifest = register_version(ModelStore(blobs, models_container), model, version, folder,
+                                    champion=champion, **options)
     return {"ok": True, "model": model, "version": version, "models": len(manifest.models),
             "packs": len(manifest.packs), "slimmed": sum(e.slimmed for e in manifest.models.values()),
             "r_version": manifest.r_version, "r_packages": manifest.r_packages, "champion": champion,

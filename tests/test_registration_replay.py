@@ -1,5 +1,5 @@
 """Replay tests of the registration job (client_api.registration.register_version) through the real
-azure-functions-durable SDK, with the replay driver of test_orchestrator_replay: whatever happens, the
+azure-functions-durable SDK, with the replay driver of tests/support/replay.py: whatever happens, the
 container's logs are kept, its group is deleted, and the outcome says why."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ import functools
 
 import azure.durable_functions as df
 import pytest
-import test_orchestrator_replay as driver
-from test_orchestrator_replay import RUNNING, Fail, Replay, Work, container
+import support.replay as driver
+from support.replay import Fail, Replay, Work
+from test_orchestrator_replay import RUNNING, container
 
-from client_api.functions import bp
+from client_api.blueprint import build_blueprint
 from client_api.registration import RegistrationRequest
 
 REG_ID = "reg-0123456789abcdef0123"
@@ -22,7 +23,7 @@ TIMING = {"poll_seconds": 20, "deadline_minutes": 2, "provisioning_deadline_minu
 @functools.cache
 def registration_orchestrators() -> dict:
     app = df.DFApp()
-    app.register_functions(bp)
+    app.register_functions(build_blueprint())
     return {f.get_function_name(): f.get_user_function() for f in app.get_functions()
             if f.get_trigger().type == "orchestrationTrigger"}
 
