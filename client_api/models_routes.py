@@ -110,7 +110,7 @@ async def register_upload(req: func.HttpRequest, client: df.DurableOrchestration
         request = await asyncio.to_thread(stage_registration, req)  # blob I/O off the event loop
     except ApiError as e:
         return error_response(e)
-    await client.start_new(REGISTRATION_ORCHESTRATOR, request.id, request.to_json())
+    await client.start_new(REGISTRATION_ORCHESTRATOR, request.id, request)
     base = req.url.split("/api/")[0]
     status_url = f"{base}/api/registrations/{request.id}"
     return json_response({"id": request.id, "model": request.model, "version": request.version,

@@ -8,19 +8,31 @@ outcome (or the refusal with its reason) is the orchestration's output, read by 
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import re
 import uuid
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import azure.durable_functions as df
 
 from pipeline.aci.errors import AciError, is_quota_error
 from pipeline.aci.spec import APP_TAG, scoring_spec
-from pipeline.orchestrations.shard import aci_retry, error_text, wait_for_container
+from pipeline.orchestrations.shard import aci_retry, wait_for_container
+from pipeline.payloads import (
+    CANCEL_EVENT,
+    CreateResult,
+    LogsRequest,
+    Payload,
+    PayloadError,
+    ShardState,
+    Timing,
+    decode,
+)
 from pipeline.services import container_groups, settings, storage
+from scoring.errors import one_line
+from scoring.timestamps import now_seconds
 
 REGISTRATION_ORCHESTRATOR = "register_version"
 REGISTRATION_ID = re.compile(r"reg-[0-9a-f]{20}")
@@ -55,7 +67,9 @@ def upload_blob(upload_id: str) -> str:
 
 
 @dataclass(frozen=True)
-class RegistrationRequest:
+class RegistrationRequest(Payload):
+    """The orchestration's input, also create_registration_group's."""
+
     id: str  # also the durable instance id and the container group name
     model: str
     version: str
@@ -63,30 +77,34 @@ class RegistrationRequest:
     staged: str  # <container>/<blob>: the uploaded archive
     result: str  # <container>/<blob>: where the container writes its outcome
     logs: str  # blob in RESULTS_CONTAINER keeping the container's logs
-    timing: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict) -> RegistrationRequest:
-        return cls(**d)
+    timing: Timing
 
 
 @dataclass(frozen=True)
-class RegistrationOutcome:
+class ContainerWait(Payload):
+    """How waiting for the registration container ended (from wait_for_container)."""
+
+    state: ShardState
+    reason: str = ""
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class FinishRequest(Payload):
+    """finish_registration's input."""
+
+    request: RegistrationRequest
+    waited: ContainerWait
+
+
+@dataclass(frozen=True)
+class RegistrationOutcome(Payload):
+    """The orchestration's output (as plain JSON: SDK 1.7 refuses objects there)."""
+
     state: RegistrationState
     error: str = ""
-    details: dict = field(default_factory=dict)  # models, packs, slimmed, r_version, r_packages, created
+    details: dict[str, Any] = field(default_factory=dict)  # models, packs, slimmed, r_version, r_packages, created
     cleanup_error: str = ""
-
-    def to_json(self) -> dict:
-        return {**asdict(self), "state": self.state.value}
-
-    @classmethod
-    def from_json(cls, d: dict) -> RegistrationOutcome:
-        return cls(RegistrationState(d["state"]), d.get("error", ""), dict(d.get("details") or {}),
-                   d.get("cleanup_error", ""))
 
 
 def registration_request(model: str, version: str, champion: bool, staged: str = "") -> RegistrationRequest:
@@ -94,9 +112,10 @@ def registration_request(model: str, version: str, champion: bool, staged: str =
     the registration's own staging blob."""
     s = settings()
     reg_id = new_registration_id()
-    timing = {"poll_seconds": s.poll_interval_seconds, "deadline_minutes": s.shard_deadline_minutes,
-              "provisioning_deadline_minutes": s.provisioning_deadline_minutes,
-              "retry_interval_seconds": s.aci_retry_interval_seconds, "retry_attempts": s.aci_retry_attempts}
+    timing = Timing(poll_seconds=s.poll_interval_seconds, deadline_minutes=s.shard_deadline_minutes,
+                    provisioning_deadline_minutes=s.provisioning_deadline_minutes,
+                    retry_interval_seconds=s.aci_retry_interval_seconds, retry_attempts=s.aci_retry_attempts,
+                    shard_attempts=1, quota_waits=0)
     return RegistrationRequest(id=reg_id, model=model, version=version, champion=champion,
                                staged=staged or f"{s.staging_container}/{reg_id}/upload.bin",
                                result=f"{s.staging_container}/{reg_id}/result.json",
@@ -117,37 +136,38 @@ def register_version(context: df.DurableOrchestrationContext):
     request = RegistrationRequest.from_json(context.get_input())
     timing = request.timing
     context.set_custom_status({"stage": RegistrationState.CHECKING.value})
-    cancel = context.wait_for_external_event("cancel")  # never raised by a route; wait_for_container wants one
+    cancel = context.wait_for_external_event(CANCEL_EVENT)  # never raised by a route; wait_for_container wants one
     try:
-        created = yield context.call_activity_with_retry("create_registration_group", aci_retry(timing),
-                                                         request.to_json())
-        if created["ok"]:
-            waited = yield from wait_for_container(context, request.id, timing, cancel)
+        created: CreateResult = yield context.call_activity_with_retry("create_registration_group",
+                                                                       aci_retry(timing), request)
+        if created.ok:
+            end = yield from wait_for_container(context, request.id, timing, cancel)
+            waited = ContainerWait(end.state, end.reason, end.exit_code)
         else:
-            waited = {"state": "failed", "reason": created["reason"]}
+            waited = ContainerWait(ShardState.FAILED, created.reason)
     except Exception as e:  # noqa: BLE001 - the reason becomes the registration's error
-        waited = {"state": "failed", "reason": f"container group {request.id}: {error_text(e)}"}
+        waited = ContainerWait(ShardState.FAILED, f"container group {request.id}: {one_line(e)}")
     # Logs first (they vanish with the group), then delete, whatever happened above.
     try:
-        yield context.call_activity("save_container_logs", {"group": request.id, "blob": request.logs})
+        yield context.call_activity("save_container_logs", LogsRequest(group=request.id, blob=request.logs))
     except Exception:  # noqa: BLE001 - the outcome matters more than the logs
         pass
     cleanup_error = ""
     try:
         yield context.call_activity_with_retry("delete_container_group", aci_retry(timing), request.id)
     except Exception as e:  # noqa: BLE001 - reported; the orphan sweeper retries it
-        cleanup_error = f"could not delete container group {request.id}: {error_text(e)}"
-    outcome = yield context.call_activity("finish_registration", {"request": request.to_json(), "waited": waited})
-    return {**outcome, "cleanup_error": cleanup_error}
+        cleanup_error = f"could not delete container group {request.id}: {one_line(e)}"
+    outcome: RegistrationOutcome = yield context.call_activity("finish_registration",
+                                                               FinishRequest(request=request, waited=waited))
+    return dataclasses.replace(outcome, cleanup_error=cleanup_error).to_json()
 
 
 # ------------------------------------------------------------------------------------------ activities
 
 
-def create_registration_group(request: dict) -> dict:
+def create_registration_group(request: RegistrationRequest) -> CreateResult:
     """Create the group. Transient ARM errors (and a full quota) raise: the orchestration retries them."""
     s = settings()
-    reg = RegistrationRequest.from_json(request)
     environment = {"SCORING_WORKERS": str(max(1, int(s.container_cpu)))}
     secure = {}
     if s.storage_account_url:
@@ -156,21 +176,20 @@ def create_registration_group(request: dict) -> dict:
         secure["SCORING_STORAGE_CONNECTION_STRING"] = s.storage_connection_string
     if s.managed_identity_client_id:
         environment["AZURE_CLIENT_ID"] = s.managed_identity_client_id
-    tags = {**APP_TAG, "run": reg.id, "shard": "0", "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    tags = {**APP_TAG, "run": request.id, "shard": "0", "created": now_seconds()}
     try:
-        container_groups().create(scoring_spec(s, reg.id, environment, secure, tags,
-                                               command=registration_command(reg, s.models_container)))
+        container_groups().create(scoring_spec(s, request.id, environment, secure, tags,
+                                               command=registration_command(request, s.models_container)))
     except AciError as e:
         if e.retryable or is_quota_error(e.code):
             raise
-        return {"ok": False, "reason": str(e)}
-    return {"ok": True}
+        return CreateResult(ok=False, reason=str(e), code=e.code)
+    return CreateResult(ok=True)
 
 
-def finish_registration(job: dict) -> dict:
+def finish_registration(job: FinishRequest) -> RegistrationOutcome:
     """Read what the container wrote, then remove the staged upload: the outcome of the registration."""
-    reg = RegistrationRequest.from_json(job["request"])
-    waited = job["waited"]
+    reg, waited = job.request, job.waited
     blobs = storage()
     container, _, name = reg.result.partition("/")
     result = blobs.read_json(container, name) if blobs.exists(container, name) else None
@@ -178,24 +197,26 @@ def finish_registration(job: dict) -> dict:
         c, _, n = staged.partition("/")
         blobs.delete(c, n)
     if result is not None and result.get("ok"):
-        details = {k: v for k, v in result.items() if k != "ok"}
-        return RegistrationOutcome(RegistrationState.REGISTERED, details=details).to_json()
+        return RegistrationOutcome(RegistrationState.REGISTERED,
+                                   details={k: v for k, v in result.items() if k != "ok"})
     if result is not None:
-        return RegistrationOutcome(RegistrationState.REFUSED, error=str(result.get("error", ""))).to_json()
-    if waited.get("state") == "exited":
-        reason = f"the registration container exited with code {waited.get('exit_code')} and wrote no outcome"
+        return RegistrationOutcome(RegistrationState.REFUSED, error=str(result.get("error", "")))
+    if waited.state == ShardState.EXITED:
+        reason = f"the registration container exited with code {waited.exit_code} and wrote no outcome"
     else:
-        reason = waited.get("reason") or "the registration container did not finish"
-    return RegistrationOutcome(RegistrationState.FAILED, error=reason).to_json()
+        reason = waited.reason or "the registration container did not finish"
+    return RegistrationOutcome(RegistrationState.FAILED, error=reason)
 
 
 def registration_view(status) -> dict:
     """GET /api/registrations/{id}: a stable JSON shape from the durable status."""
-    raw = status.input_
-    request = raw if isinstance(raw, dict) else json.loads(raw) if isinstance(raw, str) and raw else {}
+    try:
+        request = decode(status.input_, RegistrationRequest)
+        described = {"model": request.model, "version": request.version, "champion": request.champion}
+    except PayloadError:
+        described = {"model": None, "version": None, "champion": None}
     runtime = status.runtime_status.value if status.runtime_status else "Unknown"
-    view = {"id": status.instance_id, "model": request.get("model"), "version": request.get("version"),
-            "champion": request.get("champion"), "created": _iso(status.created_time),
+    view = {"id": status.instance_id, **described, "created": _iso(status.created_time),
             "updated": _iso(status.last_updated_time), "error": ""}
     if runtime == "Completed" and isinstance(status.output, dict):
         outcome = RegistrationOutcome.from_json(status.output)

@@ -93,11 +93,11 @@ def command_register_staged(args: argparse.Namespace) -> int:
                                  extra_packages=tuple(args.r_package))
         code = 0
     except (ModelStoreError, InvalidName, ArchiveError, ValueError, LookupError) as e:
-        result, code = {"ok": False, "error": _one_line(e)}, 2
+        result, code = {"ok": False, "error": one_line(e)}, 2
     except Exception as e:  # noqa: BLE001 - an error raised in R (rpy2) is a refusal too; its text says why
         if type(e).__module__.startswith("azure."):
             raise
-        result, code = {"ok": False, "error": f"R: {_one_line(e)}"}, 2
+        result, code = {"ok": False, "error": f"R: {one_line(e)}"}, 2
     if args.result_blob:
         write_result(blobs, args.result_blob, result)
     print(json.dumps(result) if code == 0 else f"scoring register: {result['error']}",

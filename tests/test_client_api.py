@@ -22,6 +22,8 @@ import requests
 
 from devenv.stack import start_stack
 
+pytestmark = pytest.mark.integration  # Azurite, R, the stand-in or the dev host
+
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "clients" / "r"
 KEY = "local-test-key-" + os.urandom(8).hex()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # Azurite, R, the stand-in or the dev host
+
 PACKAGE = Path(__file__).resolve().parent.parent / "clients" / "r"
 
 

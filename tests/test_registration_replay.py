@@ -13,11 +13,12 @@ from support.replay import Fail, Replay, Work
 from test_orchestrator_replay import RUNNING, container
 
 from client_api.blueprint import build_blueprint
-from client_api.registration import RegistrationRequest
+from client_api.registration import FinishRequest, RegistrationOutcome, RegistrationRequest
+from pipeline.payloads import CreateResult
 
 REG_ID = "reg-0123456789abcdef0123"
 TIMING = {"poll_seconds": 20, "deadline_minutes": 2, "provisioning_deadline_minutes": 1,
-          "retry_interval_seconds": 15, "retry_attempts": 3}
+          "retry_interval_seconds": 15, "retry_attempts": 3, "shard_attempts": 1, "quota_waits": 0}
 
 
 @functools.cache
@@ -31,12 +32,19 @@ def registration_orchestrators() -> dict:
 @pytest.fixture(autouse=True)
 def driver_knows_the_registration_orchestrator(monkeypatch):
     monkeypatch.setattr(driver, "orchestrator_functions", registration_orchestrators)
+    # What crosses each boundary of this orchestration, as production sends it.
+    monkeypatch.setitem(driver.INPUT_TYPES, "register_version", RegistrationRequest)
+    monkeypatch.setitem(driver.INPUT_TYPES, "create_registration_group", RegistrationRequest)
+    monkeypatch.setitem(driver.INPUT_TYPES, "finish_registration", FinishRequest)
+    monkeypatch.setitem(driver.RESULT_TYPES, "create_registration_group", CreateResult)
+    monkeypatch.setitem(driver.RESULT_TYPES, "finish_registration", RegistrationOutcome)
 
 
 def request() -> dict:
-    return RegistrationRequest(id=REG_ID, model="parcels", version="v2", champion=True,
-                               staged=f"staging/{REG_ID}/upload.bin", result=f"staging/{REG_ID}/result.json",
-                               logs=f"registrations/{REG_ID}/container.log", timing=TIMING).to_json()
+    return RegistrationRequest.from_json({
+        "id": REG_ID, "model": "parcels", "version": "v2", "champion": True, "staged": f"staging/{REG_ID}/upload.bin",
+        "result": f"staging/{REG_ID}/result.json", "logs": f"registrations/{REG_ID}/container.log",
+        "timing": TIMING}).to_json()
 
 
 def answers(create=None, states=None, delete=None):

@@ -66,7 +66,12 @@ def test_each_build_is_a_new_blueprint():
 
 def test_the_function_app_adds_its_triggers_to_the_blueprint():
     import function_app
+    from client_api.blueprint import build_blueprint as build_client_api_blueprint
 
+    client_app = df.DFApp()
+    client_app.register_functions(build_client_api_blueprint())
+    client_api = {f.get_function_name() for f in client_app.get_functions()}
     names = {f.get_function_name() for f in function_app.app.get_functions()}
-    assert names == ORCHESTRATORS | ACTIVITIES | {"daily_scoring", "new_input_blob", "start_run", "get_run",
-                                                  "list_runs", "cancel_run", "retry_run", "sweep_orphan_groups"}
+    assert names == ORCHESTRATORS | ACTIVITIES | client_api | {
+        "daily_scoring", "new_input_blob", "start_run", "get_run", "list_runs", "cancel_run", "retry_run",
+        "sweep_orphan_groups"}
