@@ -12,13 +12,13 @@ A retry publishes into the run it retries; asked for by its own id, it answers w
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime
 
 import azure.durable_functions as df
 import azure.functions as func
 
 from pipeline import naming
+from pipeline.payloads import PayloadError, RunRequest, decode
 from pipeline.planning import PlanError, input_postcodes
 from pipeline.run_status import FINISHED, RUN_ORCHESTRATOR
 from pipeline.services import settings, storage
@@ -42,8 +42,10 @@ async def published_prefix(req: func.HttpRequest, client: df.DurableOrchestratio
     if not status or status.name != RUN_ORCHESTRATOR:
         raise ApiError("id", f"no run {run_id!r}", 404)
     state = status.runtime_status.value if status.runtime_status else "unknown"
-    request = status.input_ if isinstance(status.input_, dict) else json.loads(status.input_ or "{}")
-    root = request.get("retry_of")
+    try:
+        root = decode(status.input_, RunRequest).retry_of
+    except PayloadError:
+        root = None
     if state in FINISHED and root and naming.is_run_id(root):
         if await asyncio.to_thread(storage().exists, container, naming.run_prefix(root) + "_SUCCESS"):
             return naming.run_prefix(root)
