@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import azure.functions as func
 import pytest
-from conftest import make_settings, put_version
+from support.unit_data import make_settings, put_version
 
 from client_api import models_routes, results_routes
 from pipeline.payloads import RunRequest, Trigger
