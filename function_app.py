@@ -23,6 +23,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from client_api.blueprint import build_blueprint as build_client_api_blueprint
+from dashboard.routes import bp as dashboard_bp
 from pipeline import naming, sweeper
 from pipeline.payloads import CANCEL_EVENT, RunRequest, Stage, Trigger, decode
 from pipeline.planning import PlanError, dry_run_view, plan_run
@@ -35,6 +36,7 @@ from pipeline.services import container_groups, settings, storage
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(build_blueprint())
 app.register_functions(build_client_api_blueprint())  # models, registration, results, uploads (client_api/)
+app.register_functions(dashboard_bp)  # GET /api/dashboard: the run dashboard (dashboard/routes.py)
 log = logging.getLogger("function_app")
 
 

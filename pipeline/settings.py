@@ -73,6 +73,9 @@ DEFAULTS: dict[str, str] = {
     "MAX_REGISTRATION_MB": "64",  # one request body: a small version, or one part of a large one
     "MAX_STAGED_MB": "4096",  # a version uploaded in parts, all parts together
     "MAX_INPUT_UPLOAD_MB": "32",
+    # Dashboard data routes (dashboard/auth.py): "function-key" (x-functions-key, for local use) or
+    # "app-service" (App Service Authentication with Entra ID in front; no key in the browser).
+    "DASHBOARD_AUTH": "function-key",
 }
 
 
@@ -127,6 +130,7 @@ class Settings:
     max_registration_mb: float
     max_staged_mb: float
     max_input_upload_mb: float
+    dashboard_auth: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -150,6 +154,8 @@ class Settings:
             raise ValueError("MAX_PARALLEL_GROUPS must be at least 1")
         if self.core_quota < self.container_cpu:
             raise ValueError("CORE_QUOTA is smaller than CONTAINER_CPU: not even one group fits")
+        if self.dashboard_auth not in ("function-key", "app-service"):
+            raise ValueError(f"DASHBOARD_AUTH={self.dashboard_auth!r}: use 'function-key' or 'app-service'")
 
     @property
     def parallel_groups(self) -> int:
