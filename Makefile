@@ -3,7 +3,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := .make
-R_PACKAGES := r-base-core r-cran-forecast r-cran-jsonlite r-cran-data.table
+R_PACKAGES := r-base-core r-cran-forecast r-cran-jsonlite r-cran-data.table \
+  r-cran-curl r-cran-cli r-cran-testthat r-cran-ggplot2 r-cran-webfakes
 # Headless browser for the dashboard tests: Debian's chromium, driven by playwright (never `playwright install`).
 BROWSER_PACKAGES := chromium
 N ?= 300
@@ -13,7 +14,7 @@ N ?= 300
 setup: $(STAMP)/apt $(STAMP)/npm $(STAMP)/venv
 
 # R 4.2 and the R packages from Debian; --no-install-recommends keeps forecast from pulling ~100 packages.
-$(STAMP)/apt:
+$(STAMP)/apt: Makefile
 	@mkdir -p $(STAMP)
 	@missing="$$(for p in $(R_PACKAGES) $(BROWSER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; \
 	  command -v npm >/dev/null || echo 'nodejs npm')"; \

@@ -73,7 +73,12 @@ def test_the_function_app_adds_its_triggers_to_the_blueprint():
     code = ("import json, function_app; "
             "print(json.dumps([f.get_function_name() for f in function_app.app.get_functions()]))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert set(json.loads(out.stdout)) == ORCHESTRATORS | ACTIVITIES | {
+    from client_api.blueprint import build_blueprint as build_client_api_blueprint
+
+    client_app = df.DFApp()
+    client_app.register_functions(build_client_api_blueprint())
+    client_api = {f.get_function_name() for f in client_app.get_functions()}
+    assert set(json.loads(out.stdout)) == ORCHESTRATORS | ACTIVITIES | client_api | {
         "daily_scoring", "new_input_blob", "start_run", "get_run", "list_runs", "cancel_run", "retry_run",
         "sweep_orphan_groups", *DASHBOARD}
 
