@@ -15,6 +15,7 @@ import dataclasses
 import heapq
 from datetime import UTC, datetime
 
+from dashboard.results_index import ResultsIndexer, write_results_index
 from scoring.blobstore import BlobStore
 from scoring.modelstore import ModelStore
 from scoring.timestamps import parse_iso
@@ -97,7 +98,9 @@ def publish_run(plan: Plan, shards: list[ShardOutcome], failed: dict[str, str], 
     prefix = revision_prefix(target, run_id)
     rows = [0]
     merged = heapq.merge(*streams, key=lambda r: (r[0], r[1]))
-    blobs.upload_stream(container, prefix + "results.csv", csv_chunks(merged, rows))
+    indexer = ResultsIndexer()  # the dashboard's per-postcode index, built from the same streamed bytes
+    blobs.upload_stream(container, prefix + "results.csv", indexer.wrap(csv_chunks(merged, rows)))
+    write_results_index(blobs, container, prefix + "results.csv", indexer.finish())  # before the pointer flips
 
     manifest = ModelStore(blobs, settings.models_container).read_manifest(plan.model, plan.version)
     published = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
