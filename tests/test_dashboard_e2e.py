@@ -101,8 +101,10 @@ def test_forecast_is_one_ranged_read_with_overlays_when_present(stack, published
     postcode = api(stack, f"/runs/{published}/postcodes").json()["postcodes"][0]
     f = api(stack, f"/runs/{published}/forecast/{postcode}").json()
     assert len(f["dates"]) == len(f["volume"]) == HORIZON and f["actual"] is None and f["accuracy"] is None
+    from pipeline.revisions import current_revision
+
     results = list(csv.DictReader(io.StringIO(stack.blobs.read_bytes(
-        "results", f"runs/{published}/results.csv").decode())))
+        "results", current_revision(stack.blobs, "results", published).results).decode())))
     mine = [r for r in results if r["postcode"] == postcode]
     assert f["volume"] == [float(r["volume"]) for r in mine] and f["dates"] == [r["date"] for r in mine]
 
