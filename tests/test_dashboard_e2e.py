@@ -60,7 +60,7 @@ def published(stack, broken) -> str:
     r = stack.post("/api/runs", {"input": BROKEN_INPUT, "horizon": HORIZON})
     assert r.status_code == 202, r.text
     view = stack.wait_for_run(r.json()["id"])
-    assert view["state"] == "completed_with_failures", view
+    assert view["state"] == "completed_with_failures", view["errors"]
     return view["id"]
 
 
