@@ -48,7 +48,7 @@ def create_container_group(shard: dict) -> dict:
               input_blob=shard["input"]["blob"], postcodes=tuple(shard["postcodes"]),
               output_container=s.results_container, output_prefix=shard["output_prefix"], horizon=shard["horizon"],
               models_container=s.models_container, run_id=shard["run_id"], shard=shard["index"],
-              input_etag=shard["input"]["etag"])
+              input_etag=shard["input"]["etag"], ts_max_gap_days=shard.get("ts_max_gap_days"))
     job_blob = naming.job_blob(shard["run_id"], shard["index"], shard["attempt"])
     storage().write_json(s.results_container, job_blob, job.to_json())
     environment = {"SCORING_JOB_BLOB": f"{s.results_container}/{job_blob}",

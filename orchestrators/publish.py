@@ -111,6 +111,7 @@ def publish_run(plan: dict, shards: list[dict], failed: dict[str, str], settings
                   "r_packages": manifest.r_packages,
                   "sha256": {pc: manifest.models[pc].sha256 for pc in sorted(scored) if pc in manifest.models}},
         "input": plan["input"],
+        "warnings": plan.get("warnings", []),
         "image": plan["container"]["image"],
         "horizon": horizon,
         "rows": len(rows),

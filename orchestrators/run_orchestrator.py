@@ -14,7 +14,7 @@ OK_SHARD_STATES = ("succeeded", "partial")
 def shard_input(plan: dict, shard: dict) -> dict:
     return {"run_id": plan["run_id"], "index": shard["index"], "postcodes": shard["postcodes"],
             "model": plan["model"], "version": plan["version"], "input": plan["input"],
-            "horizon": plan["horizon"], "timing": plan["timing"]}
+            "horizon": plan["horizon"], "timing": plan["timing"], "ts_max_gap_days": plan.get("ts_max_gap_days")}
 
 
 def fan_out(context: df.DurableOrchestrationContext, plan: dict, progress: dict):
@@ -90,7 +90,8 @@ def score_run(context: df.DurableOrchestrationContext):
         progress["stage"] = "done"
         context.set_custom_status(progress)
         return {**result, "state": "failed", "errors": [f"plan: {error_text(e)}"]}
-    result.update(version=plan["version"], input=plan["input"], shards_total=len(plan["shards"]))
+    result.update(version=plan["version"], input=plan["input"], shards_total=len(plan["shards"]),
+                  warnings=plan.get("warnings", []))
     progress.update(stage="scoring", shards_total=len(plan["shards"]), postcodes_total=plan["postcodes_total"],
                     postcodes_failed=len(plan["failed"]))
 

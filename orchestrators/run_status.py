@@ -33,7 +33,7 @@ def run_view(status: Any) -> dict:
         "errors": errors,
     }
     for key in ("model", "version", "trigger", "input", "results", "manifest", "rows", "postcodes_scored",
-                "postcodes_failed", "shards", "cleanup_errors"):
+                "postcodes_failed", "shards", "cleanup_errors", "warnings"):
         if key in output:
             view[key] = output[key]
     return view

@@ -65,6 +65,10 @@ DEFAULTS: dict[str, str] = {
     "SCORING_SCHEDULE": "0 0 2 * * *",
     # Orphan sweeper schedule (NCRONTAB): every 15 minutes; see ORPHAN_TTL_MINUTES.
     "ORPHAN_SWEEP_SCHEDULE": "0 */15 * * * *",
+    # Time-series models: input may start at most this many days after the model's training end.
+    "TS_MAX_GAP_DAYS": "90",
+    # Actuals (postcode,date,volume) land under INPUT_CONTAINER/ACTUALS_PREFIX<run id>/...csv.
+    "ACTUALS_PREFIX": "actuals/",
 }
 
 
@@ -114,6 +118,8 @@ class Settings:
     expected_seconds_per_postcode: float
     scoring_schedule: str
     orphan_sweep_schedule: str
+    ts_max_gap_days: int
+    actuals_prefix: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

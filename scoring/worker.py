@@ -17,6 +17,7 @@ from . import r_session
 from .blobstore import BlobChanged, BlobNotFound, BlobStore
 from .job import Job
 from .modelstore import Manifest, ModelStore, ModelStoreError, sha256
+from .profiles import write_shard_profiles
 
 EXIT_OK = 0  # every postcode scored
 EXIT_FATAL = 2  # the shard could not run at all (bad job spec, storage unreachable, version missing)
@@ -110,6 +111,9 @@ def run_shard(job: Job, blobs: BlobStore, workdir: Path, cores: int | None = Non
                 raise FatalShardError(f"input data changed since the run was planned: {e}") from None
             status.timings["prepare"] = time.perf_counter() - t0
             try:
+                # Before start_nodes: the profiles say which input columns to read as text.
+                profiles = write_shard_profiles(manifest, todo, workdir / "profiles.json", job.ts_max_gap_days)
+                r_session.call("prepare_models", str(profiles), str(r_session.R_DIR / "model_aware.R"))
                 r_session.call("start_nodes", str(r_session.R_DIR / "score.R"), str(input_path), todo,
                                scorer_path, job.horizon or 0)
             except r_session.RError as e:
