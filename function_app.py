@@ -20,6 +20,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from orchestrators import bp, naming
+from orchestrators.accuracy_api import bp as accuracy_bp
 from orchestrators.naming import run_prefix
 from orchestrators.planning import PlanError, dry_run_view, plan_run
 from orchestrators.run_requests import RequestError, RunRequest, parse_run_body, scheduled_request
@@ -29,6 +30,7 @@ from scoring.modelstore import ModelStore, VersionNotFound
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(bp)
+app.register_functions(accuracy_bp)  # POST /api/runs/{id}/evaluate, GET /api/runs/{id}/accuracy, actuals blobs
 log = logging.getLogger("function_app")
 
 

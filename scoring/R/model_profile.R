@@ -104,6 +104,16 @@ model_prototype <- function(m, tt) {
   data <- if (is.data.frame(m$data)) m$data else if (is.data.frame(m$model)) m$model else NULL
   xlev <- if (is.list(m$xlevels)) m$xlevels else list()
   contr <- if (is.list(m$contrasts)) m$contrasts else list()
+  # A name in the formula is an input column unless it is a constant or global (pi, a fitted lambda):
+  # with the training data at hand, columns are what it has; without, what the formula's scope lacks.
+  is_column <- function(v) {
+    if (!is.null(dc) && v %in% names(dc)) return(TRUE)
+    if (is.data.frame(m$data)) return(v %in% names(m$data))
+    if (is.data.frame(m$model) && v %in% names(m$model)) return(TRUE)
+    env <- environment(tt)
+    !exists(v, envir = if (is.environment(env)) env else baseenv())
+  }
+  vars <- Filter(is_column, vars)
   cols <- lapply(vars, function(v) {
     type <- if (!is.null(dc) && v %in% names(dc)) data_class_type(dc[[v]]) else "any"
     if (type == "any" && !is.null(data) && v %in% names(data)) type <- type_of(data[[v]])

@@ -1,0 +1,116 @@
+"""Accuracy routes and triggers, on a blueprint of their own (registered in function_app.py):
+
+    POST /api/runs/{id}/evaluate   actuals CSV (postcode,date,volume) in the body -> stored under the run's
+                                   actuals folder, evaluation started -> 202
+    GET  /api/runs/{id}/accuracy   the latest evaluation: overall and per-version metrics, CSV locations
+    blob INPUT_CONTAINER/ACTUALS_PREFIX<run id>/<name>   a new actuals blob -> one evaluation per blob and ETag
+
+Both starts go through `evaluate_run` (one activity, `evaluate_accuracy`), named after the actuals blob and
+its ETag, so an event delivered twice, or a POST and the blob event it causes, evaluate once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from . import accuracy, naming
+from .accuracy import AccuracyError, actuals_prefix, evaluation_id, parse_actuals, read_accuracy
+from .services import settings, storage
+
+bp = df.Blueprint()
+log = logging.getLogger(__name__)
+EVALUATE_ORCHESTRATOR = "evaluate_run"
+
+
+def _json(body: dict, status: int = 200, headers: dict | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body, default=str), status_code=status, mimetype="application/json",
+                             headers=headers)
+
+
+def _published(run_id: str) -> bool:
+    return naming.is_run_id(run_id) and storage().exists(settings().results_container,
+                                                          naming.run_prefix(run_id) + "_SUCCESS")
+
+
+async def _start_once(client: df.DurableOrchestrationClient, instance_id: str, payload: dict) -> None:
+    existing = await client.get_status(instance_id)
+    if existing and existing.runtime_status is not None:
+        log.info("evaluation %s exists (%s); not started again", instance_id, existing.runtime_status.value)
+        return
+    try:
+        await client.start_new(EVALUATE_ORCHESTRATOR, instance_id, payload)
+    except Exception as e:  # noqa: BLE001 - a concurrent start of the same id lost the race: still one
+        log.info("evaluation %s not started: %s", instance_id, e)
+
+
+@bp.route(route="runs/{id}/evaluate", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+async def evaluate(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    run_id = req.route_params["id"]
+    if not _published(run_id):
+        return _json({"error": f"no published run {run_id!r}"}, 404)
+    body = req.get_body()
+    try:
+        parse_actuals(body, "request body")  # every problem is a 400 naming it, before anything is stored
+    except AccuracyError as e:
+        return _json({"error": str(e)}, 413 if "the limit is" in str(e) else 400)
+    s = settings()
+    name = actuals_prefix(s.actuals_prefix, run_id) + datetime.now(UTC).strftime("posted-%Y%m%dT%H%M%S%fZ.csv")
+    etag = storage().write_bytes(s.input_container, name, body, content_type="text/csv")
+    instance_id = evaluation_id(name, str(etag).strip('"'))
+    await _start_once(client, instance_id, {"run_id": run_id, "evaluation": instance_id})
+    base = req.url.split("/api/")[0]
+    return _json({"id": instance_id, "run_id": run_id, "actuals": f"{s.input_container}/{name}",
+                  "accuracyUrl": f"{base}/api/runs/{run_id}/accuracy"}, 202,
+                 headers={"Location": f"{base}/api/runs/{run_id}/accuracy"})
+
+
+@bp.route(route="runs/{id}/accuracy", methods=["GET"])
+def get_accuracy(req: func.HttpRequest) -> func.HttpResponse:
+    run_id = req.route_params["id"]
+    if not naming.is_run_id(run_id):
+        return _json({"error": f"no run {run_id!r}"}, 404)
+    found = read_accuracy(storage(), settings().results_container, run_id)
+    if found is None:
+        return _json({"error": f"no accuracy for run {run_id!r} yet: POST actuals to /api/runs/{run_id}/evaluate "
+                               f"or drop them under {settings().input_container}/{settings().actuals_prefix}{run_id}/"},
+                     404)
+    return _json(found)
+
+
+@bp.blob_trigger(arg_name="blob", path="%INPUT_CONTAINER%/%ACTUALS_PREFIX%{name}", connection="STORAGE",
+                 source=func.BlobSource.EVENT_GRID)
+@bp.durable_client_input(client_name="client")
+async def new_actuals_blob(blob: func.InputStream, client: df.DurableOrchestrationClient) -> None:
+    _, _, name = blob.name.partition("/")
+    run_id = name.removeprefix(settings().actuals_prefix).split("/", 1)[0]
+    etag = str((blob.blob_properties or {}).get("ETag", "")).strip('"')
+    if not etag or not _published(run_id):
+        log.error("actuals blob %s: not evaluated (expected %s<published run id>/<name>.csv with an ETag)",
+                  blob.name, settings().actuals_prefix)
+        return
+    instance_id = evaluation_id(name, etag)
+    await _start_once(client, instance_id, {"run_id": run_id, "evaluation": instance_id})
+
+
+@bp.orchestration_trigger(context_name="context")
+def evaluate_run(context: df.DurableOrchestrationContext):
+    request = context.get_input()
+    try:
+        result = yield context.call_activity("evaluate_accuracy", request)
+    except Exception as e:  # noqa: BLE001 - the reason is the evaluation's output
+        return {"run_id": request["run_id"], "state": "failed", "error": str(e).strip().splitlines()[0]}
+    return {"run_id": request["run_id"], "state": "completed", "rows": result["rows"],
+            "accuracy": result["metrics"]}
+
+
+@bp.activity_trigger(input_name="request")
+def evaluate_accuracy(request: dict) -> dict:
+    s = settings()
+    return accuracy.evaluate_run(request["run_id"], request["evaluation"], storage(), s.results_container,
+                                 s.input_container, s.actuals_prefix)
