@@ -51,7 +51,7 @@ for (pc in unique(res$postcode)) {
   fc <- structure(list(mean = ts(f$volume, start = tsp(s$series)[1] + offset / 7, frequency = 7), x = s$series),
                   class = "forecast")
   test <- window(s$series, start = tsp(fc$mean)[1], end = tsp(fc$mean)[2])
-  a <- accuracy(fc, test)["Test set", c("ME", "RMSE", "MAE", "MASE")]
+  a <- accuracy(fc, test, test = seq_along(test))[1, c("ME", "RMSE", "MAE", "MASE")]  # test set only
   names(a) <- c("me", "rmse", "mae", "mase")
   add("postcode", pc, a, "forecast::accuracy")
 }
