@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := .make
-R_PACKAGES := r-base-core r-cran-forecast r-cran-jsonlite r-cran-data.table
+R_PACKAGES := r-base-core r-cran-forecast r-cran-jsonlite r-cran-data.table r-cran-mgcv r-cran-mass r-cran-nlme
 N ?= 300
 
 .PHONY: setup test demo bench lint clean

@@ -37,8 +37,11 @@ def main() -> int:
     models, input_csv = work / "models", work / "input.csv"
     start_day = datetime.now(UTC).date() + timedelta(days=1)
 
-    say(f"1/6 training {args.postcodes} sample models (glm, every 10th ets) ...")
-    train_sample_models(models, args.postcodes, "mixed", input_csv, start_day, args.horizon)
+    # Trained three days ago, scored from tomorrow: the ets models forecast 3 days further and publish only
+    # the input's dates (each model records its training end).
+    train_end = start_day - timedelta(days=4)
+    say(f"1/6 training {args.postcodes} sample models (glm, every 10th ets) on data up to {train_end} ...")
+    train_sample_models(models, args.postcodes, "mixed", input_csv, start_day, args.horizon, train_end=train_end)
 
     say("2/6 starting Azurite, the ARM stand-in for ACI and the Durable dev host ...")
     # The blob trigger would start a second run for the uploaded input; the demo shows the daily timer run.
@@ -88,6 +91,9 @@ def main() -> int:
             f"rows {view['rows']}, shards {len(view['shards'])}")
         say(f"    results  {view['results']} (Azurite) -> copied to {local / 'results.csv'}")
         say(f"    manifest {view['manifest']} -> copied to {local / 'manifest.json'}")
+        say(f"    time series: trained to {train_end}, published from {start_day} (forecast h = "
+            f"{(start_day - train_end).days - 1} + {args.horizon}, input dates only); warnings: "
+            f"{view.get('warnings') or 'none'}")
         say(f"    container groups left: {len(left)}")
         return 0 if not left else 1
     finally:
