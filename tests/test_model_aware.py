@@ -199,3 +199,10 @@ def test_training_end_given_at_registration_wins_and_is_checked(blobs, fixtures,
     (folder / "training_end.csv").write_text("postcode,training_end\n1004,31.01.2026\n")
     with pytest.raises(ModelStoreError, match="not YYYY-MM-DD"):
         register(blobs, folder)
+
+
+def test_image_check_covers_the_models_packages(blobs, fixtures):
+    version = register(blobs, fixtures / "bases")
+    blob = upload(blobs, (fixtures / "bases.csv").read_bytes())
+    with pytest.raises(PlanError, match="lacks: .*mgcv"):
+        plan(blobs, version, blob, IMAGE_R_PACKAGES="forecast=8.20;data.table=1.14.8;jsonlite=1.8.4")
