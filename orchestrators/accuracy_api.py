@@ -11,6 +11,7 @@ its ETag, so an event delivered twice, or a POST and the blob event it causes, e
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import UTC, datetime
@@ -52,7 +53,8 @@ async def _start_once(client: df.DurableOrchestrationClient, instance_id: str, p
 @bp.durable_client_input(client_name="client")
 async def evaluate(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     run_id = req.route_params["id"]
-    if not _published(run_id):
+    # Storage calls block: off the event loop, which the host shares between requests.
+    if not await asyncio.to_thread(_published, run_id):
         return _json({"error": f"no published run {run_id!r}"}, 404)
     body = req.get_body()
     try:
@@ -61,7 +63,7 @@ async def evaluate(req: func.HttpRequest, client: df.DurableOrchestrationClient)
         return _json({"error": str(e)}, 413 if "the limit is" in str(e) else 400)
     s = settings()
     name = actuals_prefix(s.actuals_prefix, run_id) + datetime.now(UTC).strftime("posted-%Y%m%dT%H%M%S%fZ.csv")
-    etag = storage().write_bytes(s.input_container, name, body, content_type="text/csv")
+    etag = await asyncio.to_thread(storage().write_bytes, s.input_container, name, body, content_type="text/csv")
     instance_id = evaluation_id(name, str(etag).strip('"'))
     await _start_once(client, instance_id, {"run_id": run_id, "evaluation": instance_id})
     base = req.url.split("/api/")[0]
@@ -90,7 +92,7 @@ async def new_actuals_blob(blob: func.InputStream, client: df.DurableOrchestrati
     _, _, name = blob.name.partition("/")
     run_id = name.removeprefix(settings().actuals_prefix).split("/", 1)[0]
     etag = str((blob.blob_properties or {}).get("ETag", "")).strip('"')
-    if not etag or not _published(run_id):
+    if not etag or not await asyncio.to_thread(_published, run_id):
         log.error("actuals blob %s: not evaluated (expected %s<published run id>/<name>.csv with an ETag)",
                   blob.name, settings().actuals_prefix)
         return
