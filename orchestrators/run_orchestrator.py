@@ -14,7 +14,8 @@ OK_SHARD_STATES = ("succeeded", "partial")
 def shard_input(plan: dict, shard: dict) -> dict:
     return {"run_id": plan["run_id"], "index": shard["index"], "postcodes": shard["postcodes"],
             "model": plan["model"], "version": plan["version"], "input": plan["input"],
-            "horizon": plan["horizon"], "timing": plan["timing"], "ts_max_gap_days": plan.get("ts_max_gap_days")}
+            "horizon": plan["horizon"], "timing": plan["timing"],
+            **({"ts_max_gap_days": plan["ts_max_gap_days"]} if "ts_max_gap_days" in plan else {})}
 
 
 def fan_out(context: df.DurableOrchestrationContext, plan: dict, progress: dict):
@@ -90,8 +91,9 @@ def score_run(context: df.DurableOrchestrationContext):
         progress["stage"] = "done"
         context.set_custom_status(progress)
         return {**result, "state": "failed", "errors": [f"plan: {error_text(e)}"]}
-    result.update(version=plan["version"], input=plan["input"], shards_total=len(plan["shards"]),
-                  warnings=plan.get("warnings", []))
+    result.update(version=plan["version"], input=plan["input"], shards_total=len(plan["shards"]))
+    if plan.get("warnings"):  # e.g. time-series dates assumed (planning/model_checks)
+        result["warnings"] = plan["warnings"]
     progress.update(stage="scoring", shards_total=len(plan["shards"]), postcodes_total=plan["postcodes_total"],
                     postcodes_failed=len(plan["failed"]))
 
