@@ -56,7 +56,8 @@ def _is_date(text: str) -> bool:
 def column_problem(column: dict, values: set[str]) -> str | None:
     """Why these input values do not fit a prototype column, or None."""
     name, kind = column["name"], column["type"]
-    present = sorted(v for v in values if v not in MISSING)
+    # data.table::fread strips the blanks around unquoted fields; so does this check.
+    present = sorted({v.strip() for v in values} - MISSING)
     levels = column.get("levels")
     if levels is not None and not isinstance(levels, list):
         levels = [levels]
@@ -89,7 +90,10 @@ def column_problem(column: dict, values: set[str]) -> str | None:
 def check_input_against_models(data: bytes, manifest: Manifest, postcodes: list[str], max_gap_days: int,
                                where: str) -> tuple[dict[str, str], list[str]]:
     """(failed postcodes with their reason, warnings for the run). `data` is the input CSV, already
-    checked for shape and dates by planning.input_postcodes."""
+    checked for shape and dates by planning.input_postcodes. A version with scorer.R types and dates its
+    input itself: nothing to check here."""
+    if manifest.scorer:
+        return {}, []
     profiled = {pc: manifest.profile_of(pc) for pc in postcodes}
     profiled = {pc: p for pc, p in profiled.items() if p is not None}
     warnings: list[str] = []

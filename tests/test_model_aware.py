@@ -104,7 +104,7 @@ def test_csv_input_scores_factor_logical_numeric_models_as_r_predict(azurite, bl
     assert_equal_to_r(read_csv(blobs, "t/typed/results.csv"), reference(fixtures / "typed_reference.csv"))
 
 
-def test_formula_bases_and_gam_equal_r_predict(azurite, blobs, fixtures):
+def test_formula_bases_gam_and_other_classes_equal_r_predict(azurite, blobs, fixtures):
     version = register(blobs, fixtures / "bases")
     result = run_worker(azurite, job(version, upload(blobs, (fixtures / "bases.csv").read_bytes()), "t/bases/"))
     assert result.returncode == EXIT_OK, result.stderr + result.stdout

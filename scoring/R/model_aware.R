@@ -92,7 +92,8 @@ conform_column <- function(x, col) {
         if (any(unseen)) bad(paste0("has level(s) not seen in fitting (fitted levels: ", shown(levels, 12), ")"),
                              text[unseen])
       }
-      if (col$type == "character" || !is.null(col$levels_of)) ifelse(missing_value, NA_character_, text) else
+      # Levels unknown: text, which model.frame turns into a factor as it always did.
+      if (col$type == "character" || !is.null(col$levels_of) || is.null(levels)) ifelse(missing_value, NA_character_, text) else
         factor(ifelse(missing_value, NA_character_, text), levels = levels, ordered = col$type == "ordered")
     },
     Date = {

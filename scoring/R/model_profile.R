@@ -122,6 +122,7 @@ model_prototype <- function(m, tt) {
       lv <- xlev[[v]]
       if (is.null(lv) && !is.null(data) && v %in% names(data))
         lv <- if (is.factor(data[[v]])) levels(data[[v]]) else if (type != "character") sort(unique(as.character(data[[v]])))
+      if (is.null(lv) && is.matrix(contr[[v]])) lv <- rownames(contr[[v]])  # nlme keeps contrast matrices
       if (!is.null(lv)) col$levels <- I(as.character(lv))
     }
     if (is.character(contr[[v]])) col$contrasts <- contr[[v]][1]

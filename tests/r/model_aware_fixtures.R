@@ -12,7 +12,7 @@ days <- seq(start, by = "day", length.out = n)
 
 typed_data <- function(k, days) {
   data.frame(date = days, weekday = as.integer(format(days, "%u")), month = factor(as.integer(format(days, "%m")), levels = 1:12),
-             promo = rep_len(c(TRUE, FALSE, FALSE), length(days)), temp = round(rnorm(length(days), 10, 5), 1),
+             promo = sample(c(TRUE, FALSE, FALSE), length(days), TRUE), temp = round(rnorm(length(days), 10, 5), 1),
              region = rep_len(c("north", "south", "east"), length(days)),
              size = factor(sample(c("S", "M", "L"), length(days), TRUE), levels = c("S", "M", "L"), ordered = TRUE),
              stringsAsFactors = FALSE)
@@ -41,7 +41,15 @@ x_train$y <- rpois(400, exp(1 + sin(x_train$x / 3) + 0.2 * (x_train$f == "b")))
 x_future <- data.frame(date = days, x = seq(0.5, 9.5, length.out = n), f = factor(rep_len(c("a", "b"), n), levels = c("a", "b")))
 bases <- list("1000" = lm(y ~ ns(x, df = 4), data = x_train),
               "1002" = glm(y ~ bs(x, df = 5) + f, family = poisson, data = x_train),
-              "1004" = gam(y ~ s(x) + f, family = poisson, data = x_train))
+              "1004" = gam(y ~ s(x) + f, family = poisson, data = x_train),
+              # Classes that scored right before model profiles existed must still do so with them.
+              "1006" = lm(y ~ poly(x, 3) + f, data = x_train),
+              "1008" = MASS::glm.nb(y ~ x + f, data = x_train),
+              "1010" = loess(y ~ x, data = x_train),
+              "1012" = nls(y ~ a * exp(b * sin(x / 3)), data = x_train, start = list(a = 2, b = 1)),
+              "1014" = nlme::gls(y ~ x + f, data = x_train),
+              "1016" = glm(I(y > 3) ~ x + f, family = binomial(link = "probit"), data = x_train),
+              "1018" = glm(I(y + 1) ~ x + f, family = Gamma(link = "log"), data = x_train))
 rows <- list(); ref <- list()
 for (pc in names(bases)) {
   saveRDS(bases[[pc]], file.path(out, "bases", paste0(pc, ".rds")))
