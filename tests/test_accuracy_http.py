@@ -1,16 +1,19 @@
-"""Accuracy through the real routes and triggers: a run published by the whole pipeline (Durable dev host,
-ARM stand-in, Azurite, the worker), then actuals posted to POST /api/runs/{id}/evaluate and dropped as a blob
-under actuals/<run id>/; GET /api/runs/{id}/accuracy serves the latest evaluation."""
+"""Accuracy and run warnings through the real routes and triggers: a run published by the whole pipeline
+(Durable dev host, ARM stand-in, Azurite, the worker), then actuals posted to POST /api/runs/{id}/evaluate
+and dropped as a blob under actuals/<run id>/; GET /api/runs/{id}/accuracy serves the latest evaluation."""
 
 from __future__ import annotations
 
 import csv
 import io
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from conftest import HORIZON, sample_stack
+
+from scoring.modelstore import ModelStore
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +84,19 @@ def test_posted_then_dropped_actuals_are_evaluated(stack, run):
 def test_bad_evaluate_requests_are_refused_with_the_reason(stack, run, run_id, body, status, message):
     r = stack.post(f"/api/runs/{run_id or run[0]}/evaluate", data=body, headers={"Content-Type": "text/csv"})
     assert r.status_code == status and message in r.json()["error"], r.text
+
+
+def test_run_status_says_when_time_series_dates_are_assumed(stack, run, tmp_path):
+    # A HoltWinters model with no training end anywhere: scored, and the run says its dates are assumed.
+    folder = tmp_path / "hw"
+    folder.mkdir()
+    subprocess.run(["Rscript", "-e", f"saveRDS(HoltWinters(ts(100 + sin(1:200 * 2 * pi / 7) * 10 + "
+                    f"rnorm(200), frequency = 7)), '{folder / '1002.rds'}')"], check=True, capture_output=True)
+    ModelStore(stack.blobs).register("parcels", "hw-no-end", folder)
+    r = stack.post("/api/runs", {"input": "manual/input.csv", "horizon": HORIZON, "version": "hw-no-end"})
+    assert r.status_code == 202, r.text
+    view = stack.wait_for_run(r.json()["id"])
+    assert view["state"] == "completed", view
+    assert any("dates assumed" in w and "1002" in w for w in view["warnings"]), view
+    manifest = stack.blobs.read_json("results", view["manifest"].partition("/")[2])
+    assert manifest["warnings"] == view["warnings"]
