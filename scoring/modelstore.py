@@ -31,6 +31,7 @@ from .names import check_model_name, check_version, is_valid_postcode, postcode_
 MANIFEST = "manifest.json"
 SCORER = "scorer.R"
 TRAINING_END = "training_end.csv"  # optional: postcode,training_end (YYYY-MM-DD) for time-series models
+NOT_DAILY_FREQUENCIES = (4, 12, 52)  # quarterly, monthly, weekly series: no date alignment (R/model_profile.R)
 CHAMPION = "champion"
 PACK_MAX_MODELS = 250
 PACK_MAX_BYTES = 16 * 1024 * 1024
@@ -331,7 +332,7 @@ def _attach_profiles(models: dict[str, ModelEntry], profiles: dict[str, dict],
         if profile is None:
             out[pc] = entry
             continue
-        shared = {k: v for k, v in profile.items() if k not in ("training_end", "training_end_source")}
+        shared = {k: v for k, v in profile.items() if k not in ("training_end", "training_end_source", "frequency")}
         for key in ("class", "packages", "attach"):  # R gives a bare string for a vector of one
             shared[key] = _as_list(shared.get(key))
         key = json.dumps(shared, sort_keys=True)
@@ -340,6 +341,10 @@ def _attach_profiles(models: dict[str, ModelEntry], profiles: dict[str, dict],
             distinct.append(shared)
         end, source = profile.get("training_end"), profile.get("training_end_source")
         if shared.get("time_series") and pc in given_ends:
+            if profile.get("frequency") in NOT_DAILY_FREQUENCIES:
+                raise ModelStoreError(f"{pc}.rds: a training end is given for a series of frequency "
+                                      f"{profile['frequency']:g}; dated forecasts need a daily series "
+                                      "(one step = one day)")
             end, source = given_ends[pc], "registration"
         if not shared.get("time_series"):
             end, source = None, None

@@ -206,3 +206,13 @@ def test_image_check_covers_the_models_packages(blobs, fixtures):
     blob = upload(blobs, (fixtures / "bases.csv").read_bytes())
     with pytest.raises(PlanError, match="lacks: .*mgcv"):
         plan(blobs, version, blob, IMAGE_R_PACKAGES="forecast=8.20;data.table=1.14.8;jsonlite=1.8.4")
+
+
+def test_training_end_on_a_monthly_series_is_refused(blobs, tmp_path):
+    folder = tmp_path / "monthly"
+    folder.mkdir()
+    subprocess.run(["Rscript", "-e", f"saveRDS(forecast::ets(USAccDeaths), '{folder / '1000.rds'}')"], check=True,
+                   capture_output=True)
+    with pytest.raises(ModelStoreError, match="frequency 12; dated forecasts need a daily series"):
+        register(blobs, folder, training_end="1978-12-31")
+    assert ModelStore(blobs).read_manifest("parcels", register(blobs, folder)).dates_assumed() == ["1000"]

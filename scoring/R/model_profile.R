@@ -150,25 +150,32 @@ model_series <- function(m) {
   y
 }
 
+# Series observed quarterly, monthly or weekly: one forecast step is not one day, so no date alignment.
+NOT_DAILY_FREQUENCIES <- c(4, 12, 52)
+
 # The date of the last training observation, and where it came from.
 training_end_of <- function(m) {
   given <- attr(m, "training_end", exact = TRUE)
+  y <- model_series(m)
+  frequency <- if (!is.null(y) && stats::is.ts(y)) stats::frequency(y) else NA_real_
   if (!is.null(given)) {
+    if (!is.na(frequency) && frequency %in% NOT_DAILY_FREQUENCIES)
+      stop("attribute training_end is set on a series of frequency ", frequency, "; dated forecasts need a ",
+           "daily series (one step = one day)", call. = FALSE)
     d <- tryCatch(as.Date(given), error = function(e) NA)
     if (length(d) != 1 || is.na(d)) stop("attribute training_end is not a date: ", format(given)[1], call. = FALSE)
-    return(list(date = format(d), source = "model attribute training_end"))
+    return(list(date = format(d), source = "model attribute training_end", frequency = frequency))
   }
-  y <- model_series(m)
   if (!is.null(y) && stats::is.ts(y)) {
     tp <- stats::tsp(y)
     # A daily series with a calendar start, e.g. ts(x, start = c(2024, 45), frequency = 365).
     if (tp[3] %in% c(365, 365.25, 366) && tp[1] >= 1900 && tp[1] < 2200) {
       year <- floor(tp[1] + 1e-9)
       first <- as.Date(sprintf("%d-01-01", as.integer(year))) + round((tp[1] - year) * tp[3])
-      return(list(date = format(first + length(y) - 1), source = "daily ts calendar"))
+      return(list(date = format(first + length(y) - 1), source = "daily ts calendar", frequency = frequency))
     }
   }
-  list(date = NA_character_, source = NA_character_)
+  list(date = NA_character_, source = NA_character_, frequency = frequency)
 }
 
 model_profile <- function(m) {
@@ -200,10 +207,10 @@ model_profile <- function(m) {
     attach <- unique(c(attach, found$pkgs))
   }
   packages <- setdiff(unique(c(packages, attach)), DEFAULT_ATTACHED)
-  end <- if (ts_model) training_end_of(m) else list(date = NA_character_, source = NA_character_)
+  end <- if (ts_model) training_end_of(m) else list(date = NA_character_, source = NA_character_, frequency = NA)
   list(class = I(classes), time_series = ts_model, packages = I(packages),
        attach = I(setdiff(unique(attach), DEFAULT_ATTACHED)), prototype = model_prototype(m, tt),
-       training_end = end$date, training_end_source = end$source)
+       training_end = end$date, training_end_source = end$source, frequency = end$frequency)
 }
 
 profile_json <- function(profile) {
