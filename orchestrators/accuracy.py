@@ -251,13 +251,20 @@ def read_actuals(blobs: BlobStore, container: str, prefix: str) -> tuple[dict[tu
     return merged, sources
 
 
+def published_results(blobs: BlobStore, container: str, run_id: str) -> str | None:
+    """The blob holding the run's published results.csv, or None while it has published none."""
+    prefix = naming.run_prefix(run_id)
+    return prefix + "results.csv" if blobs.exists(container, prefix + "_SUCCESS") else None
+
+
 def evaluate_run(run_id: str, evaluation: str, blobs: BlobStore, results_container: str,
                  actuals_container: str, actuals_root: str) -> dict:
     """Join the run's published results with all its actuals; publish metrics, pairs, then the pointer."""
     prefix = naming.run_prefix(run_id)
-    if not blobs.exists(results_container, prefix + "_SUCCESS"):
+    results_blob = published_results(blobs, results_container, run_id)
+    if results_blob is None:
         raise AccuracyError(f"run {run_id} has published no results")
-    results = blobs.read_bytes(results_container, prefix + "results.csv").decode()
+    results = blobs.read_bytes(results_container, results_blob).decode()
     actuals, sources = read_actuals(blobs, actuals_container, actuals_prefix(actuals_root, run_id))
     pairs = join(results, actuals)
     if not pairs:
@@ -271,6 +278,7 @@ def evaluate_run(run_id: str, evaluation: str, blobs: BlobStore, results_contain
     pointer = {
         "run_id": run_id, "evaluation": evaluation,
         "computed": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "results": f"{results_container}/{results_blob}",
         "metrics": f"{results_container}/{folder}metrics.csv", "pairs": f"{results_container}/{folder}pairs.csv",
         "actuals": sources, "postcodes": len({p.postcode for p in pairs}), "rows": len(pairs),
         "overall": table[0], "model_versions": [r for r in table if r["level"] == "model_version"],

@@ -20,7 +20,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from . import accuracy, naming
-from .accuracy import AccuracyError, actuals_prefix, evaluation_id, parse_actuals, read_accuracy
+from .accuracy import AccuracyError, actuals_prefix, evaluation_id, parse_actuals, published_results, read_accuracy
 from .services import settings, storage
 
 bp = df.Blueprint()
@@ -34,8 +34,7 @@ def _json(body: dict, status: int = 200, headers: dict | None = None) -> func.Ht
 
 
 def _published(run_id: str) -> bool:
-    return naming.is_run_id(run_id) and storage().exists(settings().results_container,
-                                                          naming.run_prefix(run_id) + "_SUCCESS")
+    return naming.is_run_id(run_id) and published_results(storage(), settings().results_container, run_id) is not None
 
 
 async def _start_once(client: df.DurableOrchestrationClient, instance_id: str, payload: dict) -> None:
