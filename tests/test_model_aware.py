@@ -8,6 +8,8 @@ the original, typed data frames; the worker reads the CSV an R user writes from 
 from __future__ import annotations
 
 import csv
+import io
+import json
 import subprocess
 import uuid
 from datetime import date, timedelta
@@ -216,3 +218,54 @@ def test_training_end_on_a_monthly_series_is_refused(blobs, tmp_path):
     with pytest.raises(ModelStoreError, match="frequency 12; dated forecasts need a daily series"):
         register(blobs, folder, training_end="1978-12-31")
     assert ModelStore(blobs).read_manifest("parcels", register(blobs, folder)).dates_assumed() == ["1000"]
+
+
+CASES = [("numeric", None, v) for v in ("3", "3.5", "1e5", "-2", "+4", ".5", " 7 ", "Inf", "0x1A", "abc", "1,5",
+                                         "3 apples", "TRUE", "", "NA")]
+CASES += [("logical", None, v) for v in ("TRUE", "false", "T", "1", "0", "yes", "2", "")]
+CASES += [("factor", ["a", "b"], v) for v in ("a", "b", "c", "A", "NA")]
+CASES += [("factor", ["1", "2"], v) for v in ("1", "01", "3")]
+CASES += [("ordered", ["S", "M", "L"], v) for v in ("M", "XL")]
+CASES += [("character", ["north", "south"], v) for v in ("north", "west")]
+CASES += [("Date", None, v) for v in ("2026-01-31", "2026-02-30", "31.01.2026")]
+CASES += [("numeric-levels", ["1", "2", "7"], v) for v in ("7", "07", "8", "2.0")]
+
+
+def test_planning_and_the_worker_agree_on_every_hostile_value(tmp_path):
+    """What the plan check lets through, R converts; what it refuses, R refuses (same column, same values)."""
+    from orchestrators.model_checks import column_problem
+
+    columns = []
+    for i, (kind, levels, _) in enumerate(CASES):
+        col = {"name": f"c{i}", "type": "numeric" if kind == "numeric-levels" else kind}
+        if levels is not None:
+            col["levels"] = levels
+        if kind == "numeric-levels":
+            col["levels_of"] = f"factor(c{i})"
+        columns.append(col)
+    (tmp_path / "cases.json").write_text(json.dumps(columns))
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([[c["name"] for c in columns], [v for _, _, v in CASES]])
+    (tmp_path / "values.csv").write_text(out.getvalue())
+    subprocess.run(["Rscript", str(REPO / "tests" / "r" / "conform_cases.R"), str(REPO / "scoring" / "R"),
+                    str(tmp_path / "cases.json"), str(tmp_path / "values.csv"), str(tmp_path / "r.csv")], check=True,
+                   capture_output=True)
+    in_r = {int(r["case"]): r for r in csv.DictReader((tmp_path / "r.csv").open())}
+    refused = 0
+    for i, (col, (_, _, value)) in enumerate(zip(columns, CASES, strict=True)):
+        python_problem = column_problem(col, {value})
+        assert (python_problem is None) == (in_r[i]["ok"] == "TRUE"), (col, value, python_problem, in_r[i])
+        if python_problem:
+            refused += 1
+            assert f"column '{col['name']}'" in python_problem and in_r[i]["message"].startswith(
+                f"column '{col['name']}'")
+            assert value.strip() in python_problem and value.strip() in in_r[i]["message"]
+    assert refused == 15  # the cases above that no conversion can rescue
+
+
+@pytest.mark.parametrize("gap", [-1, "30", True, 1.5])
+def test_job_refuses_a_bad_gap_limit(gap):
+    from scoring.job import JobError, parse_job
+
+    with pytest.raises(JobError, match="ts_max_gap_days"):
+        parse_job(job("v1", "x.csv", "p/", ts_max_gap_days=gap))
