@@ -18,7 +18,7 @@ from datetime import date, timedelta
 import pytest
 from conftest import REPO
 
-from orchestrators.accuracy import (
+from pipeline.accuracy import (
     METRIC_COLUMNS,
     AccuracyError,
     accuracy_pointer,
@@ -26,7 +26,7 @@ from orchestrators.accuracy import (
     parse_actuals,
     read_accuracy,
 )
-from orchestrators.publish import RESULT_COLUMNS
+from pipeline.publish import RESULT_COLUMNS
 
 START = date(2026, 11, 23)
 DAYS = 14

@@ -14,6 +14,7 @@ import pytest
 from conftest import HORIZON, sample_stack
 
 from scoring.modelstore import ModelStore
+from scoring.registration import register_version
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,7 @@ def test_run_status_says_when_time_series_dates_are_assumed(stack, run, tmp_path
     folder.mkdir()
     subprocess.run(["Rscript", "-e", f"saveRDS(HoltWinters(ts(100 + sin(1:200 * 2 * pi / 7) * 10 + "
                     f"rnorm(200), frequency = 7)), '{folder / '1002.rds'}')"], check=True, capture_output=True)
-    ModelStore(stack.blobs).register("parcels", "hw-no-end", folder)
+    register_version(ModelStore(stack.blobs), "parcels", "hw-no-end", folder)
     r = stack.post("/api/runs", {"input": "manual/input.csv", "horizon": HORIZON, "version": "hw-no-end"})
     assert r.status_code == 202, r.text
     view = stack.wait_for_run(r.json()["id"])

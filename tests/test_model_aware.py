@@ -19,10 +19,11 @@ import pytest
 from conftest import REPO
 from test_scoring_worker import read_csv, run_worker
 
-from orchestrators.planning import PlanError, plan_run
-from orchestrators.run_requests import RunRequest
-from orchestrators.settings import Settings
+from pipeline.planning import PlanError, plan_run
+from pipeline.run_requests import RunRequest
+from pipeline.settings import Settings
 from scoring.modelstore import ModelStore, ModelStoreError
+from scoring.registration import register_version
 from scoring.worker import EXIT_OK, EXIT_PARTIAL
 
 START = date.today() + timedelta(days=3)
@@ -40,7 +41,7 @@ def fixtures(tmp_path_factory) -> Path:
 
 def register(blobs, folder: Path, **kwargs) -> str:
     version = "ma-" + uuid.uuid4().hex[:8]
-    ModelStore(blobs).register("parcels", version, folder, **kwargs)
+    register_version(ModelStore(blobs), "parcels", version, folder, **kwargs)
     return version
 
 
@@ -233,7 +234,7 @@ CASES += [("numeric-levels", ["1", "2", "7"], v) for v in ("7", "07", "8", "2.0"
 
 def test_planning_and_the_worker_agree_on_every_hostile_value(tmp_path):
     """What the plan check lets through, R converts; what it refuses, R refuses (same column, same values)."""
-    from orchestrators.model_checks import column_problem
+    from pipeline.model_checks import column_problem
 
     columns = []
     for i, (kind, levels, _) in enumerate(CASES):

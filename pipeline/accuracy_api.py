@@ -1,4 +1,5 @@
-"""Accuracy routes and triggers, on a blueprint of their own (registered in function_app.py):
+"""Accuracy routes and triggers, on a blueprint of their own (build_accuracy_blueprint, registered in
+function_app.py):
 
     POST /api/runs/{id}/evaluate   actuals CSV (postcode,date,volume) in the body -> stored under the run's
                                    actuals folder, evaluation started -> 202
@@ -23,7 +24,6 @@ from . import accuracy, naming
 from .accuracy import AccuracyError, actuals_prefix, evaluation_id, parse_actuals, published_results, read_accuracy
 from .services import settings, storage
 
-bp = df.Blueprint()
 log = logging.getLogger(__name__)
 EVALUATE_ORCHESTRATOR = "evaluate_run"
 
@@ -48,8 +48,6 @@ async def _start_once(client: df.DurableOrchestrationClient, instance_id: str, p
         log.info("evaluation %s not started: %s", instance_id, e)
 
 
-@bp.route(route="runs/{id}/evaluate", methods=["POST"])
-@bp.durable_client_input(client_name="client")
 async def evaluate(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     run_id = req.route_params["id"]
     # Storage calls block: off the event loop, which the host shares between requests.
@@ -71,7 +69,6 @@ async def evaluate(req: func.HttpRequest, client: df.DurableOrchestrationClient)
                  headers={"Location": f"{base}/api/runs/{run_id}/accuracy"})
 
 
-@bp.route(route="runs/{id}/accuracy", methods=["GET"])
 def get_accuracy(req: func.HttpRequest) -> func.HttpResponse:
     run_id = req.route_params["id"]
     if not naming.is_run_id(run_id):
@@ -84,9 +81,6 @@ def get_accuracy(req: func.HttpRequest) -> func.HttpResponse:
     return _json(found)
 
 
-@bp.blob_trigger(arg_name="blob", path="%INPUT_CONTAINER%/%ACTUALS_PREFIX%{name}", connection="STORAGE",
-                 source=func.BlobSource.EVENT_GRID)
-@bp.durable_client_input(client_name="client")
 async def new_actuals_blob(blob: func.InputStream, client: df.DurableOrchestrationClient) -> None:
     _, _, name = blob.name.partition("/")
     run_id = name.removeprefix(settings().actuals_prefix).split("/", 1)[0]
@@ -99,7 +93,6 @@ async def new_actuals_blob(blob: func.InputStream, client: df.DurableOrchestrati
     await _start_once(client, instance_id, {"run_id": run_id, "evaluation": instance_id})
 
 
-@bp.orchestration_trigger(context_name="context")
 def evaluate_run(context: df.DurableOrchestrationContext):
     request = context.get_input()
     try:
@@ -110,8 +103,19 @@ def evaluate_run(context: df.DurableOrchestrationContext):
             "accuracy": result["metrics"]}
 
 
-@bp.activity_trigger(input_name="request")
 def evaluate_accuracy(request: dict) -> dict:
     s = settings()
     return accuracy.evaluate_run(request["run_id"], request["evaluation"], storage(), s.results_container,
                                  s.input_container, s.actuals_prefix)
+
+
+def build_accuracy_blueprint() -> df.Blueprint:
+    """A new blueprint with the accuracy routes, the actuals blob trigger and the evaluation orchestration."""
+    bp = df.Blueprint()
+    bp.route(route="runs/{id}/evaluate", methods=["POST"])(bp.durable_client_input(client_name="client")(evaluate))
+    bp.route(route="runs/{id}/accuracy", methods=["GET"])(get_accuracy)
+    bp.blob_trigger(arg_name="blob", path="%INPUT_CONTAINER%/%ACTUALS_PREFIX%{name}", connection="STORAGE",
+                    source=func.BlobSource.EVENT_GRID)(bp.durable_client_input(client_name="client")(new_actuals_blob))
+    bp.orchestration_trigger(context_name="context")(evaluate_run)
+    bp.activity_trigger(input_name="request")(evaluate_accuracy)
+    return bp
