@@ -141,7 +141,11 @@ model_aware_newdata <- function(postcode, model, newdata) {
       attr(newdata, "forecast_steps") <- forecast_steps(newdata$date, entry$training_end, .model_aware$max_gap_days)
     return(newdata)
   }
-  if (length(profile$prototype)) newdata <- conform_newdata(newdata, profile$prototype)
+  if (length(profile$prototype)) return(conform_newdata(newdata, profile$prototype))
+  # No prototype (nls and other classes without terms): columns other models need as text are typed back
+  # the way the CSV reader would have typed them.
+  for (col in intersect(getOption("scoring.text_columns"), names(newdata)))
+    newdata[[col]] <- utils::type.convert(newdata[[col]], as.is = TRUE)
   newdata
 }
 

@@ -23,7 +23,9 @@ future <- typed_data(1, days)
 typed <- list(
   "1000" = glm(volume ~ month + promo + temp, family = poisson, data = train),
   "1002" = lm(volume ~ region + temp + promo + size, data = train),
-  "1004" = glm(volume ~ factor(weekday) + temp, family = quasipoisson, data = train))
+  "1004" = glm(volume ~ factor(weekday) + temp, family = quasipoisson, data = train),
+  # No terms, so no prototype: `promo`, read as text for the others, must reach it as the CSV reader types it.
+  "1006" = nls(volume ~ a * exp(b * as.numeric(promo)), data = train, start = list(a = 20, b = 0.3)))
 rows <- list(); ref <- list()
 for (pc in names(typed)) {
   saveRDS(typed[[pc]], file.path(out, "typed", paste0(pc, ".rds")))
