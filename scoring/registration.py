@@ -25,11 +25,11 @@ from .modelstore import (
     ModelEntry,
     ModelStore,
     ModelStoreError,
-    _now,
     sha256,
     version_prefix,
 )
 from .names import check_model_name, check_version, is_valid_postcode, postcode_pattern
+from .timestamps import now_seconds
 
 PACK_MAX_MODELS = 250
 PACK_MAX_BYTES = 16 * 1024 * 1024
@@ -55,7 +55,7 @@ def register_version(store: ModelStore, model: str, version: str, folder: Path, 
                                                                  extra_packages)
         models, packs = _upload_packs(store, prefix, files, stored, classes)
     distinct, models = _attach_profiles(models, profiles, given_ends)
-    manifest = Manifest(model=model, version=version, created=_now(), r_version=r_version,
+    manifest = Manifest(model=model, version=version, created=now_seconds(), r_version=r_version,
                         r_packages=packages, models=models, packs=packs, profiles=distinct)
     if scorer is not None:
         data = scorer.read_bytes()

@@ -19,8 +19,8 @@ import pytest
 from conftest import REPO
 from test_scoring_worker import read_csv, run_worker
 
+from pipeline.payloads import RunRequest
 from pipeline.planning import PlanError, plan_run
-from pipeline.run_requests import RunRequest
 from pipeline.settings import Settings
 from scoring.modelstore import ModelStore, ModelStoreError
 from scoring.registration import register_version
@@ -69,7 +69,7 @@ def assert_equal_to_r(got: list[dict], expected: list[dict], columns=("volume",)
                 row, column)
 
 
-def plan(blobs, version: str, input_blob: str, **settings) -> dict:
+def plan(blobs, version: str, input_blob: str, **settings):
     request = RunRequest.from_json({"model": "parcels", "version": version, "input_blob": input_blob,
                                     "postcodes": None, "horizon": DAYS, "trigger": "http", "retry_of": None,
                                     "dry_run": True, "shard_size": None})
@@ -131,10 +131,10 @@ def test_unseen_level_and_bad_type_fail_their_postcode_by_name(azurite, blobs, f
     blob = upload(blobs, data)
 
     planned = plan(blobs, version, blob)
-    assert set(planned["failed"]) == {"1000", "1002"}
-    assert "column 'month'" in planned["failed"]["1000"] and "'13'" in planned["failed"]["1000"]
-    assert "column 'promo'" in planned["failed"]["1002"] and "'maybe'" in planned["failed"]["1002"]
-    assert [s["postcodes"] for s in planned["shards"]] == [["1004", "1006"]]
+    assert set(planned.failed) == {"1000", "1002"}
+    assert "column 'month'" in planned.failed["1000"] and "'13'" in planned.failed["1000"]
+    assert "column 'promo'" in planned.failed["1002"] and "'maybe'" in planned.failed["1002"]
+    assert [s.postcodes for s in planned.shards] == [["1004", "1006"]]
 
     # The worker applies the same rules (a job written by hand, or an input that changed).
     result = run_worker(azurite, job(version, blob, "t/unseen/"))
@@ -164,7 +164,7 @@ def test_time_series_forecast_lands_on_the_input_dates(azurite, blobs, fixtures)
     assert_equal_to_r(read_csv(blobs, "t/ts/results.csv"), reference(fixtures / "ts_reference.csv"),
                       ("volume", "lower_80", "upper_95"))
     planned = plan(blobs, version, blob)
-    assert planned["failed"] == {} and any("dates assumed" in w and "1004" in w for w in planned["warnings"])
+    assert planned.failed == {} and any("dates assumed" in w and "1004" in w for w in planned.warnings)
 
 
 def test_time_series_input_before_training_end_or_too_late_fails(azurite, blobs, fixtures):
@@ -232,6 +232,7 @@ CASES += [("Date", None, v) for v in ("2026-01-31", "2026-02-30", "31.01.2026")]
 CASES += [("numeric-levels", ["1", "2", "7"], v) for v in ("7", "07", "8", "2.0")]
 
 
+@pytest.mark.integration  # runs R
 def test_planning_and_the_worker_agree_on_every_hostile_value(tmp_path):
     """What the plan check lets through, R converts; what it refuses, R refuses (same column, same values)."""
     from pipeline.model_checks import column_problem
