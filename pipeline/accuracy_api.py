@@ -13,19 +13,48 @@ its ETag, so an event delivered twice, or a POST and the blob event it causes, e
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import azure.durable_functions as df
 import azure.functions as func
 
+from scoring.errors import one_line
+
 from . import accuracy, naming
 from .accuracy import AccuracyError, actuals_prefix, evaluation_id, parse_actuals, published_results, read_accuracy
+from .payloads import Payload
 from .services import settings, storage
 
 log = logging.getLogger(__name__)
 EVALUATE_ORCHESTRATOR = "evaluate_run"
+
+
+class EvaluationState(enum.StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class EvaluationRequest(Payload):
+    """evaluate_run's input: the run, and the evaluation's name (from the actuals blob and its ETag)."""
+
+    run_id: str
+    evaluation: str
+
+
+@dataclass(frozen=True)
+class EvaluationResult(Payload):
+    """evaluate_accuracy's answer and evaluate_run's output."""
+
+    run_id: str
+    state: EvaluationState
+    rows: int = 0
+    metrics: str | None = None  # container/blob of metrics.csv
+    error: str = ""
 
 
 def _json(body: dict, status: int = 200, headers: dict | None = None) -> func.HttpResponse:
@@ -37,7 +66,7 @@ def _published(run_id: str) -> bool:
     return naming.is_run_id(run_id) and published_results(storage(), settings().results_container, run_id) is not None
 
 
-async def _start_once(client: df.DurableOrchestrationClient, instance_id: str, payload: dict) -> None:
+async def _start_once(client: df.DurableOrchestrationClient, instance_id: str, payload: EvaluationRequest) -> None:
     existing = await client.get_status(instance_id)
     if existing and existing.runtime_status is not None:
         log.info("evaluation %s exists (%s); not started again", instance_id, existing.runtime_status.value)
@@ -62,7 +91,7 @@ async def evaluate(req: func.HttpRequest, client: df.DurableOrchestrationClient)
     name = actuals_prefix(s.actuals_prefix, run_id) + datetime.now(UTC).strftime("posted-%Y%m%dT%H%M%S%fZ.csv")
     etag = await asyncio.to_thread(storage().write_bytes, s.input_container, name, body, content_type="text/csv")
     instance_id = evaluation_id(name, str(etag).strip('"'))
-    await _start_once(client, instance_id, {"run_id": run_id, "evaluation": instance_id})
+    await _start_once(client, instance_id, EvaluationRequest(run_id=run_id, evaluation=instance_id))
     base = req.url.split("/api/")[0]
     return _json({"id": instance_id, "run_id": run_id, "actuals": f"{s.input_container}/{name}",
                   "accuracyUrl": f"{base}/api/runs/{run_id}/accuracy"}, 202,
@@ -90,23 +119,24 @@ async def new_actuals_blob(blob: func.InputStream, client: df.DurableOrchestrati
                   blob.name, settings().actuals_prefix)
         return
     instance_id = evaluation_id(name, etag)
-    await _start_once(client, instance_id, {"run_id": run_id, "evaluation": instance_id})
+    await _start_once(client, instance_id, EvaluationRequest(run_id=run_id, evaluation=instance_id))
 
 
 def evaluate_run(context: df.DurableOrchestrationContext):
-    request = context.get_input()
+    request = EvaluationRequest.from_json(context.get_input())
     try:
-        result = yield context.call_activity("evaluate_accuracy", request)
+        result: EvaluationResult = yield context.call_activity("evaluate_accuracy", request)
     except Exception as e:  # noqa: BLE001 - the reason is the evaluation's output
-        return {"run_id": request["run_id"], "state": "failed", "error": str(e).strip().splitlines()[0]}
-    return {"run_id": request["run_id"], "state": "completed", "rows": result["rows"],
-            "accuracy": result["metrics"]}
+        result = EvaluationResult(run_id=request.run_id, state=EvaluationState.FAILED, error=one_line(e))
+    return result.to_json()
 
 
-def evaluate_accuracy(request: dict) -> dict:
+def evaluate_accuracy(request: EvaluationRequest) -> EvaluationResult:
     s = settings()
-    return accuracy.evaluate_run(request["run_id"], request["evaluation"], storage(), s.results_container,
-                                 s.input_container, s.actuals_prefix)
+    pointer = accuracy.evaluate_run(request.run_id, request.evaluation, storage(), s.results_container,
+                                    s.input_container, s.actuals_prefix)
+    return EvaluationResult(run_id=request.run_id, state=EvaluationState.COMPLETED, rows=pointer["rows"],
+                            metrics=pointer["metrics"])
 
 
 def build_accuracy_blueprint() -> df.Blueprint:
