@@ -146,13 +146,15 @@ def test_unseen_level_and_bad_type_fail_their_postcode_by_name(azurite, blobs, f
     assert status["scored"] == ["1004", "1006"]
 
 
-def test_missing_column_fails_the_plan_with_its_name(blobs, fixtures):
+def test_missing_column_fails_the_postcodes_that_need_it_by_name(blobs, fixtures):
     version = register(blobs, fixtures / "typed")
     rows = [r.split(",") for r in (fixtures / "typed.csv").read_text().splitlines()]
     i = rows[0].index("temp")
     blob = upload(blobs, ("\n".join(",".join(r[:i] + r[i + 1:]) for r in rows) + "\n").encode())
-    with pytest.raises(PlanError, match="lacks column.*temp"):
-        plan(blobs, version, blob)
+    planned = plan(blobs, version, blob)
+    assert sorted(planned.failed) == ["1000", "1002", "1004"]  # 1006 (nls) does not read temp
+    assert all("lacks column(s) the model was fitted with: temp" in why for why in planned.failed.values())
+    assert [s.postcodes for s in planned.shards] == [["1006"]]
 
 
 def test_time_series_forecast_lands_on_the_input_dates(azurite, blobs, fixtures):
