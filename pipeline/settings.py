@@ -69,6 +69,17 @@ DEFAULTS: dict[str, str] = {
     "TS_MAX_GAP_DAYS": "90",
     # Actuals (postcode,date,volume) land under INPUT_CONTAINER/ACTUALS_PREFIX<run id>/...csv.
     "ACTUALS_PREFIX": "actuals/",
+    # Client routes (client_api/): uploaded model versions wait in STAGING_CONTAINER until registered (give it
+    # a lifecycle rule deleting blobs after a day); uploaded input CSVs go to INPUT_CONTAINER/UPLOAD_PREFIX,
+    # which must lie outside INPUT_PREFIX (else each upload also fires the blob trigger). Body limits in MB.
+    "STAGING_CONTAINER": "staging",
+    "UPLOAD_PREFIX": "uploads/",
+    "MAX_REGISTRATION_MB": "64",  # one request body: a small version, or one part of a large one
+    "MAX_STAGED_MB": "4096",  # a version uploaded in parts, all parts together
+    "MAX_INPUT_UPLOAD_MB": "32",
+    # Dashboard data routes (dashboard/auth.py): "function-key" (x-functions-key, for local use) or
+    # "app-service" (App Service Authentication with Entra ID in front; no key in the browser).
+    "DASHBOARD_AUTH": "function-key",
 }
 
 
@@ -120,6 +131,12 @@ class Settings:
     orphan_sweep_schedule: str
     ts_max_gap_days: int
     actuals_prefix: str
+    staging_container: str
+    upload_prefix: str
+    max_registration_mb: float
+    max_staged_mb: float
+    max_input_upload_mb: float
+    dashboard_auth: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -143,6 +160,8 @@ class Settings:
             raise ValueError("MAX_PARALLEL_GROUPS must be at least 1")
         if self.core_quota < self.container_cpu:
             raise ValueError("CORE_QUOTA is smaller than CONTAINER_CPU: not even one group fits")
+        if self.dashboard_auth not in ("function-key", "app-service"):
+            raise ValueError(f"DASHBOARD_AUTH={self.dashboard_auth!r}: use 'function-key' or 'app-service'")
 
     @property
     def parallel_groups(self) -> int:
