@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := .make
 R_PACKAGES := r-base-core r-cran-forecast r-cran-jsonlite r-cran-data.table \
-  r-cran-curl r-cran-cli r-cran-testthat r-cran-ggplot2 r-cran-webfakes
+  r-cran-curl r-cran-cli r-cran-testthat r-cran-ggplot2 r-cran-webfakes r-cran-mgcv r-cran-mass r-cran-nlme
 # Headless browser for the dashboard tests: Debian's chromium, driven by playwright (never `playwright install`).
 BROWSER_PACKAGES := chromium
 N ?= 300

@@ -25,6 +25,7 @@ import azure.functions as func
 from client_api.blueprint import build_blueprint as build_client_api_blueprint
 from dashboard.routes import bp as dashboard_bp
 from pipeline import naming, sweeper
+from pipeline.accuracy_api import build_accuracy_blueprint
 from pipeline.payloads import CANCEL_EVENT, RunRequest, Stage, Trigger, decode
 from pipeline.planning import PlanError, dry_run_view, plan_run
 from pipeline.registration import build_blueprint
@@ -35,6 +36,7 @@ from pipeline.services import container_groups, settings, storage
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(build_blueprint())
+app.register_functions(build_accuracy_blueprint())  # /api/runs/{id}/evaluate, /api/runs/{id}/accuracy, actuals
 app.register_functions(build_client_api_blueprint())  # models, registration, results, uploads (client_api/)
 app.register_functions(dashboard_bp)  # GET /api/dashboard: the run dashboard (dashboard/routes.py)
 log = logging.getLogger("function_app")

@@ -15,6 +15,7 @@ from datetime import date
 from scoring.blobstore import BlobNotFound, BlobStore
 from scoring.modelstore import Manifest, ModelStore, ModelStoreError, version_prefix
 
+from .model_checks import check_input_against_models
 from .payloads import ContainerSize, Estimate, InputRef, Plan, RunRequest, ShardPlan, Timing
 from .run_requests import LATEST_INPUT
 from .settings import Settings
@@ -170,6 +171,13 @@ def plan_run(request: RunRequest, run_id: str, settings: Settings, blobs: BlobSt
     if not scorable:
         raise PlanError(f"nothing to score: none of {len(wanted)} postcode(s) of {request.model}/{version} "
                         f"has rows in {where}")
+    # Input against each model's prototype and training end (model_checks.py).
+    model_failed, warnings = check_input_against_models(data, manifest, scorable, settings.ts_max_gap_days, where)
+    if len(model_failed) == len(scorable):
+        raise PlanError(f"nothing to score: every postcode's input fails its model, e.g. {scorable[0]}: "
+                        f"{model_failed[scorable[0]]}")
+    failed.update(model_failed)
+    scorable = [pc for pc in scorable if pc not in model_failed]
     missing_packs = {manifest.models[pc].blob for pc in scorable} - {
         b.name.removeprefix(version_prefix(request.model, version))
         for b in blobs.list(settings.models_container, version_prefix(request.model, version) + "packs/")}
@@ -196,4 +204,6 @@ def plan_run(request: RunRequest, run_id: str, settings: Settings, blobs: BlobSt
         estimate=estimate_cost([len(s) for s in shards], settings),
         shards=[ShardPlan(index=i, postcodes=pcs) for i, pcs in enumerate(shards)],
         timing=run_timing(settings),
+        ts_max_gap_days=settings.ts_max_gap_days,
+        warnings=warnings,
     )

@@ -65,6 +65,10 @@ DEFAULTS: dict[str, str] = {
     "SCORING_SCHEDULE": "0 0 2 * * *",
     # Orphan sweeper schedule (NCRONTAB): every 15 minutes; see ORPHAN_TTL_MINUTES.
     "ORPHAN_SWEEP_SCHEDULE": "0 */15 * * * *",
+    # Time-series models: input may start at most this many days after the model's training end.
+    "TS_MAX_GAP_DAYS": "90",
+    # Actuals (postcode,date,volume) land under INPUT_CONTAINER/ACTUALS_PREFIX<run id>/...csv.
+    "ACTUALS_PREFIX": "actuals/",
     # Client routes (client_api/): uploaded model versions wait in STAGING_CONTAINER until registered (give it
     # a lifecycle rule deleting blobs after a day); uploaded input CSVs go to INPUT_CONTAINER/UPLOAD_PREFIX,
     # which must lie outside INPUT_PREFIX (else each upload also fires the blob trigger). Body limits in MB.
@@ -125,6 +129,8 @@ class Settings:
     expected_seconds_per_postcode: float
     scoring_schedule: str
     orphan_sweep_schedule: str
+    ts_max_gap_days: int
+    actuals_prefix: str
     staging_container: str
     upload_prefix: str
     max_registration_mb: float

@@ -18,6 +18,7 @@ from .errors import typed_one_line
 from .exit_codes import EXIT_FATAL, EXIT_OK, EXIT_PARTIAL
 from .job import Job
 from .modelstore import Manifest, ModelStore, ModelStoreError, sha256
+from .profiles import write_shard_profiles
 from .timestamps import now_micros
 
 DOWNLOAD_THREADS = 8
@@ -108,6 +109,11 @@ def run_shard(job: Job, blobs: BlobStore, workdir: Path, cores: int | None = Non
                 raise FatalShardError(f"input data changed since the run was planned: {e}") from None
             status.timings["prepare"] = time.perf_counter() - t0
             try:
+                # Before start_nodes: the profiles say which input columns to read as text. A scorer.R gets
+                # the rows as they are, typed by nothing but the CSV reader.
+                profiles = write_shard_profiles(manifest, [] if scorer_path else todo, workdir / "profiles.json",
+                                                job.ts_max_gap_days)
+                r_session.call("prepare_models", str(profiles), str(r_session.R_DIR / "model_aware.R"))
                 r_session.call("start_nodes", str(r_session.R_DIR / "score.R"), str(input_path), todo,
                                scorer_path, job.horizon or 0)
             except r_session.RError as e:

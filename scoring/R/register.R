@@ -26,9 +26,11 @@ slim_is_identical <- function(m, s) {
   !is.null(a) && !is.null(b) && identical(unname(a), unname(b))
 }
 
-# Returns "class|slimmed" for a readable model (slim copy written to slim_path when slimmed), or stops.
+# Returns "class|slimmed|<profile JSON>" for a readable model (slim copy written to slim_path when slimmed), or stops.
 inspect_model <- function(path, slim_path, allow_slim) {
   m <- tryCatch(readRDS(path), error = function(e) stop("cannot read model: ", conditionMessage(e), call. = FALSE))
+  profile <- model_profile(m)
+  load_model_packages(profile$packages, profile$attach)  # the slim check predicts as scoring will
   slimmed <- FALSE
   if (allow_slim && (identical(class(m), c("glm", "lm")) || identical(class(m), "lm"))) {
     s <- slim_glm(m)
@@ -38,7 +40,7 @@ inspect_model <- function(path, slim_path, allow_slim) {
     }
   }
   if (is_ts_model(m)) requireNamespace("forecast", quietly = TRUE)
-  paste(class(m)[1], slimmed, sep = "|")
+  paste(class(m)[1], slimmed, profile_json(profile), sep = "|")
 }
 
 # Versions of the packages the models and the scorer need directly, as "name=version": the non-base
@@ -53,7 +55,7 @@ package_versions <- function(extra) {
   vapply(sort(pkgs), function(p) paste0(p, "=", as.character(utils::packageVersion(p))), character(1))
 }
 
-# One call per folder: "class|slimmed" per model, or "error|<reason>" for a model that does not load.
+# One call per folder: "class|slimmed|<profile JSON>" per model, or "error|<reason>" for a model that does not load.
 inspect_models <- function(paths, slim_paths, allow_slim) {
   vapply(seq_along(paths), function(i) {
     tryCatch(inspect_model(paths[[i]], slim_paths[[i]], allow_slim),

@@ -18,7 +18,9 @@ INTERVAL_COLUMNS <- c("lower_80", "upper_80", "lower_95", "upper_95")
 # Load the shard's input once; keep one data.frame per postcode. Errors here are fatal for the shard.
 load_input <- function(path, postcodes) {
   dt <- tryCatch(
-    data.table::fread(path, colClasses = list(character = "postcode"), showProgress = FALSE, na.strings = c("", "NA")),
+    # Columns a model was fitted with as factor/character/logical are read as text (model_aware.R).
+    data.table::fread(path, colClasses = list(character = c("postcode", getOption("scoring.text_columns"))),
+                      showProgress = FALSE, na.strings = c("", "NA")),
     error = function(e) stop("input data is not a readable CSV: ", conditionMessage(e), call. = FALSE))
   missing <- setdiff(c("postcode", "date"), names(dt))
   if (length(missing)) stop("input data lacks column(s) ", paste(missing, collapse = ", "),
@@ -144,10 +146,13 @@ score_one <- function(postcode, path) {
   if (.scoring$horizon > 0 && n != .scoring$horizon)
     stop("input has ", n, " rows for this postcode, expected ", .scoring$horizon, " (the horizon)")
   model <- tryCatch(readRDS(path), error = function(e) stop("cannot read model: ", conditionMessage(e), call. = FALSE))
+  # model_aware.R: packages loaded, columns typed as fitted, forecast steps from the input's dates.
+  if (exists("model_aware_newdata", mode = "function")) newdata <- model_aware_newdata(postcode, model, newdata)
   out <- if (!is.null(.scoring$user_score)) {
     .scoring$user_score(model, newdata)
   } else if (is_ts_model(model)) {
-    forecast_model(model, n)
+    steps <- attr(newdata, "forecast_steps")
+    if (is.null(steps)) forecast_model(model, n) else forecast_on_steps(model, steps)
   } else {
     predict_model(model, newdata)
   }
