@@ -230,7 +230,13 @@ function clearChart(note) {
   $("accuracy").textContent = "";
 }
 
-async function drawForecast(runId, postcode) {
+async // Metrics come from the accuracy feature's metrics.csv: counts are integers, NA arrives as null.
+function metricText(v) {
+  if (v === null || v === undefined) return "NA";
+  return Number.isInteger(v) ? String(v) : v.toFixed(3);
+}
+
+function drawForecast(runId, postcode) {
   const f = await get(`/runs/${runId}/forecast/${postcode}`);
   const key = `${runId}/${postcode}`;
   const xs = f.dates.map((d) => Date.parse(`${d}T00:00:00Z`) / 1000);
@@ -262,7 +268,7 @@ async function drawForecast(runId, postcode) {
   $("chart").dataset.points = String(xs.length);
   $("forecast-note").textContent = hasBands ? "bands: 80% (dark) and 95% (light)" : "this model gives no intervals";
   $("accuracy").textContent = f.accuracy
-    ? "accuracy: " + Object.entries(f.accuracy).map(([k, v]) => `${k} ${typeof v === "number" ? v.toFixed(3) : v}`).join(", ")
+    ? "accuracy: " + Object.entries(f.accuracy).map(([k, v]) => `${k} ${metricText(v)}`).join(", ")
     : (f.actual ? "" : "no actuals yet");
 }
 
