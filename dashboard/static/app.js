@@ -230,13 +230,13 @@ function clearChart(note) {
   $("accuracy").textContent = "";
 }
 
-async // Metrics come from the accuracy feature's metrics.csv: counts are integers, NA arrives as null.
+// Metrics come from the accuracy feature's metrics.csv: counts are integers, NA arrives as null.
 function metricText(v) {
   if (v === null || v === undefined) return "NA";
   return Number.isInteger(v) ? String(v) : v.toFixed(3);
 }
 
-function drawForecast(runId, postcode) {
+async function drawForecast(runId, postcode) {
   const f = await get(`/runs/${runId}/forecast/${postcode}`);
   const key = `${runId}/${postcode}`;
   const xs = f.dates.map((d) => Date.parse(`${d}T00:00:00Z`) / 1000);
@@ -266,6 +266,7 @@ function drawForecast(runId, postcode) {
   chartKey = key;
   $("chart").dataset.postcode = postcode;
   $("chart").dataset.points = String(xs.length);
+  $("chart").dataset.actuals = String(actual.filter((v) => v !== null).length);  // for tests and a11y tools
   $("forecast-note").textContent = hasBands ? "bands: 80% (dark) and 95% (light)" : "this model gives no intervals";
   $("accuracy").textContent = f.accuracy
     ? "accuracy: " + Object.entries(f.accuracy).map(([k, v]) => `${k} ${metricText(v)}`).join(", ")
