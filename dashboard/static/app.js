@@ -231,9 +231,9 @@ function clearChart(note) {
 }
 
 // Metrics come from the accuracy feature's metrics.csv: counts are integers, NA arrives as null.
-function metricText(v) {
+function metricText(name, v) {
   if (v === null || v === undefined) return "NA";
-  return Number.isInteger(v) ? String(v) : v.toFixed(3);
+  return name === "n" || name.startsWith("n_") ? String(v) : v.toFixed(3);
 }
 
 async function drawForecast(runId, postcode) {
@@ -269,7 +269,7 @@ async function drawForecast(runId, postcode) {
   $("chart").dataset.actuals = String(actual.filter((v) => v !== null).length);  // for tests and a11y tools
   $("forecast-note").textContent = hasBands ? "bands: 80% (dark) and 95% (light)" : "this model gives no intervals";
   $("accuracy").textContent = f.accuracy
-    ? "accuracy: " + Object.entries(f.accuracy).map(([k, v]) => `${k} ${metricText(v)}`).join(", ")
+    ? "accuracy: " + Object.entries(f.accuracy).map(([k, v]) => `${k} ${metricText(k, v)}`).join(", ")
     : (f.actual ? "" : "no actuals yet");
 }
 
