@@ -3,17 +3,18 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := .make
-R_PACKAGES := r-base-core r-cran-forecast r-cran-jsonlite r-cran-data.table
+# R 4.2.2, the R packages and Python 3.11 from Debian: the same pinned list the Dockerfile installs.
+APT_PACKAGES := $(shell grep -v '^\s*\#' apt-packages.txt)
 N ?= 300
 
 .PHONY: setup test demo bench lint clean
 
 setup: $(STAMP)/apt $(STAMP)/npm $(STAMP)/venv
 
-# R 4.2 and the R packages from Debian; --no-install-recommends keeps forecast from pulling ~100 packages.
-$(STAMP)/apt:
+# --no-install-recommends keeps forecast from pulling ~100 packages.
+$(STAMP)/apt: apt-packages.txt
 	@mkdir -p $(STAMP)
-	@missing="$$(for p in $(R_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; \
+	@missing="$$(for p in $(APT_PACKAGES); do dpkg -s $${p%%=*} >/dev/null 2>&1 || echo $$p; done; \
 	  command -v npm >/dev/null || echo 'nodejs npm')"; \
 	if [ -n "$$missing" ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
@@ -28,7 +29,7 @@ $(STAMP)/npm: package.json package-lock.json
 $(STAMP)/venv: requirements.txt requirements-dev.txt scoring/requirements.txt $(STAMP)/apt
 	@mkdir -p $(STAMP)
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	RPY2_CFFI_MODE=ABI $(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
 test: setup
