@@ -44,7 +44,7 @@ SDK_RETRY_TOTAL = 2
 # A longer Retry-After is left to the orchestration: AciError.retry_after carries it.
 SDK_MAX_RETRY_AFTER_SECONDS = 10.0
 # Group states (properties.instanceView.state) after which nothing more will happen under restart
-# policy Never.
+# policy Never. Only read from an instance view: a GET early in provisioning carries none.
 FINAL_GROUP_STATES = frozenset({"Succeeded", "Failed", "Stopped"})
 # ARM error codes that mean "try again later" whatever the HTTP status (ServiceUnavailable and
 # InsufficientCapacity come as 409 or as a failed operation; quota errors come as 400).
@@ -91,7 +91,7 @@ def scoring_spec(
 
 @dataclass(frozen=True)
 class ContainerState:
-    group_state: str | None  # properties.instanceView.state (or provisioningState if absent)
+    group_state: str | None  # properties.instanceView.state; None while ARM shows no instance view
     provisioning_state: str | None
     state: str | None  # container instanceView.currentState.state: Waiting/Running/Terminated/...
     exit_code: int | None
@@ -103,9 +103,12 @@ class ContainerState:
     def terminated(self) -> bool:
         """The container will not run (again): it exited, was stopped, or the group failed to deploy.
 
-        Unknown or in-between states count as not terminated; callers keep a deadline for those.
+        Without an instance view only a Failed provisioning is final (a GET early in provisioning has no
+        instance view yet, whatever its provisioning state). Unknown or in-between states count as not
+        terminated; callers keep a deadline for those.
         """
-        return self.state == "Terminated" or self.group_state in FINAL_GROUP_STATES
+        return (self.state == "Terminated" or self.group_state in FINAL_GROUP_STATES
+                or self.provisioning_state == "Failed")
 
 
 @dataclass(frozen=True)
@@ -219,12 +222,18 @@ class ContainerGroups:
         self._client = make_client(settings, credential or default_credential(settings))
         self._rg = settings.aci_resource_group
 
-    def create(self, spec: ContainerGroupSpec) -> None:
-        """Create (or update) the group; returns when ACI reports the container started."""
+    def create(self, spec: ContainerGroupSpec) -> str | None:
+        """Send the PUT and return at once with the provisioning state ARM answered (usually Pending).
+
+        No waiting on the long-running operation: it lasts the whole image pull, longer than an activity
+        should hold a worker slot (or than functionTimeout). The orchestration polls state() instead, with
+        its provisioning deadline counted from here.
+        """
         group = build_container_group(self._settings, spec)
         with arm_errors("create", spec.name, secrets=spec.secure_environment.values()):
-            poller = self._client.container_groups.begin_create_or_update(self._rg, spec.name, group)
-            poller.result()
+            poller = self._client.container_groups.begin_create_or_update(self._rg, spec.name, group, polling=False)
+        created = poller.result()  # NoPolling: the initial PUT's answer, nothing more is requested
+        return created.provisioning_state if created is not None else None
 
     def state(self, name: str) -> ContainerState | None:
         """The group's and its container's state; None when the group does not exist."""
@@ -325,7 +334,7 @@ def build_container_group(settings: Settings, spec: ContainerGroupSpec) -> Conta
 def container_state(group: ContainerGroup) -> ContainerState:
     provisioning = group.provisioning_state
     group_view = group.instance_view
-    group_state = (group_view.state if group_view else None) or provisioning
+    group_state = group_view.state if group_view else None
     container = next((c for c in group.containers or [] if c.name == CONTAINER_NAME), None)
     if container is None and group.containers:
         container = group.containers[0]
@@ -394,7 +403,8 @@ def is_quota_error(code: str | None) -> bool:
 def is_retryable(status: int | None, code: str | None) -> bool:
     if code in PERMANENT_CODES:
         return False
-    if status is not None and (status in (408, 429) or status >= 500):
+    # 409: a PUT while an earlier one is still provisioning (ContainerGroupTransitioning), or capacity.
+    if status is not None and (status in (408, 409, 429) or status >= 500):
         return True
     return code is not None and (code in TRANSIENT_CODES or "quota" in code.lower())
 

@@ -6,8 +6,12 @@ means every group) and an optional "times" (how often it applies; absent means a
    "retry_after": 1}                          next matching ARM request(s) get this error
   {"kind": "hang"}                            the container runs and never finishes
   {"kind": "exit", "exit_code": 3, "output": "boom"}   the container prints output, exits with code
-  {"kind": "stuck_pending"}                   create succeeds, the container stays Waiting forever
-  {"kind": "lro_failed", "code": "InaccessibleImage", "message": "..."}  the create operation fails
+  {"kind": "stuck_pending"}                   the image pull never ends: provisioning stays Pending/Creating,
+                                              the create operation InProgress, the container Waiting
+  {"kind": "slow_pull", "seconds": 5}         the image pull of this group takes that long
+  {"kind": "no_instance_view"}                GETs of the group never carry an instanceView
+  {"kind": "lro_failed", "code": "InaccessibleImage", "message": "...", "no_instance_view": true}
+                                              the create operation fails (optionally with no instance view)
 Faults live in memory: a restart of the stand-in clears them.
 """
 
@@ -18,7 +22,7 @@ import threading
 from typing import Any
 
 HTTP = "http"
-CONTAINER_KINDS = frozenset({"hang", "exit", "stuck_pending", "lro_failed"})
+CONTAINER_KINDS = frozenset({"hang", "exit", "stuck_pending", "slow_pull", "no_instance_view", "lro_failed"})
 KINDS = CONTAINER_KINDS | {HTTP}
 METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "PATCH"})
 
@@ -45,6 +49,8 @@ def validate(fault: Any) -> dict[str, Any]:
         status = fault.get("status")
         if not isinstance(status, int) or not 400 <= status <= 599:
             raise FaultError("an http fault needs a status from 400 to 599")
+    if kind == "slow_pull" and not isinstance(fault.get("seconds"), int | float):
+        raise FaultError("a slow_pull fault needs seconds (a number)")
     if kind == "exit" and not isinstance(fault.get("exit_code", 1), int):
         raise FaultError("exit_code must be an integer")
     return dict(fault)

@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 import trustme
 
 from devenv.aci_standin.faults import FaultError, Faults
-from devenv.aci_standin.store import ArmError, GroupStore
+from devenv.aci_standin.store import DEFAULT_PULL_SECONDS, ArmError, GroupStore
 
 API_VERSION = "2023-05-01"
 _SUB = r"/subscriptions/(?P<sub>[^/]+)"
@@ -72,14 +72,15 @@ class StandinServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], state_dir: Path, tls: ssl.SSLContext) -> None:
+    def __init__(self, address: tuple[str, int], state_dir: Path, tls: ssl.SSLContext,
+                 pull_seconds: float = DEFAULT_PULL_SECONDS) -> None:
         host = address[0]
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__(address, StandinHandler)
         # No handshake in accept(): each handler thread does its own, so one slow client can't block.
         self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
         self.state_dir = state_dir
-        self.store = GroupStore(state_dir)
+        self.store = GroupStore(state_dir, pull_seconds)
         self.faults = Faults()
         self.access_log = open(state_dir / "access.log", "a", buffering=1)
         self.log_lock = threading.Lock()
@@ -329,15 +330,16 @@ def require_loopback(host: str) -> None:
         raise SystemExit(f"the ACI stand-in listens on loopback addresses only, not {host!r}")
 
 
-def bind(state_dir: Path, host: str, port: int, tls: ssl.SSLContext) -> StandinServer:
+def bind(state_dir: Path, host: str, port: int, tls: ssl.SSLContext,
+         pull_seconds: float = DEFAULT_PULL_SECONDS) -> StandinServer:
     """Port 0 means: the port of the previous run in this state dir if it is free, else any."""
     previous = _read_port(state_dir / "port")
     if port == 0 and previous:
         try:
-            return StandinServer((host, previous), state_dir, tls)
+            return StandinServer((host, previous), state_dir, tls, pull_seconds)
         except OSError:
             pass
-    return StandinServer((host, port), state_dir, tls)
+    return StandinServer((host, port), state_dir, tls, pull_seconds)
 
 
 def _read_port(path: Path) -> int | None:
@@ -347,13 +349,14 @@ def _read_port(path: Path) -> int | None:
         return None
 
 
-def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 0,
+          pull_seconds: float = DEFAULT_PULL_SECONDS) -> None:
     require_loopback(host)
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     endpoint_file = state_dir / "endpoint"
     endpoint_file.unlink(missing_ok=True)
-    server = bind(state_dir, host, port, tls_context(state_dir))
+    server = bind(state_dir, host, port, tls_context(state_dir), pull_seconds)
     (state_dir / "port").write_text(f"{server.server_address[1]}\n")
 
     def shut_down(signum: int, _frame: Any) -> None:
