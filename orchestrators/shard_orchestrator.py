@@ -36,7 +36,13 @@ def aci_retry(timing: dict) -> df.RetryOptions:
 
 
 def wait_for_container(context: df.DurableOrchestrationContext, name: str, timing: dict, cancel: df.Task):
-    """Poll until the container terminates, a deadline passes or the run is cancelled."""
+    """Poll until the container terminates, a deadline passes or the run is cancelled.
+
+    Called right after the create PUT (which does not wait for the image pull), so both deadlines count
+    from the create. Until the container runs, ACI shows provisioning Pending/Creating, a group state
+    Pending (or no instance view at all) and a container Waiting: all of it waits against the
+    provisioning deadline. A Failed provisioning is terminal (the attempt fails, with ACI's detail).
+    """
     started_at = context.current_utc_datetime
     deadline = started_at + timedelta(minutes=timing["deadline_minutes"])
     provisioning_deadline = started_at + timedelta(minutes=timing["provisioning_deadline_minutes"])
@@ -47,15 +53,17 @@ def wait_for_container(context: df.DurableOrchestrationContext, name: str, timin
             return {"state": "failed", "reason": "the container group disappeared while running"}
         if state["terminated"]:
             if state["exit_code"] is None:
-                return {"state": "failed", "reason": f"the container group ended {state['group_state']}: "
+                ended = state["group_state"] or f"with provisioning {state['provisioning_state']}"
+                return {"state": "failed", "reason": f"the container group ended {ended}: "
                                                      f"{state['detail'] or 'no detail'}"}
             return {"state": "exited", "exit_code": state["exit_code"], "started": state["start_time"],
                     "finished": state["finish_time"]}
         now = context.current_utc_datetime
         if state["state"] not in ("Running", "Terminated") and now >= provisioning_deadline:
+            shown = state["state"] or state["group_state"] or state["provisioning_state"]
             return {"state": "timed_out", "reason": f"the container did not start within "
                                                     f"{timing['provisioning_deadline_minutes']} min (state "
-                                                    f"{state['state'] or state['group_state']}: {state['detail']})"}
+                                                    f"{shown}: {state['detail']})"}
         if now >= deadline:
             return {"state": "timed_out", "started": state["start_time"],
                     "reason": f"the container did not finish within {timing['deadline_minutes']} min"}

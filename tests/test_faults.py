@@ -26,7 +26,7 @@ def stack(tmp_path_factory, sample_models):
     with sample_stack(root, sample_models, {
         "MIN_SHARD_SIZE": "4", "DEFAULT_HORIZON_DAYS": str(HORIZON), "SHARD_ATTEMPTS": "2",
         "ACI_RETRY_INTERVAL_SECONDS": "0.3", "ACI_RETRY_ATTEMPTS": "5",
-        "SHARD_DEADLINE_MINUTES": "0.25", "PROVISIONING_DEADLINE_MINUTES": "0.05",
+        "SHARD_DEADLINE_MINUTES": "0.5", "PROVISIONING_DEADLINE_MINUTES": "0.05",
     }, host_args=["--blob-poll-interval", "3600"]) as s:
         yield s
 
@@ -154,12 +154,33 @@ def test_quota_reached_waits_retries_and_lowers_parallelism(stack):
 
 
 def test_inaccessible_image_fails_fast_without_blind_retries(stack):
-    view = run_with_fault(stack, {"kind": "lro_failed", "code": "InaccessibleImage",
+    # ACI refuses an image it cannot pull in the PUT itself (400 InaccessibleImage).
+    view = run_with_fault(stack, {"kind": "http", "method": "PUT", "status": 400, "code": "InaccessibleImage",
                                   "message": "The image 'localhost/r-scoring:dev' is not accessible."})
     assert view["state"] == "failed"
     assert all(len(shard["attempts"]) == 1 for shard in view["shards"])
     assert all("InaccessibleImage" in shard["reason"] for shard in view["shards"])
     assert all("InaccessibleImage" in reason for reason in view["postcodes_failed"].values())
+
+
+def test_failed_deployment_is_retried_in_a_new_group(stack):
+    view = run_with_fault(stack, {"kind": "lro_failed", "code": "ContainerGroupDeploymentFailed",
+                                  "message": "The deployment failed.", "match": "-s000", "times": 1,
+                                  "no_instance_view": True})
+    assert view["state"] == "completed", view["errors"]
+    first = view["shards"][0]["attempts"]
+    assert [a["state"] for a in first] == ["failed", "succeeded"]
+    assert "provisioning Failed" in first[0]["reason"]
+
+
+def test_create_whose_answer_was_lost_is_retried_through_409s(stack):
+    """The first PUT creates the group but its answer is lost; the retried PUT meets the group still pulling
+    its image (409 ContainerGroupTransitioning), which is transient: one group, one container run."""
+    view = run_with_fault(stack, {"kind": "slow_pull", "seconds": 1.5, "match": "-s000", "times": 1},
+                          {"kind": "http", "method": "PUT", "status": 504, "code": "GatewayTimeout", "after": True,
+                           "match": "-s000", "times": 1})
+    assert view["state"] == "completed", view["errors"]
+    assert [a["attempt"] for a in view["shards"][0]["attempts"]] == [1]
 
 
 def test_provisioning_stuck_in_waiting_hits_the_provisioning_deadline(stack):

@@ -3,7 +3,10 @@
 A fault is a JSON object with a "kind", an optional "match" (substring of the group name; absent
 means every group) and an optional "times" (how often it applies; absent means always):
   {"kind": "http", "method": "PUT", "status": 429, "code": "TooManyRequests", "message": "...",
-   "retry_after": 1}                          next matching ARM request(s) get this error
+   "retry_after": 1, "after": false}          next matching ARM request(s) get this error; with "after": true
+                                              the request is carried out first and its answer lost (a gateway
+                                              timeout after ARM accepted it: the client retries a PUT that
+                                              already created the group)
   {"kind": "hang"}                            the container runs and never finishes
   {"kind": "exit", "exit_code": 3, "output": "boom"}   the container prints output, exits with code
   {"kind": "stuck_pending"}                   the image pull never ends: provisioning stays Pending/Creating,

@@ -162,22 +162,24 @@ class StandinHandler(BaseHTTPRequestHandler):
             match = pattern.match(path)
             if match:
                 params = match.groupdict()
-                self._inject_http_fault(params)
-                handler(params)
+                fault = self._http_fault(params)
+                if fault is None:
+                    handler(params)
+                    return
+                if not fault.get("after"):
+                    raise fault_answer(fault)
+                try:  # carried out, then the answer is lost: the client sees only the error
+                    handler(params)
+                except (Answer, ArmError):
+                    pass
+                raise fault_answer(fault)
 
-    def _inject_http_fault(self, params: dict[str, str]) -> None:
+    def _http_fault(self, params: dict[str, str]) -> dict[str, Any] | None:
         group = params.get("name")
         if params.get("op"):
             group = self.server.store.group_of_operation(params["op"])
-        fault = self.server.faults.take_http(self.command, group)
-        if fault is None:
-            return
-        headers = {}
-        if fault.get("retry_after") is not None:
-            headers["Retry-After"] = str(fault["retry_after"])
-        code = fault.get("code") or "InjectedFault"
-        message = fault.get("message") or f"Injected by the stand-in (fault {fault['id']})."
-        raise Answer(int(fault["status"]), arm_error(code, message), headers)
+        return self.server.faults.take_http(self.command, group)
+
 
     # ---- ARM handlers --------------------------------------------------------------------------
 
@@ -297,6 +299,15 @@ class StandinHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if data:
             self.wfile.write(data)
+
+
+def fault_answer(fault: dict[str, Any]) -> Answer:
+    headers = {}
+    if fault.get("retry_after") is not None:
+        headers["Retry-After"] = str(fault["retry_after"])
+    code = fault.get("code") or "InjectedFault"
+    message = fault.get("message") or f"Injected by the stand-in (fault {fault['id']})."
+    return Answer(int(fault["status"]), arm_error(code, message), headers)
 
 
 def arm_error(code: str, message: str) -> dict[str, Any]:
