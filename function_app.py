@@ -22,6 +22,7 @@ import azure.functions as func
 from orchestrators import bp, naming
 from orchestrators.naming import run_prefix
 from orchestrators.planning import PlanError, dry_run_view, plan_run
+from orchestrators.run_listing import runs_bp
 from orchestrators.run_requests import RequestError, RunRequest, parse_run_body, scheduled_request
 from orchestrators.run_status import FINISHED, RUN_ORCHESTRATOR, run_view
 from orchestrators.services import settings, storage
@@ -29,6 +30,7 @@ from scoring.modelstore import ModelStore, VersionNotFound
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(bp)
+app.register_functions(runs_bp)  # GET /api/runs: paged, newest first
 log = logging.getLogger("function_app")
 
 
@@ -87,16 +89,6 @@ async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
     if status is None:
         return json_response({"error": f"no run {req.route_params['id']!r}"}, 404)
     return json_response(run_view(status))
-
-
-@app.route(route="runs", methods=["GET"])
-@app.durable_client_input(client_name="client")
-async def list_runs(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    since = datetime.now(UTC) - timedelta(days=7)
-    statuses = await client.get_status_by(created_time_from=since)
-    runs = [run_view(s) for s in statuses if s.name == RUN_ORCHESTRATOR]
-    runs.sort(key=lambda r: r["created"] or "", reverse=True)
-    return json_response({"runs": runs[:100]})
 
 
 @app.route(route="runs/{id}/cancel", methods=["POST"])

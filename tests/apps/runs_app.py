@@ -1,0 +1,28 @@
+"""A small app for the run-listing tests: the real GET /api/runs blueprint over toy runs (tests only).
+
+`score_run` here is a stand-in with the production name: it starts one `score_shard` sub-orchestration (so
+shards take their place on the durable host's pages, as in Azure) and completes. Everything the listing
+reads, status shape, names, paging, is what the real app produces.
+"""
+
+from __future__ import annotations
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from orchestrators.run_listing import runs_bp
+
+app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+app.register_functions(runs_bp)
+
+
+@app.orchestration_trigger(context_name="context")
+def score_run(context: df.DurableOrchestrationContext):
+    shard = yield context.call_sub_orchestrator("score_shard", None, f"{context.instance_id}:shard-000")
+    return {"state": "completed", "model": "parcels", "shards": [shard]}
+
+
+@app.orchestration_trigger(context_name="context")
+def score_shard(context: df.DurableOrchestrationContext):
+    return {"index": 0, "state": "succeeded"}
+    yield  # a generator, as orchestrators are
