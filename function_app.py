@@ -26,6 +26,7 @@ from orchestrators.run_listing import runs_bp
 from orchestrators.run_requests import RequestError, RunRequest, parse_run_body, scheduled_request
 from orchestrators.run_status import FINISHED, RUN_ORCHESTRATOR, run_view
 from orchestrators.services import settings, storage
+from orchestrators.trigger_support import blob_etag, scheduled_day, start_once
 from scoring.modelstore import ModelStore, VersionNotFound
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -38,7 +39,7 @@ log = logging.getLogger("function_app")
 @app.durable_client_input(client_name="client")
 async def daily_scoring(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     s = settings()
-    run_id = naming.daily_run_id(s.default_model, datetime.now(UTC).date())
+    run_id = naming.daily_run_id(s.default_model, scheduled_day(timer, datetime.now(UTC)))
     await start_once(client, run_id, scheduled_request(s, "timer").to_json())
 
 
@@ -46,10 +47,10 @@ async def daily_scoring(timer: func.TimerRequest, client: df.DurableOrchestratio
                   source=func.BlobSource.EVENT_GRID)
 @app.durable_client_input(client_name="client")
 async def new_input_blob(blob: func.InputStream, client: df.DurableOrchestrationClient) -> None:
-    container, _, name = blob.name.partition("/")
-    etag = str((blob.blob_properties or {}).get("ETag", "")).strip('"')
-    if not etag:
-        log.error("blob event for %s carries no ETag; not started", blob.name)
+    _, _, name = blob.name.partition("/")
+    etag = blob_etag(storage(), blob.name)  # the host's Properties.ETag is no plain string: ask storage
+    if etag is None:
+        log.warning("blob %s is gone since its event; not started", blob.name)
         return
     try:
         request = scheduled_request(settings(), "blob", input_blob=name)
@@ -148,18 +149,6 @@ def check_model_version(model: str, version: str) -> None:
         store.read_manifest(model, store.resolve_version(model, version))
     except VersionNotFound as e:
         raise RequestError("version" if store.versions(model) else "model", str(e)) from None
-
-
-async def start_once(client: df.DurableOrchestrationClient, run_id: str, request: dict) -> None:
-    """Start run_id unless it exists: a trigger that fires twice starts one run."""
-    existing = await client.get_status(run_id)
-    if existing and existing.runtime_status is not None:
-        log.info("run %s exists (%s); not started again", run_id, existing.runtime_status.value)
-        return
-    try:
-        await client.start_new(RUN_ORCHESTRATOR, run_id, request)
-    except Exception as e:  # noqa: BLE001 - a concurrent start of the same id lost the race: still one run
-        log.info("run %s not started: %s", run_id, e)
 
 
 async def find_run(client: df.DurableOrchestrationClient, run_id: str):

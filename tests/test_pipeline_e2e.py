@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,18 @@ def test_timer_fired_twice_makes_one_run(stack, sample_models):
     time.sleep(1)
     daily = [r for r in stack.get("/api/runs").json()["runs"] if r["id"].startswith("daily-")]
     assert [r["id"] for r in daily] == [run_id]
+
+
+def test_a_late_timer_runs_for_its_scheduled_day(stack, sample_models):
+    """The daily id comes from the schedule's occurrence (ScheduleStatus.Next as the host hands it), not from
+    the clock: yesterday's 02:00 occurrence, delivered late today, is yesterday's run."""
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    timer = {"IsPastDue": True, "Schedule": {"AdjustForDST": True},
+             "ScheduleStatus": {"Last": f"{yesterday - timedelta(days=1)}T02:00:00+00:00",
+                                "Next": f"{yesterday}T02:00:00+00:00", "LastUpdated": f"{yesterday}T02:00:00+00:00"}}
+    assert stack.post("/admin/functions/daily_scoring", {"input": json.dumps(timer)}).status_code == 202
+    view = stack.wait_for_run(f"daily-parcels-{yesterday.isoformat()}")
+    assert view["trigger"] == "timer" and view["state"] == "completed", view["errors"]
 
 
 def test_blob_event_starts_one_run(stack, sample_models):
