@@ -65,6 +65,10 @@ DEFAULTS: dict[str, str] = {
     "SCORING_SCHEDULE": "0 0 2 * * *",
     # Orphan sweeper schedule (NCRONTAB): every 15 minutes; see ORPHAN_TTL_MINUTES.
     "ORPHAN_SWEEP_SCHEDULE": "0 */15 * * * *",
+    # Read by the Python worker, not by us: threads for sync functions. Orchestrator episodes are sync
+    # functions too, so the pool must outnumber host.json's maxConcurrentActivityFunctions plus
+    # maxConcurrentOrchestratorFunctions, or activities blocked on I/O stall every orchestration.
+    "PYTHON_THREADPOOL_THREAD_COUNT": "20",
 }
 
 
@@ -114,6 +118,7 @@ class Settings:
     expected_seconds_per_postcode: float
     scoring_schedule: str
     orphan_sweep_schedule: str
+    python_threadpool_thread_count: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -137,6 +142,8 @@ class Settings:
             raise ValueError("MAX_PARALLEL_GROUPS must be at least 1")
         if self.core_quota < self.container_cpu:
             raise ValueError("CORE_QUOTA is smaller than CONTAINER_CPU: not even one group fits")
+        if not 1 <= self.python_threadpool_thread_count <= 32:
+            raise ValueError("PYTHON_THREADPOOL_THREAD_COUNT must be from 1 to 32 (the Python worker's range)")
 
     @property
     def parallel_groups(self) -> int:
