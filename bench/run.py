@@ -32,6 +32,7 @@ from devenv.samples import train_sample_models  # noqa: E402
 from devenv.stack import start_stack  # noqa: E402
 from scoring.blobstore import BlobStore  # noqa: E402
 from scoring.modelstore import ModelStore  # noqa: E402
+from scoring.registration import register_version  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 START = "2026-11-23"
@@ -82,7 +83,7 @@ def pipeline(models: Path, input_csv: Path, args: argparse.Namespace) -> list[fl
                                         "MIN_SHARD_SIZE": str(args.postcodes)},
                         host_args=["--blob-poll-interval", "86400"])
     try:
-        ModelStore(stack.blobs).register("parcels", "v1", models, champion=True)
+        register_version(ModelStore(stack.blobs), "parcels", "v1", models, champion=True)
         stack.blobs.write_bytes("input", "bench/input.csv", input_csv.read_bytes())
         times = []
         for _ in range(args.repeats):
@@ -116,7 +117,7 @@ def main() -> None:
         for container in ("models", "input", "results"):
             blobs.ensure_container(container)
         t0 = time.perf_counter()
-        manifest = ModelStore(blobs).register("bench", "v1", models, champion=True)
+        manifest = register_version(ModelStore(blobs), "bench", "v1", models, champion=True)
         stored_mb = sum(p["size"] for p in manifest.packs) / 1e6
         print(f"register: {time.perf_counter() - t0:.2f} s ({len(manifest.packs)} packs, {stored_mb:.1f} MB stored, "
               f"{sum(e.slimmed for e in manifest.models.values())} slimmed)")

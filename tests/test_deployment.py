@@ -9,7 +9,7 @@ import sys
 
 from conftest import REPO
 
-from orchestrators.settings import DEFAULTS, Settings
+from pipeline.settings import DEFAULTS, Settings
 
 
 def funcignore_patterns() -> list[str]:
@@ -28,7 +28,7 @@ def test_funcignore_leaves_development_files_out():
                  "node_modules/azurite/package.json", "local.settings.json", "requirements-dev.txt",
                  "sample/train_models.R", "Dockerfile"):
         assert ignored(path), f"{path} would be published"
-    for path in ("function_app.py", "host.json", "requirements.txt", "orchestrators/aci.py",
+    for path in ("function_app.py", "host.json", "requirements.txt", "pipeline/aci/client.py",
                  "scoring/blobstore.py", "scoring/R/score.R"):
         assert not ignored(path), f"{path} would be left out"
 
@@ -40,7 +40,7 @@ def test_everything_the_app_imports_is_published():
     out = subprocess.run([sys.executable, "-c", code, str(REPO)], cwd=REPO, capture_output=True, text=True,
                          check=True, env={"PATH": "/usr/bin:/bin"}).stdout
     modules = json.loads(out)
-    assert "function_app.py" in modules and any(m.startswith("orchestrators/") for m in modules)
+    assert "function_app.py" in modules and any(m.startswith("pipeline/") for m in modules)
     assert [m for m in modules if ignored(m)] == []
 
 

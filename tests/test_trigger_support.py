@@ -15,7 +15,7 @@ import requests
 from devenv.durable_host import DevHost
 from devenv.durable_host.invoker import run_coroutine
 from devenv.durable_host.triggers import timer_request
-from orchestrators.trigger_support import scheduled_day, start_once
+from pipeline.trigger_support import scheduled_day, start_once
 
 
 def host_for(app: str, state) -> DevHost:

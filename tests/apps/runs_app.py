@@ -1,8 +1,8 @@
-"""A small app for the run-listing tests: the real GET /api/runs blueprint over toy runs (tests only).
+"""A small app for the run-listing tests: the real GET /api/runs handler over toy runs (tests only).
 
-`score_run` here is a stand-in with the production name: it starts one `score_shard` sub-orchestration (so
-shards take their place on the durable host's pages, as in Azure) and completes. Everything the listing
-reads, status shape, names, paging, is what the real app produces.
+The route's body is function_app.list_runs's. `score_run` is a stand-in with the production name: it starts
+one `score_shard` sub-orchestration (so shards take their place on the durable host's pages, as in Azure) and
+completes. Everything the listing reads (status shape, names, paging) is what the real app produces.
 """
 
 from __future__ import annotations
@@ -10,10 +10,15 @@ from __future__ import annotations
 import azure.durable_functions as df
 import azure.functions as func
 
-from orchestrators.run_listing import runs_bp
+from pipeline import run_listing
 
 app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
-app.register_functions(runs_bp)
+
+
+@app.route(route="runs", methods=["GET"])
+@app.durable_client_input(client_name="client")
+async def list_runs(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    return await run_listing.list_runs(req, client)  # exactly what function_app.list_runs does
 
 
 @app.orchestration_trigger(context_name="context")

@@ -30,9 +30,6 @@ EXTENSION_PAGE = 100  # what we ask the extension for per request (its default p
 MAX_EXTENSION_PAGES = 1000  # 100,000 instances: beyond that something is wrong, say so instead of looping
 CONTINUATION_HEADER = "x-ms-continuation-token"
 
-runs_bp = df.Blueprint(http_auth_level=func.AuthLevel.FUNCTION)
-
-
 class ListingError(ValueError):
     """A bad `top` or `continuationToken`; the message names the parameter."""
 
@@ -104,9 +101,8 @@ def page(runs: list[dict], top: int, after: tuple[str, str] | None) -> tuple[lis
     return chosen, (encode_token(chosen[-1]) if len(runs) > top else None)
 
 
-@runs_bp.route(route="runs", methods=["GET"])
-@runs_bp.durable_client_input(client_name="client")
 async def list_runs(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """The GET /api/runs response (function_app.list_runs is the route)."""
     try:
         top = parse_top(req.params.get("top"))
         after = decode_token(req.params.get("continuationToken"))
