@@ -17,6 +17,7 @@ from .planning import plan_run as make_plan
 from .publish import publish_run as publish
 from .run_requests import RunRequest
 from .services import container_groups, settings, storage
+from .worker_env import worker_environment
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +42,15 @@ def create_container_group(shard: dict) -> dict:
     """Write the shard's job spec, then create its group. Permanent ARM errors come back as a result
     (no blind retries); transient ones raise, and the orchestration retries them with durable timers."""
     s = settings()
+    # The worker reads its job and writes its output in STAGING_CONTAINER only; the app publishes from there.
     job = Job(model=shard["model"], version=shard["version"], input_container=shard["input"]["container"],
               input_blob=shard["input"]["blob"], postcodes=tuple(shard["postcodes"]),
-              output_container=s.results_container, output_prefix=shard["output_prefix"], horizon=shard["horizon"],
+              output_container=s.staging_container, output_prefix=shard["output_prefix"], horizon=shard["horizon"],
               models_container=s.models_container, run_id=shard["run_id"], shard=shard["index"],
               input_etag=shard["input"]["etag"])
     job_blob = naming.job_blob(shard["run_id"], shard["index"], shard["attempt"])
-    storage().write_json(s.results_container, job_blob, job.to_json())
-    environment = {"SCORING_JOB_BLOB": f"{s.results_container}/{job_blob}",
-                   "SCORING_WORKERS": str(max(1, int(s.container_cpu)))}
-    secure = {}
-    if s.storage_account_url:
-        environment["SCORING_STORAGE_ACCOUNT_URL"] = s.storage_account_url
-    if s.storage_connection_string:  # development (Azurite) only; never a plain value
-        secure["SCORING_STORAGE_CONNECTION_STRING"] = s.storage_connection_string
-    if s.managed_identity_client_id:
-        environment["AZURE_CLIENT_ID"] = s.managed_identity_client_id
+    storage().write_json(s.staging_container, job_blob, job.to_json())
+    environment, secure = worker_environment(s, job_blob)
     tags = {**APP_TAG, "run": shard["run_id"], "shard": str(shard["index"]),
             "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
     try:
@@ -88,10 +82,10 @@ def delete_container_group(name: str) -> bool:
 
 def read_shard_status(prefix: str) -> dict | None:
     s = settings()
-    info = storage().info(s.results_container, prefix + "status.json")
+    info = storage().info(s.staging_container, prefix + "status.json")
     if info is None:
         return None
-    status = storage().read_json(s.results_container, prefix + "status.json")
+    status = storage().read_json(s.staging_container, prefix + "status.json")
     keep = ("scored", "failed", "rows", "exit_code", "error", "timings", "started", "finished", "cores")
     return {**{k: status.get(k) for k in keep}, "output_prefix": prefix}
 

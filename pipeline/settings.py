@@ -1,13 +1,24 @@
 """Every app setting the Functions app reads, in one place.
 
-Defaults are documented in local.settings.sample.json; tests/test_settings.py keeps the two in step.
+Defaults are documented in local.settings.sample.json; tests/test_settings.py keeps the two in step. The
+infrastructure templates take the app settings' names from DEFAULTS too.
+
+Two user-assigned managed identities, never one for both:
+  - the app's (APP_IDENTITY_CLIENT_ID): creates and deletes container groups, assigns the worker identity
+    to them, reads and writes Blob Storage (models, input, staging, results);
+  - the worker's (WORKER_IDENTITY_RESOURCE_ID, WORKER_IDENTITY_CLIENT_ID): attached to each container group
+    for the keyless image pull (AcrPull) and storage: reads models and input, reads and writes its run's
+    staging (STAGING_CONTAINER), nothing else. Containers run model code (a version's own scorer.R), so
+    they never get the app's identity, and never an account key outside loopback development.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from urllib.parse import urlparse
 
 # name -> default ("" means: required in Azure, or optional and off).
 DEFAULTS: dict[str, str] = {
@@ -18,6 +29,8 @@ DEFAULTS: dict[str, str] = {
     "MODELS_CONTAINER": "models",
     "INPUT_CONTAINER": "input",
     "RESULTS_CONTAINER": "results",
+    # Where containers write (<run>/shard-NNN-aN/); the app publishes from here into RESULTS_CONTAINER.
+    "STAGING_CONTAINER": "staging",
     "INPUT_PREFIX": "daily/",
     "DEFAULT_MODEL": "parcels",
     # ACI placement.
@@ -29,11 +42,12 @@ DEFAULTS: dict[str, str] = {
     "ARM_ENDPOINT": "https://management.azure.com",
     "ARM_CA_BUNDLE": "",
     "ARM_POLLING_INTERVAL_SECONDS": "5",
-    # Image and keyless pull through a user-assigned managed identity.
+    # Image, and the two identities (see above). Empty identities: development only (Azurite, stand-in).
     "SCORING_IMAGE": "",
     "REGISTRY_SERVER": "",
-    "MANAGED_IDENTITY_RESOURCE_ID": "",
-    "MANAGED_IDENTITY_CLIENT_ID": "",
+    "APP_IDENTITY_CLIENT_ID": "",
+    "WORKER_IDENTITY_RESOURCE_ID": "",
+    "WORKER_IDENTITY_CLIENT_ID": "",
     # Container size and fan-out; CORE_QUOTA is the regional ACI core quota we may use.
     "CONTAINER_CPU": "2",
     "CONTAINER_MEMORY_GB": "4",
@@ -83,6 +97,7 @@ class Settings:
     models_container: str
     input_container: str
     results_container: str
+    staging_container: str
     input_prefix: str
     default_model: str
     azure_subscription_id: str
@@ -94,8 +109,9 @@ class Settings:
     arm_polling_interval_seconds: float
     scoring_image: str
     registry_server: str
-    managed_identity_resource_id: str
-    managed_identity_client_id: str
+    app_identity_client_id: str
+    worker_identity_resource_id: str
+    worker_identity_client_id: str
     container_cpu: float
     container_memory_gb: float
     max_parallel_groups: int
@@ -136,6 +152,19 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        if self.storage_connection_string and not connection_string_is_loopback(self.storage_connection_string):
+            secrets = _connection_string_fields(self.storage_connection_string)
+            if secrets.get("accountkey") or secrets.get("sharedaccesssignature"):
+                raise ValueError("STORAGE holds an account key (or SAS) for a non-loopback endpoint: use managed "
+                                 "identity (STORAGE__blobServiceUri); a key connection string is for local Azurite "
+                                 "only")
+        if bool(self.worker_identity_resource_id) != bool(self.worker_identity_client_id):
+            raise ValueError("WORKER_IDENTITY_RESOURCE_ID and WORKER_IDENTITY_CLIENT_ID go together: set both")
+        if self.app_identity_client_id and self.app_identity_client_id == self.worker_identity_client_id:
+            raise ValueError("WORKER_IDENTITY_CLIENT_ID is the app's identity: containers need an identity of "
+                             "their own")
+        if self.staging_container in (self.results_container, self.models_container, self.input_container):
+            raise ValueError("STAGING_CONTAINER must be a container of its own (the worker may write only there)")
         if self.container_cpu <= 0 or self.container_memory_gb <= 0:
             raise ValueError("CONTAINER_CPU and CONTAINER_MEMORY_GB must be positive")
         if self.max_parallel_groups < 1:
@@ -149,6 +178,31 @@ class Settings:
     def parallel_groups(self) -> int:
         """Groups that may run at once: the configured bound, lowered to fit the core quota."""
         return max(1, min(self.max_parallel_groups, int(self.core_quota // self.container_cpu)))
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _connection_string_fields(connection_string: str) -> dict[str, str]:
+    pairs = (part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+    return {key.strip().lower(): value.strip() for key, value in pairs}
+
+
+def connection_string_is_loopback(connection_string: str) -> bool:
+    """Every service endpoint the connection string names is on this machine (Azurite)."""
+    fields_ = _connection_string_fields(connection_string)
+    if fields_.get("usedevelopmentstorage", "").lower() == "true":
+        return True  # the SDKs' shorthand for Azurite's well-known loopback endpoints
+    endpoints = [value for key, value in fields_.items() if key.endswith("endpoint")]
+    # Without explicit endpoints the SDK builds public ones from AccountName and EndpointSuffix.
+    return bool(endpoints) and all(is_loopback_url(url) for url in endpoints)
 
 
 def _convert(raw: str, type_name: str) -> object:

@@ -34,7 +34,8 @@ SUBSCRIPTION = "00000000-0000-0000-0000-0000000000aa"
 RESOURCE_GROUP = "rg-scoring-dev"
 SECRET = "s3cr3t-sas-token-value"
 IDENTITY = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
-            "Microsoft.ManagedIdentity/userAssignedIdentities/scoring")
+            "Microsoft.ManagedIdentity/userAssignedIdentities/scoring-worker")
+WORKER_CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 
 
 def settings_for(standin: Standin, **extra: str) -> Settings:
@@ -170,7 +171,8 @@ def test_create_run_logs_delete(aci_standin: Standin, aci_groups: ContainerGroup
 
 def test_group_sent_is_run_once_private_and_keyless(aci_standin: Standin) -> None:
     settings = settings_for(
-        aci_standin, MANAGED_IDENTITY_RESOURCE_ID=IDENTITY, REGISTRY_SERVER="scoringacr.azurecr.io",
+        aci_standin, WORKER_IDENTITY_RESOURCE_ID=IDENTITY, WORKER_IDENTITY_CLIENT_ID=WORKER_CLIENT_ID,
+        REGISTRY_SERVER="scoringacr.azurecr.io",
         ACI_SUBNET_ID=f"/subscriptions/{SUBSCRIPTION}/resourceGroups/net/providers/Microsoft.Network/"
                       "virtualNetworks/vnet/subnets/aci",
         ACI_LOCATION="northeurope")

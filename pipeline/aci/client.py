@@ -7,12 +7,10 @@ loopback stand-in in devenv/aci_standin (selected only by Settings.arm_endpoint)
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlparse
 
 from azure.core.credentials import AccessToken, TokenCredential
 from azure.core.exceptions import ResourceNotFoundError
@@ -21,7 +19,7 @@ from azure.core.pipeline.policies import RetryPolicy
 from azure.mgmt.containerinstance import ContainerInstanceManagementClient
 from azure.mgmt.containerinstance.models import ContainerGroup
 
-from ..settings import Settings
+from ..settings import Settings, is_loopback_url
 from .errors import arm_errors
 from .spec import CONTAINER_NAME, ContainerGroupSpec, build_container_group
 
@@ -84,13 +82,7 @@ class LoopbackCredential:
 
 
 def is_loopback_endpoint(endpoint: str) -> bool:
-    host = urlparse(endpoint).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_url(endpoint)
 
 
 def default_credential(settings: Settings) -> TokenCredential:
@@ -99,7 +91,9 @@ def default_credential(settings: Settings) -> TokenCredential:
     # Imported here so that development runs never need azure-identity's credential chain.
     from azure.identity import DefaultAzureCredential
 
-    return DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id or None)
+    # The app's own user-assigned identity, named explicitly: with several identities on the app, an implicit
+    # choice fails or picks another one. Never the worker's.
+    return DefaultAzureCredential(managed_identity_client_id=settings.app_identity_client_id or None)
 
 
 class FailFastRetryPolicy(RetryPolicy):
