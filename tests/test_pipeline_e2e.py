@@ -78,6 +78,14 @@ def test_http_run_publishes_what_r_computes(stack, sample_models, tmp_path):
     listed = stack.get("/api/runs").json()["runs"]
     assert run_id in [r["id"] for r in listed]
 
+    # Containers wrote only to staging (their job came from there too); results holds what the app published.
+    in_results = sorted(b.name[len(prefix):] for b in stack.blobs.list("results", prefix))
+    assert [n for n in in_results if not n.startswith("logs/")] == ["_SUCCESS", "manifest.json", "results.csv"]
+    staged = {b.name for b in stack.blobs.list("staging", f"{run_id}/")}
+    for shard in range(2):
+        for name in ("job.json", "results.csv", "status.json"):
+            assert f"{run_id}/shard-{shard:03d}-a1/{name}" in staged
+
 
 def test_subset_of_postcodes_and_unknown_postcode(stack, sample_models):
     models, _ = sample_models
@@ -199,20 +207,24 @@ def test_retry_reruns_only_the_failed_postcodes_into_the_same_run(stack):
 
 
 
-def test_container_that_never_finishes_hits_its_deadline(stack):
+def test_container_that_never_finishes_hits_its_deadline(stack, sample_models):
+    # One shard only (two postcodes): the deadline, which counts from the create, does not race another
+    # shard's scoring on a loaded machine.
+    first, second = sorted(p.stem for p in sample_models[0].glob("*.rds"))[:2]
     stack.settings["SHARD_DEADLINE_MINUTES"] = "0.05"
     stack.restart_host(hard=False)
     try:
         stack.standin.inject({"kind": "hang", "match": "-s000"})
-        run_id = start(stack, {"input": "manual/input.csv"})
+        run_id = start(stack, {"input": "manual/input.csv", "postcodes": [first, second]})
         view = stack.wait_for_run(run_id, timeout=120)
     finally:
         stack.settings["SHARD_DEADLINE_MINUTES"] = "2"
         stack.restart_host(hard=False)
-    assert view["state"] == "completed_with_failures"
+    assert view["state"] == "failed" and len(view["shards"]) == 1
     assert view["shards"][0]["state"] == "timed_out", view["shards"][0]
     assert "did not finish within 0.05 min" in view["shards"][0]["reason"]
     assert view["shards"][0]["attempts"][0]["deleted"] is True
+    assert set(view["postcodes_failed"]) == {first, second}
 
 
 def test_cancel_stops_the_run_and_deletes_its_groups(stack):
