@@ -47,7 +47,8 @@ async def daily_scoring(timer: func.TimerRequest, client: df.DurableOrchestratio
 @app.durable_client_input(client_name="client")
 async def new_input_blob(blob: func.InputStream, client: df.DurableOrchestrationClient) -> None:
     _, _, name = blob.name.partition("/")
-    etag = blob_etag(storage(), blob.name)  # the host's Properties.ETag is no plain string: ask storage
+    # The host's Properties.ETag is no plain string: ask storage (off the event loop, it blocks).
+    etag = await asyncio.to_thread(lambda: blob_etag(storage(), blob.name))
     if etag is None:
         log.warning("blob %s is gone since its event; not started", blob.name)
         return
