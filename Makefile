@@ -7,7 +7,7 @@ STAMP := .make
 APT_PACKAGES := $(shell grep -v '^\s*\#' apt-packages.txt)
 N ?= 300
 
-.PHONY: setup test demo bench lint clean
+.PHONY: setup test test-fast demo bench lint clean
 
 setup: $(STAMP)/apt $(STAMP)/npm $(STAMP)/venv
 
@@ -35,6 +35,11 @@ $(STAMP)/venv: requirements.txt requirements-dev.txt scoring/requirements.txt $(
 test: setup
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+# The unit layer: no Azurite, R, ARM stand-in or dev host (tests marked `integration` are left out).
+test-fast: $(STAMP)/venv
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -m "not integration"
 
 demo: setup
 	$(PY) -m devenv.demo --postcodes $(N)

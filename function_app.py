@@ -21,10 +21,11 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from pipeline import naming, run_listing, sweeper
+from pipeline.payloads import CANCEL_EVENT, RunRequest, Stage, Trigger, decode
 from pipeline.planning import PlanError, dry_run_view, plan_run
 from pipeline.registration import build_blueprint
 from pipeline.run_requests import RequestError, parse_run_body, scheduled_request
-from pipeline.run_status import FINISHED, RUN_ORCHESTRATOR, run_view
+from pipeline.run_status import FINISHED, RUN_ORCHESTRATOR, run_progress, run_view
 from pipeline.runs_api import RetryRefused, check_model_version, retry_request
 from pipeline.services import container_groups, settings, storage
 from pipeline.trigger_support import blob_etag, scheduled_day, start_once
@@ -39,7 +40,7 @@ log = logging.getLogger("function_app")
 async def daily_scoring(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     s = settings()
     run_id = naming.daily_run_id(s.default_model, scheduled_day(timer, datetime.now(UTC)))
-    await start_once(client, run_id, scheduled_request(s, "timer").to_json())
+    await start_once(client, run_id, scheduled_request(s, Trigger.TIMER))
 
 
 @app.blob_trigger(arg_name="blob", path="%INPUT_CONTAINER%/%INPUT_PREFIX%{name}", connection="STORAGE",
@@ -53,11 +54,11 @@ async def new_input_blob(blob: func.InputStream, client: df.DurableOrchestration
         log.warning("blob %s is gone since its event; not started", blob.name)
         return
     try:
-        request = scheduled_request(settings(), "blob", input_blob=name)
+        request = scheduled_request(settings(), Trigger.BLOB, input_blob=name)
     except RequestError as e:
         log.error("blob %s cannot be scored: %s", blob.name, e)
         return
-    await start_once(client, naming.blob_run_id(name, etag), request.to_json())
+    await start_once(client, naming.blob_run_id(name, etag), request)
 
 
 @app.route(route="runs", methods=["POST"])
@@ -76,7 +77,7 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
             return json_response({"error": str(e), "field": ""}, 422)
         return json_response(dry_run_view(plan))
     run_id = naming.adhoc_run_id(uuid.uuid4().hex)
-    await client.start_new(RUN_ORCHESTRATOR, run_id, request.to_json())
+    await client.start_new(RUN_ORCHESTRATOR, run_id, request)
     # Only this app's own routes: the durable management URLs carry the task hub's system key.
     base = req.url.split("/api/")[0]
     return json_response({"id": run_id, "statusUrl": f"{base}/api/runs/{run_id}",
@@ -108,9 +109,10 @@ async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
         return json_response({"error": f"no run {req.route_params['id']!r}"}, 404)
     if status.runtime_status and status.runtime_status.value in FINISHED:
         return json_response({"error": f"run {status.instance_id} has already finished"}, 409)
-    if (status.custom_status or {}).get("stage") == "publishing":
+    progress = run_progress(status)
+    if progress is not None and progress.stage is Stage.PUBLISHING:
         return json_response({"error": f"run {status.instance_id} is publishing its results"}, 409)
-    await client.raise_event(status.instance_id, "cancel", None)
+    await client.raise_event(status.instance_id, CANCEL_EVENT, None)
     return json_response({"id": status.instance_id, "state": "cancelling"}, 202)
 
 
@@ -124,7 +126,7 @@ async def retry_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
     view = run_view(status)
     if view["runtimeStatus"] not in FINISHED:
         return json_response({"error": f"run {status.instance_id} is still {view['state']}"}, 409)
-    original = status.input_ if isinstance(status.input_, dict) else json.loads(status.input_)
+    original = decode(status.input_, RunRequest)
     try:
         retry = await asyncio.to_thread(retry_request, original, status.instance_id, settings(), storage())
     except RetryRefused as e:
@@ -134,7 +136,7 @@ async def retry_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
         run_id = naming.retry_run_id(root, n)
         if not await client.get_status(run_id):
             break
-    await client.start_new(RUN_ORCHESTRATOR, run_id, retry.to_json())
+    await client.start_new(RUN_ORCHESTRATOR, run_id, retry)
     base = req.url.split("/api/")[0]
     return json_response({"id": run_id, "retry_of": root, "postcodes": len(retry.postcodes or []),
                           "statusUrl": f"{base}/api/runs/{run_id}"}, 202)

@@ -58,7 +58,7 @@ def blob_etag(blobs: BlobStore, blob_path: str) -> str | None:
     return info.etag if info is not None else None
 
 
-async def start_once(client: df.DurableOrchestrationClient, run_id: str, request: dict) -> bool:
+async def start_once(client: df.DurableOrchestrationClient, run_id: str, request: Any) -> bool:
     """Start run_id unless it exists. True: started here. Raises when the start failed for any reason
     other than the same run having been started meanwhile."""
     if await _exists(client, run_id):

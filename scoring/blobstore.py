@@ -70,10 +70,6 @@ class BlobStore:
         credential = DefaultAzureCredential(managed_identity_client_id=client_id)
         return cls(BlobServiceClient(account_url, credential=credential, **options))
 
-    @property
-    def account_name(self) -> str:
-        return self._service.account_name or ""
-
     def ensure_container(self, container: str) -> None:
         try:
             self._service.create_container(container)

@@ -75,6 +75,7 @@ def test_this_machine_has_exactly_the_pinned_packages():
         assert installed.get(name) == version, f"{name}: this machine has {installed.get(name)}, the list {version}"
 
 
+@pytest.mark.integration  # runs Rscript
 def test_r_and_its_packages_are_the_listed_upstream_versions():
     r_packages = {name[len("r-cran-"):]: version for name, version in pinned().items() if name.startswith("r-cran-")}
     script = "cat(paste(R.version$major, R.version$minor, sep='.'), " + ", ".join(
@@ -92,6 +93,7 @@ def test_the_tests_run_on_the_image_python():
     assert f"3.{ruff_target}" == image_python(), "ruff must check against the image's Python"
 
 
+@pytest.mark.integration  # runs vermin over scoring/ in a subprocess
 def test_scoring_needs_no_newer_python_than_the_image_has():
     """vermin knows which Python version each syntax form, module, member and argument first appeared in."""
     target = image_python()

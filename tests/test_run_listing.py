@@ -20,6 +20,8 @@ from devenv.durable_host.invoker import run_coroutine
 
 RUNS = 70
 
+pytestmark = pytest.mark.integration  # starts the dev host
+
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHost]:

@@ -17,6 +17,8 @@ from devenv.durable_host.invoker import run_coroutine
 from devenv.durable_host.triggers import timer_request
 from pipeline.trigger_support import scheduled_day, start_once
 
+pytestmark = pytest.mark.integration  # starts the dev host
+
 
 def host_for(app: str, state) -> DevHost:
     return DevHost(app, state, schedule_timers=False, blob_poll_interval=3600).start()

@@ -19,6 +19,9 @@ from azure.core.pipeline.policies import RetryPolicy
 from azure.mgmt.containerinstance import ContainerInstanceManagementClient
 from azure.mgmt.containerinstance.models import ContainerGroup
 
+from scoring.timestamps import iso_or_none
+
+from ..payloads import ContainerState
 from ..settings import Settings, is_loopback_url
 from .errors import arm_errors
 from .spec import CONTAINER_NAME, ContainerGroupSpec, build_container_group
@@ -26,33 +29,8 @@ from .spec import CONTAINER_NAME, ContainerGroupSpec, build_container_group
 # The durable orchestration retries with durable timers; the SDK must fail fast instead of retrying
 # (and sleeping inside an activity) for minutes.
 SDK_RETRY_TOTAL = 2
-# A longer Retry-After is left to the orchestration: AciError.retry_after carries it.
+# A longer Retry-After is left to the orchestration (its durable retry), not slept on inside an activity.
 SDK_MAX_RETRY_AFTER_SECONDS = 10.0
-# Group states (properties.instanceView.state) after which nothing more will happen under restart
-# policy Never. Only read from an instance view: a GET early in provisioning carries none.
-FINAL_GROUP_STATES = frozenset({"Succeeded", "Failed", "Stopped"})
-
-
-@dataclass(frozen=True)
-class ContainerState:
-    group_state: str | None  # properties.instanceView.state; None while ARM shows no instance view
-    provisioning_state: str | None
-    state: str | None  # container instanceView.currentState.state: Waiting/Running/Terminated/...
-    exit_code: int | None
-    start_time: str | None  # ISO 8601
-    finish_time: str | None
-    detail: str | None  # detailStatus / latest event message
-
-    @property
-    def terminated(self) -> bool:
-        """The container will not run (again): it exited, was stopped, or the group failed to deploy.
-
-        Without an instance view only a Failed provisioning is final (a GET early in provisioning has no
-        instance view yet, whatever its provisioning state). Unknown or in-between states count as not
-        terminated; callers keep a deadline for those.
-        """
-        return (self.state == "Terminated" or self.group_state in FINAL_GROUP_STATES
-                or self.provisioning_state == "Failed")
 
 
 @dataclass(frozen=True)
@@ -165,14 +143,6 @@ class ContainerGroups:
                 return ""
         return logs.content or ""
 
-    def stop(self, name: str) -> None:
-        """Stop (kill) the container; a group that does not exist has nothing to stop."""
-        with arm_errors("stop", name):
-            try:
-                self._client.container_groups.stop(self._rg, name)
-            except ResourceNotFoundError:
-                pass
-
     def delete(self, name: str) -> bool:
         """Delete the group. True: it was deleted; False: it was already gone."""
         delete_statuses: list[int] = []
@@ -228,17 +198,12 @@ def container_state(group: ContainerGroup) -> ContainerState:
         provisioning_state=provisioning,
         state=current.state if current else None,
         exit_code=current.exit_code if current else None,
-        start_time=_iso(current.start_time) if current else None,
-        finish_time=_iso(current.finish_time) if current else None,
+        start_time=iso_or_none(current.start_time) if current else None,
+        finish_time=iso_or_none(current.finish_time) if current else None,
         detail=detail,
     )
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-
-def _iso(value: datetime | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.isoformat() if isinstance(value, datetime) else str(value)
 
