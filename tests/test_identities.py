@@ -18,6 +18,7 @@ from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 from devenv.aci_standin.control import Standin, start_standin
 from pipeline import activities, naming, services
 from pipeline.aci.client import ContainerGroups, default_credential
+from pipeline.payloads import GroupRequest, InputRef, ShardInput, Timing
 from pipeline.settings import Settings, connection_string_is_loopback
 from pipeline.worker_env import ContainerSecretRefused, worker_environment
 from scoring.blobstore import BlobStore
@@ -123,11 +124,13 @@ def test_the_create_activity_sends_the_worker_identity_only(standin: Standin, az
         cached.cache_clear()
     try:
         services.storage().ensure_container("staging")
-        shard = {"run_id": "run-identity", "index": 0, "attempt": 1, "group": "run-identity-s000",
-                 "postcodes": ["8001"], "model": "parcels", "version": "v1", "horizon": 3,
-                 "input": {"container": "input", "blob": "x.csv", "etag": "0x1"},
-                 "output_prefix": naming.staging_prefix("run-identity", 0)}
-        assert activities.create_container_group(shard) == {"ok": True}
+        timing = Timing(poll_seconds=1, deadline_minutes=1, provisioning_deadline_minutes=1,
+                        retry_interval_seconds=1, retry_attempts=1, shard_attempts=1, quota_waits=1)
+        work = ShardInput(run_id="run-identity", index=0, postcodes=["8001"], model="parcels", version="v1",
+                          input=InputRef(container="input", blob="x.csv", etag="0x1"), horizon=3, timing=timing)
+        request = GroupRequest(shard=work, attempt=1, group="run-identity-s000",
+                               output_prefix=naming.staging_prefix("run-identity", 0))
+        assert activities.create_container_group(request).ok
         job = services.storage().read_json("staging", "run-identity/shard-000-a1/job.json")
         assert (job["output"]["container"], job["output"]["prefix"]) == ("staging", "run-identity/shard-000-a1/")
         sent = standin.received("run-identity-s000")
