@@ -3,18 +3,28 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := .make
+<<<<<<< HEAD
 # R 4.2.2, the R packages and Python 3.11 from Debian: the same pinned list the Dockerfile installs.
 APT_PACKAGES := $(shell grep -v '^\s*\#' apt-packages.txt)
+=======
+R_PACKAGES := r-base-core r-cran-forecast r-cran-jsonlite r-cran-data.table
+# Headless browser for the dashboard tests: Debian's chromium, driven by playwright (never `playwright install`).
+BROWSER_PACKAGES := chromium
+>>>>>>> main
 N ?= 300
 
-.PHONY: setup test test-fast demo bench lint clean
+.PHONY: setup test test-fast demo up bench lint clean
 
 setup: $(STAMP)/apt $(STAMP)/npm $(STAMP)/venv
 
 # --no-install-recommends keeps forecast from pulling ~100 packages.
 $(STAMP)/apt: apt-packages.txt
 	@mkdir -p $(STAMP)
+<<<<<<< HEAD
 	@missing="$$(for p in $(APT_PACKAGES); do dpkg -s $${p%%=*} >/dev/null 2>&1 || echo $$p; done; \
+=======
+	@missing="$$(for p in $(R_PACKAGES) $(BROWSER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; \
+>>>>>>> main
 	  command -v npm >/dev/null || echo 'nodejs npm')"; \
 	if [ -n "$$missing" ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
@@ -32,6 +42,31 @@ $(STAMP)/venv: requirements.txt requirements-dev.txt scoring/requirements.txt $(
 	RPY2_CFFI_MODE=ABI $(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
+# Azure (infra/README.md). checkov pins packaging and python-dateutil below the app's pins: a venv of its own.
+TOOLS := .venv-tools
+NAME ?= rscoring
+LOCATION ?= westeurope
+DEPLOY_FLAGS ?=
+.PHONY: deploy destroy clean-infra
+setup: $(TOOLS)/bin/checkov
+clean: clean-infra
+
+$(TOOLS)/bin/checkov: infra/requirements-checkov.txt
+	test -x $(TOOLS)/bin/python || python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --disable-pip-version-check -r infra/requirements-checkov.txt
+	@touch $@
+
+# make deploy NAME=rscoring LOCATION=westeurope [DEPLOY_FLAGS=--vnet | DEPLOY_FLAGS=--print-only]: image,
+# templates, app, Event Grid, smoke test. Needs `az login`. make destroy removes both resource groups.
+deploy: $(STAMP)/venv
+	$(PY) -m infra.deploy deploy --name $(NAME) --location $(LOCATION) $(DEPLOY_FLAGS)
+
+destroy: $(STAMP)/venv
+	$(PY) -m infra.deploy destroy --name $(NAME) $(DEPLOY_FLAGS)
+
+clean-infra:
+	rm -rf $(TOOLS) dist
+
 test: setup
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
@@ -43,6 +78,10 @@ test-fast: $(STAMP)/venv
 
 demo: setup
 	$(PY) -m devenv.demo --postcodes $(N)
+
+# The demo, then the stack stays up (dashboard URL printed) until Ctrl-C.
+up: setup
+	$(PY) -m devenv.demo --postcodes $(N) --keep-running
 
 bench: setup
 	$(PY) bench/run.py

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 import azure.durable_functions as df
 import azure.functions as func
 
+from dashboard.routes import bp as dashboard_bp
 from pipeline import naming, run_listing, sweeper
 from pipeline.payloads import CANCEL_EVENT, RunRequest, Stage, Trigger, decode
 from pipeline.planning import PlanError, dry_run_view, plan_run
@@ -32,6 +33,7 @@ from pipeline.trigger_support import blob_etag, scheduled_day, start_once
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(build_blueprint())
+app.register_functions(dashboard_bp)  # GET /api/dashboard: the run dashboard (dashboard/routes.py)
 log = logging.getLogger("function_app")
 
 

@@ -83,6 +83,9 @@ DEFAULTS: dict[str, str] = {
     # functions too, so the pool must outnumber host.json's maxConcurrentActivityFunctions plus
     # maxConcurrentOrchestratorFunctions, or activities blocked on I/O stall every orchestration.
     "PYTHON_THREADPOOL_THREAD_COUNT": "20",
+    # Dashboard data routes (dashboard/auth.py): "function-key" (x-functions-key, for local use) or
+    # "app-service" (App Service Authentication with Entra ID in front; no key in the browser).
+    "DASHBOARD_AUTH": "function-key",
 }
 
 
@@ -135,6 +138,7 @@ class Settings:
     scoring_schedule: str
     orphan_sweep_schedule: str
     python_threadpool_thread_count: int
+    dashboard_auth: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -173,6 +177,8 @@ class Settings:
             raise ValueError("CORE_QUOTA is smaller than CONTAINER_CPU: not even one group fits")
         if not 1 <= self.python_threadpool_thread_count <= 32:
             raise ValueError("PYTHON_THREADPOOL_THREAD_COUNT must be from 1 to 32 (the Python worker's range)")
+        if self.dashboard_auth not in ("function-key", "app-service"):
+            raise ValueError(f"DASHBOARD_AUTH={self.dashboard_auth!r}: use 'function-key' or 'app-service'")
 
     @property
     def parallel_groups(self) -> int:
