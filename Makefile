@@ -3,14 +3,11 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := .make
-<<<<<<< HEAD
 # R 4.2.2, the R packages and Python 3.11 from Debian: the same pinned list the Dockerfile installs.
 APT_PACKAGES := $(shell grep -v '^\s*\#' apt-packages.txt)
-=======
-R_PACKAGES := r-base-core r-cran-forecast r-cran-jsonlite r-cran-data.table
 # Headless browser for the dashboard tests: Debian's chromium, driven by playwright (never `playwright install`).
+# Development only: not in the scoring image.
 BROWSER_PACKAGES := chromium
->>>>>>> main
 N ?= 300
 
 .PHONY: setup test test-fast demo up bench lint clean
@@ -20,11 +17,7 @@ setup: $(STAMP)/apt $(STAMP)/npm $(STAMP)/venv
 # --no-install-recommends keeps forecast from pulling ~100 packages.
 $(STAMP)/apt: apt-packages.txt
 	@mkdir -p $(STAMP)
-<<<<<<< HEAD
-	@missing="$$(for p in $(APT_PACKAGES); do dpkg -s $${p%%=*} >/dev/null 2>&1 || echo $$p; done; \
-=======
-	@missing="$$(for p in $(R_PACKAGES) $(BROWSER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; \
->>>>>>> main
+	@missing="$$(for p in $(APT_PACKAGES) $(BROWSER_PACKAGES); do dpkg -s $${p%%=*} >/dev/null 2>&1 || echo $$p; done; \
 	  command -v npm >/dev/null || echo 'nodejs npm')"; \
 	if [ -n "$$missing" ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
