@@ -82,7 +82,9 @@ def test_http_run_publishes_what_r_computes(stack, sample_models, tmp_path):
 
     # Containers wrote only to staging (their job came from there too); results holds what the app published.
     in_results = sorted(b.name[len(prefix):] for b in stack.blobs.list("results", prefix))
-    assert [n for n in in_results if not n.startswith("logs/")] == ["_SUCCESS", "manifest.json", "results.csv"]
+    published = {n for n in in_results if not n.startswith("logs/")}
+    assert {"_SUCCESS", "manifest.json", "results.csv"} <= published
+    assert published <= {"_SUCCESS", "manifest.json", "results.csv", "results.index.json"}, published
     staged = {b.name for b in stack.blobs.list("staging", f"{run_id}/")}
     for shard in range(2):
         for name in ("job.json", "results.csv", "status.json"):
@@ -146,6 +148,8 @@ def test_timer_fired_twice_makes_one_run(stack, sample_models):
 def test_a_late_timer_runs_for_its_scheduled_day(stack, sample_models):
     """The daily id comes from the schedule's occurrence (ScheduleStatus.Next as the host hands it), not from
     the clock: yesterday's 02:00 occurrence, delivered late today, is yesterday's run."""
+    _, input_csv = sample_models
+    stack.blobs.write_bytes("input", "daily/late.csv", input_csv.read_bytes())
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     timer = {"IsPastDue": True, "Schedule": {"AdjustForDST": True},
              "ScheduleStatus": {"Last": f"{yesterday - timedelta(days=1)}T02:00:00+00:00",
