@@ -15,6 +15,12 @@ TS_CLASSES <- c("ets", "Arima", "ARIMA", "forecast_ARIMA", "tbats", "bats", "Str
                 "nnetar", "stlm", "ar", "baggedModel", "fracdiff", "arfima")
 INTERVAL_COLUMNS <- c("lower_80", "upper_80", "lower_95", "upper_95")
 
+# The shared-design fast path for glm/lm models (shared_design.R), next to this file.
+local({
+  files <- Filter(Negate(is.null), lapply(rev(seq_len(sys.nframe())), function(i) sys.frame(i)$ofile))
+  source(file.path(dirname(files[[1]]), "shared_design.R"))
+})
+
 # Load the shard's input once; keep one data.frame per postcode. Errors here are fatal for the shard.
 load_input <- function(path, postcodes) {
   dt <- tryCatch(
@@ -136,14 +142,23 @@ normalise_output <- function(out, n) {
   res
 }
 
-score_one <- function(postcode, path) {
+# Everything per postcode up to predict: its input rows (checked), its model.
+prepare_one <- function(postcode, path) {
   newdata <- newdata_for(postcode)
   if (is.null(newdata)) stop("no input rows for this postcode")
   n <- nrow(newdata)
   if (.scoring$horizon > 0 && n != .scoring$horizon)
     stop("input has ", n, " rows for this postcode, expected ", .scoring$horizon, " (the horizon)")
   model <- tryCatch(readRDS(path), error = function(e) stop("cannot read model: ", conditionMessage(e), call. = FALSE))
-  out <- if (!is.null(.scoring$user_score)) {
+  list(postcode = postcode, model = model, newdata = newdata)
+}
+
+# Score one prepared postcode (`out`: what the shared-design path computed for it, else NULL) and check it.
+finish_one <- function(p, out = NULL) {
+  model <- p$model
+  newdata <- p$newdata
+  n <- nrow(newdata)
+  if (is.null(out)) out <- if (!is.null(.scoring$user_score)) {
     .scoring$user_score(model, newdata)
   } else if (is_ts_model(model)) {
     forecast_model(model, n)
@@ -152,19 +167,31 @@ score_one <- function(postcode, path) {
   }
   res <- normalise_output(out, n)
   # A plain list, not a data.frame: rbindlist takes lists, and data.frame() costs more than predict here.
-  frame <- list(postcode = rep(postcode, n), date = newdata$date, volume = res$volume)
+  frame <- list(postcode = rep(p$postcode, n), date = newdata$date, volume = res$volume)
   for (col in INTERVAL_COLUMNS) frame[[col]] <- if (is.null(res[[col]])) rep(NA_real_, n) else res[[col]]
   frame
 }
 
+score_one <- function(postcode, path) finish_one(prepare_one(postcode, path))
+
 # Score a chunk of (postcode, path) pairs. One failure never stops the others.
 score_chunk <- function(postcodes, paths) {
   frames <- vector("list", length(postcodes))
+  prepared <- vector("list", length(postcodes))
   failures <- character(0)
+  fail <- function(pc, e) failures[pc] <<- gsub("[\r\n]+", " ", conditionMessage(e))
   for (i in seq_along(postcodes)) {
-    pc <- postcodes[[i]]
-    r <- tryCatch(suppressWarnings(score_one(pc, paths[[i]])), error = function(e) e)
-    if (inherits(r, "error")) failures[pc] <- gsub("[\r\n]+", " ", conditionMessage(r)) else frames[[i]] <- r
+    r <- tryCatch(suppressWarnings(prepare_one(postcodes[[i]], paths[[i]])), error = function(e) e)
+    if (inherits(r, "error")) fail(postcodes[[i]], r) else prepared[[i]] <- r
+  }
+  # glm/lm models sharing a formula: one model frame for all their rows (shared_design.R); the rest: NULL.
+  shared <- if (is.null(.scoring$user_score))
+    tryCatch(suppressWarnings(shared_design_predict(prepared)), error = function(e) list()) else list()
+  for (i in seq_along(postcodes)) {
+    if (is.null(prepared[[i]])) next
+    r <- tryCatch(suppressWarnings(finish_one(prepared[[i]], shared[i][[1]])), error = function(e) e)
+    if (inherits(r, "error")) fail(postcodes[[i]], r) else frames[[i]] <- r
+    prepared[i] <- list(NULL)
   }
   list(results = data.table::rbindlist(frames), failures = failures)
 }
