@@ -6,7 +6,7 @@ STAMP := .make
 R_PACKAGES := r-base-core r-cran-forecast r-cran-jsonlite r-cran-data.table
 N ?= 300
 
-.PHONY: setup test demo bench lint clean
+.PHONY: setup test demo bench bench-scale lint clean
 
 setup: $(STAMP)/apt $(STAMP)/npm $(STAMP)/venv
 
@@ -40,6 +40,10 @@ demo: setup
 
 bench: setup
 	$(PY) bench/run.py
+
+# 30,000 postcodes, one run: pipeline steps, the Functions process's peak memory, e2e30k_vs_rscript.
+bench-scale: setup
+	$(PY) bench/run.py --scale
 
 lint: setup
 	$(VENV)/bin/ruff check .

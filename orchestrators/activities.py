@@ -28,6 +28,7 @@ def plan_run(payload: dict) -> dict:
     plan = make_plan(RunRequest.from_json(payload["request"]), payload["run_id"], s, storage(),
                      today=date.fromisoformat(payload["today"]))
     plan["timing"] = {
+        "poll_first_seconds": min(s.poll_first_seconds, s.poll_interval_seconds),
         "poll_seconds": s.poll_interval_seconds,
         "deadline_minutes": s.shard_deadline_minutes,
         "provisioning_deadline_minutes": s.provisioning_deadline_minutes,

@@ -40,6 +40,8 @@ def wait_for_container(context: df.DurableOrchestrationContext, name: str, timin
     started_at = context.current_utc_datetime
     deadline = started_at + timedelta(minutes=timing["deadline_minutes"])
     provisioning_deadline = started_at + timedelta(minutes=timing["provisioning_deadline_minutes"])
+    # Short first interval, doubling up to poll_seconds (a plan made before this setting has no first interval).
+    interval = timing.get("poll_first_seconds", timing["poll_seconds"])
     while True:
         # Retried: an ARM hiccup (or the stand-in restarting) must not fail a container that is fine.
         state = yield context.call_activity_with_retry("get_container_state", aci_retry(timing), name)
@@ -59,7 +61,8 @@ def wait_for_container(context: df.DurableOrchestrationContext, name: str, timin
         if now >= deadline:
             return {"state": "timed_out", "started": state["start_time"],
                     "reason": f"the container did not finish within {timing['deadline_minutes']} min"}
-        timer = context.create_timer(min(now + timedelta(seconds=timing["poll_seconds"]), deadline))
+        timer = context.create_timer(min(now + timedelta(seconds=interval), deadline))
+        interval = min(2 * interval, timing["poll_seconds"])
         winner = yield context.task_any([timer, cancel])
         if winner is cancel:
             timer.cancel()

@@ -148,6 +148,7 @@ group_linear_predictor <- function(model, newdata, block, betas) {
 # length: the volumes for the postcodes scored here, NULL for those left to the generic path.
 shared_design_predict <- function(items) {
   out <- vector("list", length(items))
+  if (identical(Sys.getenv("SCORING_SHARED_DESIGN"), "0")) return(out)  # switched off (benchmarks)
   groups <- list()  # each: list(signature, members)
   buckets <- list()  # coefficient names -> indices into groups (cheap first cut before identical())
   for (i in seq_along(items)) {
@@ -199,3 +200,10 @@ group_volumes <- function(members) {
 }
 
 shared_design_scored <- function() .shared_design$scored
+
+# Driver side: postcodes scored by the shared design so far, over every node.
+shared_design_total <- function() {
+  cl <- .scoring$cluster
+  if (is.null(cl)) return(.shared_design$scored)
+  sum(unlist(parallel::clusterCall(cl, shared_design_scored)))
+}
