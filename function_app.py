@@ -1,6 +1,6 @@
 """Scoring service for R models: the Functions app's table of contents.
 
-Three kinds of run start the `score_run` orchestration (orchestrators/):
+Three kinds of run start the `score_run` orchestration (pipeline/):
   - timer   `daily_scoring`   schedule SCORING_SCHEDULE; one run per model and day (instance id from the date)
   - HTTP    POST /api/runs                start an ad-hoc run -> 202 with status URLs
             GET  /api/runs, /api/runs/{id} list recent runs, read one run's status
@@ -11,6 +11,7 @@ Three kinds of run start the `score_run` orchestration (orchestrators/):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -19,16 +20,16 @@ from datetime import UTC, datetime, timedelta
 import azure.durable_functions as df
 import azure.functions as func
 
-from orchestrators import bp, naming
-from orchestrators.naming import run_prefix
-from orchestrators.planning import PlanError, dry_run_view, plan_run
-from orchestrators.run_requests import RequestError, RunRequest, parse_run_body, scheduled_request
-from orchestrators.run_status import FINISHED, RUN_ORCHESTRATOR, run_view
-from orchestrators.services import settings, storage
-from scoring.modelstore import ModelStore, VersionNotFound
+from pipeline import naming, sweeper
+from pipeline.planning import PlanError, dry_run_view, plan_run
+from pipeline.registration import build_blueprint
+from pipeline.run_requests import RequestError, parse_run_body, scheduled_request
+from pipeline.run_status import FINISHED, RUN_ORCHESTRATOR, run_view
+from pipeline.runs_api import RetryRefused, check_model_version, retry_request
+from pipeline.services import container_groups, settings, storage
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
-app.register_functions(bp)
+app.register_functions(build_blueprint())
 log = logging.getLogger("function_app")
 
 
@@ -62,12 +63,13 @@ async def new_input_blob(blob: func.InputStream, client: df.DurableOrchestration
 async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     try:
         request = parse_run_body(req.get_body(), settings())
-        check_model_version(request.model, request.version)
+        await asyncio.to_thread(check_model_version, request.model, request.version, settings(), storage())
     except RequestError as e:
         return json_response({"error": str(e), "field": e.field}, e.status)
     if request.dry_run:
         try:
-            plan = plan_run(request, "dry-run", settings(), storage(), today=datetime.now(UTC).date())
+            plan = await asyncio.to_thread(plan_run, request, "dry-run", settings(), storage(),
+                                           today=datetime.now(UTC).date())
         except PlanError as e:
             return json_response({"error": str(e), "field": ""}, 422)
         return json_response(dry_run_view(plan))
@@ -124,38 +126,22 @@ async def retry_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
     if view["runtimeStatus"] not in FINISHED:
         return json_response({"error": f"run {status.instance_id} is still {view['state']}"}, 409)
     original = status.input_ if isinstance(status.input_, dict) else json.loads(status.input_)
-    root = original.get("retry_of") or status.instance_id
-    # A retry completes a *published* run; the run's current manifest (after earlier retries) says what failed.
-    published = run_prefix(root) + "manifest.json"
-    if not storage().exists(settings().results_container, run_prefix(root) + "_SUCCESS"):
-        return json_response({"error": f"run {root} published no results; start a new run instead"}, 409)
-    manifest = storage().read_json(settings().results_container, published)
-    failed = sorted(manifest["postcodes_failed"])
-    if not failed:
-        return json_response({"error": f"run {root} has no failed postcodes to retry"}, 409)
-    retry = RunRequest.from_json({**original, "version": manifest["model"]["version"],
-                                  "input_blob": manifest["input"]["blob"],
-                                  "postcodes": failed, "trigger": "retry", "retry_of": root, "dry_run": False})
+    try:
+        retry = await asyncio.to_thread(retry_request, original, status.instance_id, settings(), storage())
+    except RetryRefused as e:
+        return json_response({"error": str(e)}, 409)
+    root = retry.retry_of
     for n in range(1, 100):
         run_id = naming.retry_run_id(root, n)
         if not await client.get_status(run_id):
             break
     await client.start_new(RUN_ORCHESTRATOR, run_id, retry.to_json())
     base = req.url.split("/api/")[0]
-    return json_response({"id": run_id, "retry_of": root, "postcodes": len(failed),
+    return json_response({"id": run_id, "retry_of": root, "postcodes": len(retry.postcodes or []),
                           "statusUrl": f"{base}/api/runs/{run_id}"}, 202)
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def check_model_version(model: str, version: str) -> None:
-    """Refuse at the door a model or version that does not exist (a 400 naming it), before any run."""
-    try:
-        store = ModelStore(storage(), settings().models_container)
-        store.read_manifest(model, store.resolve_version(model, version))
-    except VersionNotFound as e:
-        raise RequestError("version" if store.versions(model) else "model", str(e)) from None
 
 
 async def start_once(client: df.DurableOrchestrationClient, run_id: str, request: dict) -> None:
@@ -191,9 +177,6 @@ def json_response(body: dict, status: int = 200, headers: dict | None = None) ->
 @app.durable_client_input(client_name="client")
 async def sweep_orphan_groups(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     """Delete this app's container groups older than ORPHAN_TTL_MINUTES whose run is not active (logs kept)."""
-    from orchestrators import sweeper
-    from orchestrators.services import container_groups, storage
-
     s = settings()
 
     async def is_active(instance_id: str) -> bool:

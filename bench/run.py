@@ -36,8 +36,9 @@ from bench.measure import high_water_kb, run_measured, spread  # noqa: E402
 from bench.pipeline_steps import STEPS, pipeline_steps  # noqa: E402
 from devenv.samples import train_sample_models  # noqa: E402
 from devenv.stack import LocalStack, start_stack  # noqa: E402
-from orchestrators import naming  # noqa: E402
+from pipeline import naming  # noqa: E402
 from scoring.modelstore import ModelStore  # noqa: E402
+from scoring.registration import register_version  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 TRAINED = 3000  # larger cases reuse these models (replicated_models)
@@ -176,7 +177,7 @@ def main() -> None:
                         host_args=["--blob-poll-interval", "86400"])
     try:
         t0 = time.perf_counter()
-        manifest = ModelStore(stack.blobs).register("parcels", "v1", models, champion=True)
+        manifest = register_version(ModelStore(stack.blobs), "parcels", "v1", models, champion=True)
         print(f"register: {time.perf_counter() - t0:.1f} s ({len(manifest.packs)} packs, "
               f"{sum(p['size'] for p in manifest.packs) / 1e6:.1f} MB stored, "
               f"{sum(e.slimmed for e in manifest.models.values())} slimmed)", flush=True)

@@ -1,4 +1,4 @@
 """Development-only tooling: Azurite, the ARM stand-in for ACI and the Durable dev host.
 
-Production code (function_app.py, orchestrators/, scoring/) never imports this package.
+Production code (function_app.py, pipeline/, scoring/) never imports this package.
 """

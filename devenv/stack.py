@@ -17,7 +17,7 @@ import requests
 from devenv.aci_standin.control import Standin, start_standin
 from devenv.azurite import Azurite, start_azurite
 from devenv.durable_host import HostProcess, start_host_process
-from orchestrators.settings import DEFAULTS
+from pipeline.settings import DEFAULTS
 from scoring.blobstore import BlobStore
 
 # Short waits: locally a container "starts" in well under a second.

@@ -24,6 +24,7 @@ from .blobstore import BlobStore
 from .job import JobError, job_from_environment
 from .modelstore import ModelStore, ModelStoreError
 from .names import InvalidName
+from .registration import register_version
 from .worker import EXIT_FATAL, FatalShardError, now_iso, run_shard, write_failure_status
 
 
@@ -64,7 +65,7 @@ def command_run(_args: argparse.Namespace) -> int:
 
 def command_register(args: argparse.Namespace) -> int:
     store = ModelStore(connect_storage(), args.container)
-    manifest = store.register(args.model, args.version, Path(args.source), champion=args.champion,
+    manifest = register_version(store, args.model, args.version, Path(args.source), champion=args.champion,
                               check_models=not args.no_check, slim=not args.no_slim,
                               extra_packages=tuple(args.r_package))
     slimmed = sum(e.slimmed for e in manifest.models.values())

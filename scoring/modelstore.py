@@ -1,4 +1,6 @@
-"""Versioned models in Blob Storage.
+"""Versioned models in Blob Storage: the read side (manifests, the champion alias, model bytes).
+
+Writing a new version is scoring.registration.
 
 Layout, in the models container:
     <model>/<version>/manifest.json      written last: a version exists once its manifest does
@@ -13,20 +15,15 @@ the R packages the models need and when the version was created.
 from __future__ import annotations
 
 import hashlib
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
-from .blobstore import BlobExists, BlobNotFound, BlobStore
-from .names import check_model_name, check_version, is_valid_postcode, postcode_pattern
+from .blobstore import BlobNotFound, BlobStore
+from .names import check_model_name, check_version
 
 MANIFEST = "manifest.json"
 SCORER = "scorer.R"
 CHAMPION = "champion"
-PACK_MAX_MODELS = 250
-PACK_MAX_BYTES = 16 * 1024 * 1024
 
 
 class ModelStoreError(ValueError):
@@ -138,121 +135,6 @@ class ModelStore:
     def read_pack_range(self, manifest: Manifest, pack: str, start: int, end: int) -> bytes:
         return self.blobs.read_bytes(self.container, version_prefix(manifest.model, manifest.version) + pack,
                                      offset=start, length=end - start)
-
-    def register(self, model: str, version: str, folder: Path, champion: bool = False,
-                 check_models: bool = True, slim: bool = True, extra_packages: tuple[str, ...] = ()) -> Manifest:
-        """Upload a folder of <postcode>.rds (and optional scorer.R) as a new version."""
-        check_model_name(model)
-        check_version(version)
-        files, scorer = scan_model_folder(folder)
-        prefix = version_prefix(model, version)
-        if self.blobs.exists(self.container, prefix + MANIFEST):
-            raise ModelStoreError(f"model {model!r} already has version {version!r}; versions are immutable, "
-                                  "register a new one")
-        with tempfile.TemporaryDirectory(prefix="register-") as tmp:
-            stored, classes, r_version, packages = _inspect(files, scorer, Path(tmp), check_models, slim,
-                                                           extra_packages)
-            models, packs = self._upload_packs(prefix, files, stored, classes)
-        manifest = Manifest(model=model, version=version, created=_now(), r_version=r_version,
-                            r_packages=packages, models=models, packs=packs)
-        if scorer is not None:
-            data = scorer.read_bytes()
-            self.blobs.write_bytes(self.container, prefix + SCORER, data, content_type="text/plain")
-            manifest.scorer, manifest.scorer_sha256 = SCORER, sha256(data)
-        self.blobs.ensure_container(self.container)
-        try:
-            self.blobs.write_json(self.container, prefix + MANIFEST, manifest.to_json(), overwrite=False)
-        except BlobExists:
-            raise ModelStoreError(f"model {model!r} version {version!r} was registered concurrently") from None
-        if champion:
-            self.set_alias(model, version)
-        return manifest
-
-    def _upload_packs(self, prefix: str, files: dict[str, Path], stored: dict[str, Path],
-                      classes: dict[str, tuple[str, bool]]) -> tuple[dict[str, ModelEntry], list[dict]]:
-        models: dict[str, ModelEntry] = {}
-        packs: list[tuple[str, bytes]] = []
-        chunk: list[bytes] = []
-        size = 0
-        for postcode in sorted(files):
-            data = stored[postcode].read_bytes()
-            source = data if stored[postcode] == files[postcode] else files[postcode].read_bytes()
-            blob = f"packs/{len(packs):05d}.bin"
-            models[postcode] = ModelEntry(blob=blob, offset=size, length=len(data), sha256=sha256(data),
-                                          source_sha256=sha256(source), model_class=classes[postcode][0],
-                                          slimmed=classes[postcode][1])
-            chunk.append(data)
-            size += len(data)
-            if len(chunk) >= PACK_MAX_MODELS or size >= PACK_MAX_BYTES:
-                packs.append((blob, b"".join(chunk)))
-                chunk, size = [], 0
-        if chunk:
-            packs.append((f"packs/{len(packs):05d}.bin", b"".join(chunk)))
-        self.blobs.ensure_container(self.container)
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda p: self.blobs.write_bytes(self.container, prefix + p[0], p[1]), packs))
-        return models, [{"blob": b, "size": len(d), "sha256": sha256(d)} for b, d in packs]
-
-
-def scan_model_folder(folder: Path) -> tuple[dict[str, Path], Path | None]:
-    """<postcode>.rds files and an optional scorer.R; anything else is refused with the reason."""
-    if not folder.is_dir():
-        raise ModelStoreError(f"{folder} is not a folder")
-    files: dict[str, Path] = {}
-    bad: list[str] = []
-    scorer = None
-    pattern = postcode_pattern()
-    for path in sorted(folder.iterdir()):
-        if path.name == SCORER:
-            scorer = path
-        elif path.suffix == ".rds" and path.is_file() and is_valid_postcode(path.stem, pattern):
-            files[path.stem] = path
-        else:
-            bad.append(path.name)
-    if bad:
-        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise ModelStoreError(f"{folder}: {len(bad)} file(s) are not <postcode>.rds (postcodes match "
-                              f"{pattern.pattern}) or scorer.R: {shown}")
-    if not files:
-        raise ModelStoreError(f"{folder} holds no models: expected one <postcode>.rds per postcode")
-    return files, scorer
-
-
-def _inspect(files: dict[str, Path], scorer: Path | None, tmp: Path, check_models: bool, slim: bool,
-             extra_packages: tuple[str, ...]) -> tuple[dict[str, Path], dict[str, tuple[str, bool]], str, dict]:
-    """Load every model in R: refuse unreadable ones, make slim copies, collect the R packages needed."""
-    from . import r_session
-
-    postcodes = sorted(files)
-    if not check_models:
-        return dict(files), {pc: ("unknown", False) for pc in postcodes}, r_session.r_version(), {}
-    slim_paths = [str(tmp / f"{pc}.rds") for pc in postcodes]
-    result = r_session.call("inspect_models", [str(files[pc]) for pc in postcodes], slim_paths, slim)
-    stored: dict[str, Path] = {}
-    classes: dict[str, tuple[str, bool]] = {}
-    errors: list[str] = []
-    for pc, slim_path, outcome in zip(postcodes, slim_paths, result, strict=True):
-        kind, _, detail = str(outcome).partition("|")
-        if kind == "error":
-            errors.append(f"{pc}.rds: {detail}")
-            continue
-        slimmed = detail == "TRUE"
-        classes[pc] = (kind, slimmed)
-        stored[pc] = Path(slim_path) if slimmed else files[pc]
-    if errors:
-        raise ModelStoreError(f"{len(errors)} model(s) do not load in R: " + "; ".join(errors[:5]))
-    scorer_packages = _scorer_packages(scorer.read_text()) if scorer else []
-    versions = r_session.call("package_versions", list(extra_packages) + scorer_packages)
-    packages = dict(str(v).split("=", 1) for v in versions)
-    return stored, classes, r_session.r_version(), packages
-
-
-def _scorer_packages(source: str) -> list[str]:
-    import re
-
-    found = re.findall(r"(?:library|require|requireNamespace)\(\s*['\"]?([A-Za-z][A-Za-z0-9.]*)", source)
-    found += re.findall(r"\b([A-Za-z][A-Za-z0-9.]*):::?", source)
-    return sorted(set(found))
 
 
 def _now() -> str:

@@ -20,6 +20,7 @@ from devenv.samples import train_sample_models  # noqa: E402
 from devenv.stack import LocalStack, start_stack  # noqa: E402
 from scoring.blobstore import BlobStore  # noqa: E402
 from scoring.modelstore import ModelStore  # noqa: E402
+from scoring.registration import register_version  # noqa: E402
 
 # Sample input starts tomorrow: a run refuses input dates in the past.
 SAMPLE_START = (date.today() + timedelta(days=1)).isoformat()
@@ -90,7 +91,7 @@ def sample_stack(root: Path, sample_models: tuple[Path, Path], overrides: dict[s
     stack = start_stack(root / "local", overrides, host_args=host_args)
     try:
         models, input_csv = sample_models
-        ModelStore(stack.blobs).register("parcels", "v1", models, champion=True)
+        register_version(ModelStore(stack.blobs), "parcels", "v1", models, champion=True)
         stack.blobs.write_bytes("input", "manual/input.csv", input_csv.read_bytes())
         yield stack
     finally:

@@ -1,7 +1,7 @@
-"""orchestrators.aci against the loopback ARM stand-in, through the real SDK over HTTPS.
+"""pipeline.aci against the loopback ARM stand-in, through the real SDK over HTTPS.
 
 Nothing is mocked except the credential: with a loopback ARM_ENDPOINT, ContainerGroups picks
-orchestrators.aci.LoopbackCredential (a fixed dummy token) instead of DefaultAzureCredential.
+pipeline.aci.client.LoopbackCredential (a fixed dummy token) instead of DefaultAzureCredential.
 Every test must leave zero container groups behind (the aci_groups fixture checks).
 """
 
@@ -25,16 +25,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from devenv.aci_standin.control import Standin, start_standin  # noqa: E402
-from orchestrators.aci import (  # noqa: E402
-    AciError,
-    ContainerGroups,
-    ContainerGroupSpec,
-    ContainerState,
-    LoopbackCredential,
-    build_container_group,
-    default_credential,
-)
-from orchestrators.settings import Settings  # noqa: E402
+from pipeline.aci.client import ContainerGroups, ContainerState, LoopbackCredential, default_credential  # noqa: E402
+from pipeline.aci.errors import AciError  # noqa: E402
+from pipeline.aci.spec import ContainerGroupSpec, build_container_group  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
 
 SUBSCRIPTION = "00000000-0000-0000-0000-0000000000aa"
 RESOURCE_GROUP = "rg-scoring-dev"

@@ -16,6 +16,7 @@ import requests
 from conftest import HORIZON, sample_stack
 
 from scoring.modelstore import ModelStore
+from scoring.registration import register_version
 
 POSTCODES = 10
 
@@ -288,7 +289,7 @@ def test_run_manifest_reports_cost_and_lineage(stack):
 def test_missing_model_blob_fails_before_fan_out(stack, sample_models):
     models, _ = sample_models
     store = ModelStore(stack.blobs)
-    store.register("parcels", "incomplete", models)
+    register_version(store, "parcels", "incomplete", models)
     assert stack.blobs.delete("models", "parcels/incomplete/packs/00000.bin")
     r = stack.post("/api/runs", {"input": "manual/input.csv", "version": "incomplete"})
     view = stack.wait_for_run(r.json()["id"])

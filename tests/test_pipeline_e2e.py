@@ -136,7 +136,7 @@ def test_blob_event_starts_one_run(stack, sample_models):
     _, input_csv = sample_models
     stack.blobs.write_bytes("input", "daily/event.csv", input_csv.read_bytes())
     etag = stack.blobs.info("input", "daily/event.csv").etag
-    from orchestrators.naming import blob_run_id
+    from pipeline.naming import blob_run_id
 
     run_id = blob_run_id("daily/event.csv", etag)
     deadline = time.monotonic() + 30

@@ -15,6 +15,7 @@ import pytest
 from conftest import HORIZON, REPO, r_reference
 
 from scoring.modelstore import ModelStore
+from scoring.registration import register_version
 from scoring.worker import EXIT_FATAL, EXIT_OK, EXIT_PARTIAL
 
 
@@ -40,7 +41,7 @@ def read_csv(blobs, name: str) -> list[dict]:
 def registered(blobs, sample_models):
     models, input_csv = sample_models
     version = "v" + uuid.uuid4().hex[:8]
-    ModelStore(blobs).register("parcels", version, models, champion=True)
+    register_version(ModelStore(blobs), "parcels", version, models, champion=True)
     blobs.write_bytes("input", f"tests/{version}.csv", input_csv.read_bytes())
     return version, f"tests/{version}.csv"
 
@@ -98,7 +99,7 @@ def test_shard_with_one_corrupt_model_scores_the_others(azurite, blobs, sample_m
     (folder / f"{pcs[0]}.rds").write_bytes(b"\x1f\x8b this is not an R serialization")
     version = "corrupt-" + uuid.uuid4().hex[:6]
     # Registration would refuse this file; check_models=False plants it, as storage corruption would.
-    ModelStore(blobs).register("parcels", version, folder, check_models=False)
+    register_version(ModelStore(blobs), "parcels", version, folder, check_models=False)
 
     result = run_worker(azurite, make_job(version, registered[1], "t/corrupt/"))
     assert result.returncode == EXIT_PARTIAL
@@ -133,7 +134,7 @@ def scorer_version(blobs, tmp_path_factory):
     subprocess.run(["Rscript", "-e", script], check=True)
     (folder / "scorer.R").write_text(SCORER)
     version = "scorer-" + uuid.uuid4().hex[:6]
-    ModelStore(blobs).register("parcels", version, folder)
+    register_version(ModelStore(blobs), "parcels", version, folder)
     lines = ["postcode,date,holiday"] + [f"{pc},2026-12-{d:02d},0" for pc in [*kinds, "2007"]
                                          for d in range(1, HORIZON + 1)]
     blobs.write_bytes("input", f"tests/{version}.csv", "\n".join(lines).encode())
@@ -173,7 +174,7 @@ def test_postcode_without_input_rows_and_wrong_horizon(azurite, blobs, scorer_ve
 def test_tampered_pack_fails_its_postcodes_by_sha256(azurite, blobs, sample_models, registered, tmp_path):
     models, _ = sample_models
     version = "tamper-" + uuid.uuid4().hex[:6]
-    manifest = ModelStore(blobs).register("parcels", version, models)
+    manifest = register_version(ModelStore(blobs), "parcels", version, models)
     pack = f"parcels/{version}/{manifest.packs[0]['blob']}"
     data = bytearray(blobs.read_bytes("models", pack))
     first = min(manifest.models, key=lambda pc: manifest.models[pc].offset)
@@ -299,8 +300,8 @@ def test_champion_alias_moves(blobs, sample_models):
     models, _ = sample_models
     store = ModelStore(blobs)
     a, b = "alias-a-" + uuid.uuid4().hex[:6], "alias-b-" + uuid.uuid4().hex[:6]
-    store.register("aliased", a, models, champion=True)
-    store.register("aliased", b, models)
+    register_version(store, "aliased", a, models, champion=True)
+    register_version(store, "aliased", b, models)
     assert store.resolve_version("aliased", "champion") == a
     store.set_alias("aliased", b)
     assert store.resolve_version("aliased", "champion") == b

@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import REPO
 
-from orchestrators.settings import DEFAULTS, Settings
+from pipeline.settings import DEFAULTS, Settings
 
 
 def test_sample_settings_document_every_setting_with_its_default():

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from conftest import sample_stack
 
-from orchestrators import naming, sweeper
-from orchestrators.aci import AciError, ContainerGroups, GroupSummary, scoring_spec
-from orchestrators.settings import Settings
+from pipeline import naming, sweeper
+from pipeline.aci.client import ContainerGroups, GroupSummary
+from pipeline.aci.errors import AciError
+from pipeline.aci.spec import scoring_spec
+from pipeline.settings import Settings
 
 NOW = datetime(2030, 6, 1, 12, 0, 0, tzinfo=UTC)
 TTL = timedelta(minutes=60)

@@ -10,8 +10,7 @@ from datetime import timedelta
 
 import azure.durable_functions as df
 
-from . import naming
-from .blueprint import bp
+from .. import naming
 
 # Exit codes of `python -m scoring run` (scoring.worker): 0 all scored, 3 some postcodes failed.
 EXIT_OK, EXIT_PARTIAL = 0, 3
@@ -127,7 +126,6 @@ def run_attempt(context: df.DurableOrchestrationContext, shard: dict, attempt: i
     return result
 
 
-@bp.orchestration_trigger(context_name="context")
 def score_shard(context: df.DurableOrchestrationContext):
     shard = context.get_input()
     # One wait for the whole shard: the SDK hands an event to the newest open wait, so a wait per poll

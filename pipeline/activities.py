@@ -11,18 +11,16 @@ import azure.durable_functions as df
 from scoring.job import Job
 
 from . import naming
-from .aci import AciError, is_quota_error, scoring_spec
-from .blueprint import bp
+from .aci.errors import AciError, is_quota_error
+from .aci.spec import APP_TAG, scoring_spec
 from .planning import plan_run as make_plan
 from .publish import publish_run as publish
 from .run_requests import RunRequest
 from .services import container_groups, settings, storage
 
-APP_TAG = {"app": "r-scoring"}
 log = logging.getLogger(__name__)
 
 
-@bp.activity_trigger(input_name="payload")
 def plan_run(payload: dict) -> dict:
     s = settings()
     plan = make_plan(RunRequest.from_json(payload["request"]), payload["run_id"], s, storage(),
@@ -40,7 +38,6 @@ def plan_run(payload: dict) -> dict:
     return plan
 
 
-@bp.activity_trigger(input_name="shard")
 def create_container_group(shard: dict) -> dict:
     """Write the shard's job spec, then create its group. Permanent ARM errors come back as a result
     (no blind retries); transient ones raise, and the orchestration retries them with durable timers."""
@@ -74,13 +71,11 @@ def create_container_group(shard: dict) -> dict:
     return {"ok": True}
 
 
-@bp.activity_trigger(input_name="name")
 def get_container_state(name: str) -> dict | None:
     state = container_groups().state(name)
     return None if state is None else {**dataclasses.asdict(state), "terminated": state.terminated}
 
 
-@bp.activity_trigger(input_name="request")
 def save_container_logs(request: dict) -> str:
     """Keep the container's logs before the group is deleted (ACI keeps them only while it exists)."""
     logs = container_groups().logs(request["group"])
@@ -88,12 +83,10 @@ def save_container_logs(request: dict) -> str:
     return f"{settings().results_container}/{request['blob']}"
 
 
-@bp.activity_trigger(input_name="name")
 def delete_container_group(name: str) -> bool:
     return container_groups().delete(name)
 
 
-@bp.activity_trigger(input_name="prefix")
 def read_shard_status(prefix: str) -> dict | None:
     s = settings()
     info = storage().info(s.results_container, prefix + "status.json")
@@ -104,13 +97,10 @@ def read_shard_status(prefix: str) -> dict | None:
     return {**{k: status.get(k) for k in keep}, "output_prefix": prefix}
 
 
-@bp.activity_trigger(input_name="publication")
 def publish_run(publication: dict) -> dict:
     return publish(publication["plan"], publication["shards"], publication["failed"], settings(), storage())
 
 
-@bp.activity_trigger(input_name="instance_ids")
-@bp.durable_client_input(client_name="client")
 async def request_shard_cancel(instance_ids: list[str], client: df.DurableOrchestrationClient) -> int:
     """Forward a run's cancel to its running shards; each then stops and deletes its group. A shard that
     finished meanwhile answers 410 (or 404 before it exists): nothing to cancel there, go on with the rest."""

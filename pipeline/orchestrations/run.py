@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import azure.durable_functions as df
 
-from . import naming
-from .blueprint import bp
-from .shard_orchestrator import aci_retry, error_text
+from .. import naming
+from .shard import aci_retry, error_text
 
 OK_SHARD_STATES = ("succeeded", "partial")
 
@@ -74,7 +73,6 @@ def failed_postcodes(plan: dict, outcomes: list[dict]) -> dict[str, str]:
     return failed
 
 
-@bp.orchestration_trigger(context_name="context")
 def score_run(context: df.DurableOrchestrationContext):
     request = context.get_input()
     run_id = context.instance_id

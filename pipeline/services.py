@@ -14,7 +14,7 @@ from azure.core.pipeline.transport import RequestsTransport  # noqa: F401
 
 from scoring.blobstore import BlobStore
 
-from .aci import ContainerGroups
+from .aci.client import ContainerGroups
 from .settings import Settings
 
 _lock = threading.Lock()

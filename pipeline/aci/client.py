@@ -1,43 +1,30 @@
 """The one module that talks to Azure Container Instances (through ARM and azure-mgmt-containerinstance).
 
-Everything else in the app works with the small types defined here, so that the SDK's models, its
-error types and its quirks stay in one place. The same code runs against real Azure and against the
+Everything else in the app works with the small types defined in pipeline/aci/, so that the SDK's models,
+its error types and its quirks stay in one place. The same code runs against real Azure and against the
 loopback stand-in in devenv/aci_standin (selected only by Settings.arm_endpoint).
 """
 
 from __future__ import annotations
 
-import email.utils
 import ipaddress
-import json
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
 from azure.core.credentials import AccessToken, TokenCredential
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 from azure.core.pipeline import PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy
 from azure.mgmt.containerinstance import ContainerInstanceManagementClient
-from azure.mgmt.containerinstance.models import (
-    Container,
-    ContainerGroup,
-    ContainerGroupIdentity,
-    ContainerGroupSubnetId,
-    EnvironmentVariable,
-    ImageRegistryCredential,
-    ResourceRequests,
-    ResourceRequirements,
-    UserAssignedIdentities,
-)
+from azure.mgmt.containerinstance.models import ContainerGroup
 
-from orchestrators.settings import Settings
+from ..settings import Settings
+from .errors import arm_errors
+from .spec import CONTAINER_NAME, ContainerGroupSpec, build_container_group
 
-CONTAINER_NAME = "scoring"
 # The durable orchestration retries with durable timers; the SDK must fail fast instead of retrying
 # (and sleeping inside an activity) for minutes.
 SDK_RETRY_TOTAL = 2
@@ -46,47 +33,6 @@ SDK_MAX_RETRY_AFTER_SECONDS = 10.0
 # Group states (properties.instanceView.state) after which nothing more will happen under restart
 # policy Never.
 FINAL_GROUP_STATES = frozenset({"Succeeded", "Failed", "Stopped"})
-# ARM error codes that mean "try again later" whatever the HTTP status (ServiceUnavailable and
-# InsufficientCapacity come as 409 or as a failed operation; quota errors come as 400).
-TRANSIENT_CODES = frozenset(
-    {"ServiceUnavailable", "InsufficientCapacity", "ContainerGroupQuotaReached", "TooManyRequests"}
-)
-# Retrying these without a change is pointless.
-PERMANENT_CODES = frozenset({"InaccessibleImage", "InvalidContainerGroupName", "InvalidImage"})
-MAX_MESSAGE_CHARS = 500
-
-
-@dataclass(frozen=True)
-class ContainerGroupSpec:
-    name: str  # caller guarantees an ARM-valid name
-    image: str
-    cpu: float
-    memory_gb: float
-    environment: dict[str, str]  # plain env vars
-    secure_environment: dict[str, str]  # passed only as secureValue
-    tags: dict[str, str]
-    command: list[str] | None = None  # overrides the image entrypoint (ACI semantics)
-
-
-def scoring_spec(
-    settings: Settings,
-    name: str,
-    environment: Mapping[str, str],
-    secure_environment: Mapping[str, str] | None = None,
-    tags: Mapping[str, str] | None = None,
-    command: list[str] | None = None,
-) -> ContainerGroupSpec:
-    """A spec for the scoring image, sized from the app settings."""
-    return ContainerGroupSpec(
-        name=name,
-        image=settings.scoring_image,
-        cpu=settings.container_cpu,
-        memory_gb=settings.container_memory_gb,
-        environment=dict(environment),
-        secure_environment=dict(secure_environment or {}),
-        tags=dict(tags or {}),
-        command=command,
-    )
 
 
 @dataclass(frozen=True)
@@ -114,34 +60,6 @@ class GroupSummary:
     tags: dict[str, str]
     provisioning_state: str | None
 
-
-class AciError(Exception):
-    """An ARM/ACI call failed. The message holds the operation, group, ARM code and ARM message only."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        code: str | None = None,
-        retryable: bool = False,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.retryable = retryable
-        self.retry_after = retry_after
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Keep the fields when the exception is pickled (e.g. across worker processes).
-        return (_rebuild_aci_error, (str(self), self.status, self.code, self.retryable, self.retry_after))
-
-
-def _rebuild_aci_error(
-    message: str, status: int | None, code: str | None, retryable: bool, retry_after: float | None
-) -> AciError:
-    return AciError(message, status=status, code=code, retryable=retryable, retry_after=retry_after)
 
 
 class LoopbackCredential:
@@ -285,42 +203,6 @@ class ContainerGroups:
         self._client.close()
 
 
-def build_container_group(settings: Settings, spec: ContainerGroupSpec) -> ContainerGroup:
-    """The ARM body: one run-once Linux container, no public IP, keyless pull when configured."""
-    env = [EnvironmentVariable(name=k, value=v) for k, v in spec.environment.items()]
-    env += [EnvironmentVariable(name=k, secure_value=v) for k, v in spec.secure_environment.items()]
-    container = Container(
-        name=CONTAINER_NAME,
-        image=spec.image,
-        command=list(spec.command) if spec.command else None,
-        resources=ResourceRequirements(requests=ResourceRequests(memory_in_gb=spec.memory_gb, cpu=spec.cpu)),
-        environment_variables=env,
-    )
-    identity_id = settings.managed_identity_resource_id
-    identity = None
-    registry_credentials = None
-    if identity_id:
-        identity = ContainerGroupIdentity(
-            type="UserAssigned", user_assigned_identities={identity_id: UserAssignedIdentities()}
-        )
-        if settings.registry_server:
-            registry_credentials = [
-                ImageRegistryCredential(server=settings.registry_server, identity=identity_id)
-            ]
-    subnets = [ContainerGroupSubnetId(id=settings.aci_subnet_id)] if settings.aci_subnet_id else None
-    return ContainerGroup(
-        location=settings.aci_location,
-        tags=dict(spec.tags),
-        identity=identity,
-        containers=[container],
-        os_type="Linux",
-        # The ACI default is Always: a failing job would restart (and bill) forever.
-        restart_policy="Never",
-        image_registry_credentials=registry_credentials,
-        subnet_ids=subnets,
-        # No ip_address: the worker only calls out (to storage), nothing calls in.
-    )
-
 
 def container_state(group: ContainerGroup) -> ContainerState:
     provisioning = group.provisioning_state
@@ -357,94 +239,3 @@ def _iso(value: datetime | str | None) -> str | None:
         return None
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
-
-@contextmanager
-def arm_errors(operation: str, name: str, secrets: Any = ()) -> Iterator[None]:
-    """Turn SDK exceptions into AciError; `secrets` are scrubbed from the message just in case."""
-    try:
-        yield
-    except HttpResponseError as exc:
-        raise aci_error_from_http(operation, name, exc, list(secrets)) from exc
-    except AzureError as exc:
-        # No HTTP answer at all (connection refused, timeout): the endpoint may come back.
-        code = type(exc).__name__
-        message = _scrub(f"{operation} {name}: no HTTP answer: {code}: {exc.message}", list(secrets))
-        raise AciError(message, status=None, code=code, retryable=True) from exc
-
-
-def aci_error_from_http(operation: str, name: str, exc: HttpResponseError, secrets: list[str]) -> AciError:
-    code, arm_message = _arm_error(exc)
-    status = exc.status_code
-    if _is_failed_operation(exc):
-        # A long-running operation that ended Failed: the HTTP exchange itself was a 200.
-        status = None
-        how = "the operation failed"
-    else:
-        how = f"HTTP {status}" if status is not None else "no HTTP answer"
-    message = _scrub(f"{operation} {name}: {how}: {code or 'UnknownError'}: {arm_message}", secrets)
-    return AciError(message, status=status, code=code, retryable=is_retryable(status, code),
-                    retry_after=_retry_after(exc))
-
-
-def is_quota_error(code: str | None) -> bool:
-    """The regional quota is used up: wait for groups to finish, and run fewer at once."""
-    return code is not None and (code == "ContainerGroupQuotaReached" or "quota" in code.lower())
-
-
-def is_retryable(status: int | None, code: str | None) -> bool:
-    if code in PERMANENT_CODES:
-        return False
-    if status is not None and (status in (408, 429) or status >= 500):
-        return True
-    return code is not None and (code in TRANSIENT_CODES or "quota" in code.lower())
-
-
-def _is_failed_operation(exc: HttpResponseError) -> bool:
-    return exc.status_code is not None and exc.status_code < 300
-
-
-def _arm_error(exc: HttpResponseError) -> tuple[str | None, str]:
-    """(code, message) from the ARM error body: {"error": {"code", "message"}} or an operation status."""
-    if exc.error is not None and exc.error.code:
-        return exc.error.code, exc.error.message or ""
-    body = _json_body(exc)
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        return error.get("code"), str(error.get("message") or "")
-    return None, exc.reason or "no error details"
-
-
-def _json_body(exc: HttpResponseError) -> Any:
-    try:
-        return json.loads(exc.response.text()) if exc.response is not None else None
-    except (ValueError, TypeError):
-        return None
-
-
-def _retry_after(exc: HttpResponseError) -> float | None:
-    headers = exc.response.headers if exc.response is not None else {}
-    for name, scale in (("retry-after-ms", 0.001), ("x-ms-retry-after-ms", 0.001)):
-        if headers.get(name):
-            try:
-                return float(headers[name]) * scale
-            except ValueError:
-                pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def _scrub(message: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "***")
-    return message[:MAX_MESSAGE_CHARS]

@@ -19,8 +19,8 @@ from typing import Any
 from scoring.blobstore import BlobStore
 
 from . import naming
-from .aci import ContainerGroups, GroupSummary
-from .activities import APP_TAG
+from .aci.client import ContainerGroups, GroupSummary
+from .aci.spec import APP_TAG
 
 CREATED_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # as written by activities.create_container_group
 # A `created` tag further in the future than this is not a clock difference: it is treated as unreadable,

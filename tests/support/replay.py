@@ -1,0 +1,276 @@
+"""A replay driver for the production orchestrators, through the real azure-functions-durable SDK.
+
+It hands `score_shard` / `score_run` a history exactly as the Durable host would (one completion per episode:
+the SDK replays the whole history each time and returns the actions it wants next) and records what the
+orchestrator scheduled. No host, no storage, no ACI: the orchestrators do no I/O, the tests answer their
+activities.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import azure.durable_functions as df
+from azure.durable_functions.models.actions.ActionType import ActionType
+from azure.functions import meta
+from azure.functions.durable_functions import OrchestrationTriggerConverter
+
+from devenv.durable_host import history as h
+from devenv.durable_host.actions import RetryPolicy, flatten_actions, parse_orchestrator_failure
+from pipeline.registration import build_blueprint
+
+SCHEMA_VERSION = 2  # what current hosts send: fan-out comes back as nested WhenAny/WhenAll actions
+ACTIVITY_SECONDS = 2  # how long every activity / sub-orchestration "takes" on the driver's clock
+T0 = datetime(2026, 11, 23, 6, 0, 0, tzinfo=UTC)
+
+
+@functools.cache
+def orchestrator_functions() -> dict[str, Callable[[Any], str]]:
+    """The registered orchestrators, as the worker gets them: a fresh app, get_functions() called once."""
+    app = df.DFApp()
+    app.register_functions(build_blueprint())
+    return {f.get_function_name(): f.get_user_function() for f in app.get_functions()
+            if f.get_trigger().type == "orchestrationTrigger"}
+
+
+def identity(action: dict) -> tuple:
+    return tuple(action.get(k) for k in ("actionType", "functionName", "instanceId", "input", "fireAt",
+                                          "externalEventName"))
+
+
+class OrchestratorCrashed(AssertionError):
+    """The orchestrator raised: the real host would mark the instance Failed (these orchestrators never should)."""
+
+
+@dataclass(frozen=True)
+class Fail:
+    """Answer for an activity / sub-orchestration: it failed (TaskFailed / SubOrchestrationInstanceFailed)."""
+
+    reason: str
+    details: str = ""
+
+
+@dataclass(frozen=True)
+class Raise:
+    """Answer for any work item: do not complete it now, raise this external event instead."""
+
+    name: str
+    value: Any = None
+
+
+@dataclass
+class Work:
+    """One unit of work the orchestrator scheduled: an activity, a durable timer or a sub-orchestration."""
+
+    kind: str  # "activity" | "timer" | "sub"
+    id: int
+    name: str | None
+    input: Any
+    scheduled_at: datetime
+    episode: int
+    fire_at: datetime | None = None
+    instance_id: str | None = None
+    retry: dict | None = None  # retryOptions of a *WithRetry action
+    attempt: int = 1  # of a retried activity, as the Durable retry loop counts them
+    retry_timer_for: Work | None = None  # set on the timers of the retry loop (no action of their own)
+    action_index: int | None = None  # position in the flattened action list (None for retry-loop work)
+    canceled: bool = False
+    done: bool = False
+
+
+@dataclass
+class Episode:
+    delivered: str  # what this episode delivered, e.g. "started", "completed get_container_state#3"
+    clock: datetime
+    new_work: list[Work]
+    pending_subs: list[str]  # instance ids of sub-orchestrations outstanding after the episode
+    custom_status: Any
+
+
+@dataclass
+class Replay:
+    """Runs one orchestration instance episode by episode, building the history the Durable host would."""
+
+    orchestrator: str
+    input: Any
+    instance_id: str = "run-0f3a9c2b7d4e4a1b9c8d"
+    clock: datetime = T0
+    history: list[dict] = field(default_factory=list)
+    pending: list[Work] = field(default_factory=list)
+    scheduled: list[Work] = field(default_factory=list)  # every work item ever scheduled, in id order
+    actions: list[dict] = field(default_factory=list)  # the flattened actions of the latest episode
+    episodes: list[Episode] = field(default_factory=list)
+    state: dict | None = None
+    next_id: int = 0
+
+    # ------------------------------------------------------------------ delivering one thing per episode
+
+    def start(self) -> None:
+        ts = h.format_timestamp(self.clock)
+        self._episode("started", [h.execution_started(ts, self.orchestrator, json.dumps(self.input), "", None)])
+
+    def complete(self, work: Work, value: Any) -> None:
+        self._finish(work, ACTIVITY_SECONDS)
+        ts = h.format_timestamp(self.clock)
+        if work.kind == "sub":
+            event = h.sub_orchestration_completed(ts, work.id, json.dumps(value))
+        else:
+            event = h.task_completed(ts, work.id, json.dumps(value))
+        self._episode(f"completed {work.name}#{work.id}", [event])
+
+    def fail(self, work: Work, failure: Fail) -> None:
+        self._finish(work, ACTIVITY_SECONDS)
+        ts = h.format_timestamp(self.clock)
+        if work.kind == "sub":
+            events = [h.sub_orchestration_failed(ts, work.id, failure.reason, failure.details)]
+        else:
+            events = [h.task_failed(ts, work.id, failure.reason, failure.details)]
+        if work.retry is not None:
+            # Durable Task's retry loop: the failure is followed by a retry timer (always, even after the last
+            # attempt: the SDK waits for it), then by the task again while attempts are left.
+            policy = RetryPolicy.from_action(work.retry)
+            fire_at = self.clock + timedelta(milliseconds=policy.delay_ms(work.attempt))
+            timer = self._new_work("timer", None, None, fire_at=fire_at, retry=work.retry, attempt=work.attempt,
+                                   retry_timer_for=work)
+            events.append(h.timer_created(ts, timer.id, h.format_timestamp(fire_at)))
+        self._episode(f"failed {work.name}#{work.id}", events)
+
+    def fire(self, timer: Work) -> None:
+        assert timer.kind == "timer" and timer.fire_at is not None
+        self._finish(timer, 0)
+        self.clock = max(self.clock, timer.fire_at)
+        ts = h.format_timestamp(self.clock)
+        events = [h.timer_fired(ts, timer.id, h.format_timestamp(timer.fire_at))]
+        origin = timer.retry_timer_for
+        if origin is not None and timer.attempt < RetryPolicy.from_action(origin.retry).max_attempts:
+            again = self._new_work("activity", origin.name, origin.input, retry=origin.retry,
+                                   attempt=timer.attempt + 1)
+            events.append(h.task_scheduled(ts, again.id, again.name, json.dumps(again.input)))
+        self._episode(f"fired timer#{timer.id}", events)
+
+    def raise_event(self, name: str, value: Any = None) -> None:
+        self.clock += timedelta(seconds=1)
+        self._episode(f"event {name}", [h.event_raised(h.format_timestamp(self.clock), name, json.dumps(value))])
+
+    # ------------------------------------------------------------------ running a whole scenario
+
+    def run(self, answer: Callable[[Work], Any], max_episodes: int = 400) -> dict:
+        """Deliver the oldest outstanding work item's outcome, one per episode, until the orchestration ends.
+
+        `answer(work)` gives an activity's / sub-orchestration's result, a Fail, or a Raise (raise an event
+        instead; the work stays outstanding). Timers fire unless `answer` returns a Raise for them.
+        """
+        if not self.episodes:
+            self.start()
+        while not self.done:
+            assert len(self.episodes) < max_episodes, "the orchestration did not finish"
+            assert self.pending, f"the orchestration waits for nothing it was given: {self.actions}"
+            work = self.pending[0]
+            reply = answer(work)
+            if isinstance(reply, Raise):
+                self.raise_event(reply.name, reply.value)
+            elif work.kind == "timer":
+                self.fire(work)
+            elif isinstance(reply, Fail):
+                self.fail(work, reply)
+            else:
+                self.complete(work, reply)
+        return self.output
+
+    @property
+    def done(self) -> bool:
+        return bool(self.state and self.state.get("isDone"))
+
+    @property
+    def output(self) -> dict:
+        assert self.done, "the orchestration has not finished"
+        return self.state["output"]
+
+    def calls(self, name: str) -> list[Work]:
+        return [w for w in self.scheduled if w.kind == "activity" and w.name == name]
+
+    def timeline(self) -> list[str]:
+        """Every scheduled work item, in order: activity names, "timer", "sub:<instance id>"."""
+        return [w.name if w.kind == "activity" else "timer" if w.kind == "timer" else f"sub:{w.instance_id}"
+                for w in self.scheduled if w.retry_timer_for is None]
+
+    # ------------------------------------------------------------------ internals
+
+    def _finish(self, work: Work, seconds: float) -> None:
+        assert work in self.pending, f"{work.kind} {work.name}#{work.id} is not outstanding"
+        self.pending.remove(work)
+        work.done = True
+        self.clock += timedelta(seconds=seconds)
+
+    def _new_work(self, kind: str, name: str | None, value: Any, **fields: Any) -> Work:
+        work = Work(kind, self.next_id, name, value, self.clock, len(self.episodes), **fields)
+        self.next_id += 1
+        self.pending.append(work)
+        self.scheduled.append(work)
+        return work
+
+    def _episode(self, delivered: str, events: list[dict]) -> None:
+        assert not self.done, "the orchestration has already finished"
+        ts = h.format_timestamp(self.clock)
+        new_events = [h.orchestrator_started(ts), *events]
+        replay = [{**e, "IsPlayed": True} for e in self.history] + new_events
+        context = {"history": replay, "instanceId": self.instance_id, "isReplaying": False,
+                   "parentInstanceId": None, "input": json.dumps(self.input), "upperSchemaVersion": SCHEMA_VERSION}
+        handle = orchestrator_functions()[self.orchestrator]
+        try:
+            state = json.loads(handle(OrchestrationTriggerConverter.decode(
+                meta.Datum(type="json", value=json.dumps(context)), trigger_metadata={})))
+        except Exception as exc:  # noqa: BLE001 - the SDK reports a user exception this way
+            message, state = parse_orchestrator_failure(exc)
+            raise OrchestratorCrashed(f"{self.orchestrator} raised after '{delivered}': {message}") from None
+        self.state = state
+        flat = flatten_actions(state.get("actions") or [])
+        seen = len(self.actions)
+        assert [identity(a) for a in flat[:seen]] == [identity(a) for a in self.actions], \
+            "the SDK's action list is not append-only across episodes"
+        new_work: list[Work] = []
+        if not state.get("isDone"):
+            for index in range(seen, len(flat)):
+                work = self._schedule(flat[index], index, new_events)
+                if work is not None:
+                    new_work.append(work)
+            for work in list(self.pending):  # a timer canceled after its WhenAny was won never fires
+                if work.action_index is not None and flat[work.action_index].get("isCanceled"):
+                    work.canceled = True
+                    self.pending.remove(work)
+        self.actions = flat
+        new_events.append(h.orchestrator_completed(ts))
+        self.history.extend(new_events)
+        self.episodes.append(Episode(delivered, self.clock, new_work,
+                                     [w.instance_id for w in self.pending if w.kind == "sub"],
+                                     state.get("customStatus")))
+
+    def _schedule(self, action: dict, index: int, new_events: list[dict]) -> Work | None:
+        kind = action["actionType"]
+        ts = h.format_timestamp(self.clock)
+        if kind == ActionType.WAIT_FOR_EXTERNAL_EVENT:
+            return None  # matched by name, takes no id
+        if kind in (ActionType.CALL_ACTIVITY, ActionType.CALL_ACTIVITY_WITH_RETRY):
+            work = self._new_work("activity", action["functionName"], json.loads(action["input"]),
+                                  retry=action.get("retryOptions"), action_index=index)
+            new_events.append(h.task_scheduled(ts, work.id, work.name, action["input"]))
+        elif kind == ActionType.CREATE_TIMER:
+            fire_at = h.parse_timestamp(action["fireAt"])
+            work = self._new_work("timer", None, None, fire_at=fire_at, action_index=index)
+            new_events.append(h.timer_created(ts, work.id, h.format_timestamp(fire_at)))
+            if action.get("isCanceled"):
+                work.canceled = True
+                self.pending.remove(work)
+        elif kind == ActionType.CALL_SUB_ORCHESTRATOR:
+            work = self._new_work("sub", action["functionName"], json.loads(action["input"]),
+                                  instance_id=action["instanceId"], action_index=index)
+            new_events.append(h.sub_orchestration_created(ts, work.id, work.name, work.instance_id,
+                                                          action["input"]))
+        else:
+            raise AssertionError(f"unexpected action {action}")
+        return work
