@@ -26,6 +26,16 @@ def high_water_kb(pid: int) -> int:
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def cpu_seconds(pid: int) -> float:
+    """A live process's CPU time so far (user + system), 0 if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 NAMES: dict[int, str] = {}  # pid -> command name, as last seen
 
 

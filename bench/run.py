@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.measure import high_water_kb, run_measured, spread  # noqa: E402
+from bench.measure import cpu_seconds, high_water_kb, run_measured, spread  # noqa: E402
 from bench.pipeline_steps import STEPS, pipeline_steps  # noqa: E402
 from devenv.samples import train_sample_models  # noqa: E402
 from devenv.stack import LocalStack, start_stack  # noqa: E402
@@ -125,9 +125,15 @@ def sample_models(postcodes: int, horizon: int) -> tuple[Path, Path]:
     return folder, dated
 
 
+def service_pids(stack: LocalStack) -> dict[str, int]:
+    return {"functions": stack.host.process.pid, "arm_standin": stack.standin.process.pid,
+            "azurite": stack.azurite.process.pid}
+
+
 def e2e_run(stack: LocalStack, horizon: int, postcodes: int) -> tuple[float, dict[str, float], dict]:
-    """One run through the pipeline: (seconds from HTTP start to the client seeing it completed, steps, the
-    shard's own status)."""
+    """One run through the pipeline: (seconds from HTTP start to the client seeing it completed, steps and the
+    CPU seconds each local service spent, the shard's own status)."""
+    cpu_before = {name: cpu_seconds(pid) for name, pid in service_pids(stack).items()}
     posted, t0 = time.time(), time.perf_counter()
     r = stack.post("/api/runs", {"input": "bench/input.csv", "horizon": horizon})
     r.raise_for_status()
@@ -136,6 +142,7 @@ def e2e_run(stack: LocalStack, horizon: int, postcodes: int) -> tuple[float, dic
     elapsed, seen = time.perf_counter() - t0, time.time()
     assert view["state"] == "completed" and view["rows"] == postcodes * horizon, view
     steps = pipeline_steps(stack.root / "durable", run_id, posted, seen)
+    steps.update({f"cpu_{name}": cpu_seconds(pid) - cpu_before[name] for name, pid in service_pids(stack).items()})
     status = stack.blobs.read_json("results", naming.staging_prefix(run_id, 0, 1) + "status.json")
     return elapsed, steps, status
 
@@ -153,6 +160,8 @@ def print_steps(all_steps: list[dict[str, float]]) -> None:
           + f"  [{med['polls']:.0f} polls]")
     overhead = sum(med[k] for k in STEPS) - med["worker"]
     print(f"pipeline overhead (all steps but the worker): {overhead:.2f} s")
+    cpu = {k: statistics.median(s[k] for s in all_steps) for k in all_steps[0] if k.startswith("cpu_")}
+    print("CPU seconds per run of the local services: " + "  ".join(f"{k[4:]} {v:.2f}" for k, v in cpu.items()))
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from orchestrators.input_scan import InputError, scan_input
+from pipeline.input_scan import InputError, scan_input
 
 
 def csv_bytes(lines: list[str], bom: bool = False) -> bytes:

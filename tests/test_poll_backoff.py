@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from test_orchestrator_replay import RUNNING, aci_shard, container, own_timers, run_shard, shard
 
-from orchestrators.settings import DEFAULTS, Settings
+from pipeline.settings import DEFAULTS, Settings
 
 
 def test_polls_start_short_and_double_up_to_the_interval():
