@@ -181,7 +181,7 @@ def main() -> None:
           f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}", flush=True)
 
     # One container group with both cores: on a 2-core machine a second group would only add a start-up.
-    stack = start_stack(OUT / "stack", {"MAX_PARALLEL_GROUPS": "1", "CONTAINER_CPU": "2",
+    stack = start_stack(OUT / f"stack-{args.postcodes}", {"MAX_PARALLEL_GROUPS": "1", "CONTAINER_CPU": "2",
                                         "MIN_SHARD_SIZE": str(args.postcodes)},
                         host_args=["--blob-poll-interval", "86400"])
     try:
@@ -196,9 +196,10 @@ def main() -> None:
         env = dict(os.environ, SCORING_STORAGE_CONNECTION_STRING=stack.azurite.connection_string,
                    SCORING_JOB=json.dumps(job))
         worker_cmd = [sys.executable, "-m", "scoring", "run"]
-        script = OUT / "bare_loop.R"
+        script = OUT / f"bare_loop-{args.postcodes}.R"
         script.write_text(BARE_LOOP_R)
-        rscript_cmd = ["Rscript", str(script), str(models), str(input_csv), str(OUT / "bare_loop.csv")]
+        bare_csv = OUT / f"bare_loop-{args.postcodes}.csv"
+        rscript_cmd = ["Rscript", str(script), str(models), str(input_csv), str(bare_csv)]
 
         times: dict[str, list[float]] = {"worker": [], "rscript": [], "e2e": [], "generic": []}
         cpu: dict[str, list[float]] = {"worker": [], "rscript": [], "generic": []}

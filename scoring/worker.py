@@ -88,7 +88,7 @@ def run_shard(job: Job, blobs: BlobStore, workdir: Path, cores: int | None = Non
         manifest_future = pool.submit(_read_manifest, store, job)
         input_future = pool.submit(blobs.download_to_file, job.input_container, job.input_blob, str(input_path),
                                    job.input_etag)
-        r_session.call("spawn_nodes", cores)
+        r_session.call("spawn_nodes", cores, str(r_session.R_DIR / "score.R"))
         try:
             status.version, manifest = manifest_future.result()
             requested = list(job.postcodes) if job.postcodes is not None else manifest.postcodes

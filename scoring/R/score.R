@@ -204,7 +204,7 @@ score_chunk_list <- function(chunk) score_chunk(chunk[[1]], chunk[[2]])
 # a serialized copy of the driver's .scoring instead of the node's own.
 # Errors come back as values, so the driver can report the node's own message (not checkForRemoteErrors').
 init_node <- function(script, input_path, postcodes, scorer_path, horizon) {
-  source(script)
+  if (!identical(get0(".warm_script", envir = globalenv()), script)) source(script)
   .scoring$horizon <- horizon
   data.table::setDTthreads(1)
   tryCatch({
@@ -214,13 +214,23 @@ init_node <- function(script, input_path, postcodes, scorer_path, horizon) {
   }, error = function(e) list(ok = FALSE, message = conditionMessage(e)))
 }
 
-# Spawning the nodes comes first, so it overlaps with the worker fetching the manifest and the input.
-spawn_nodes <- function(n) {
+# On each node as soon as it is up: this file and data.table, so that init_node only reads the input.
+warm_node <- function(script) {
+  source(script)
+  assign(".warm_script", script, envir = globalenv())
+  data.table::setDTthreads(1)
+  TRUE
+}
+
+# Spawning the nodes (and warming them: `script` is this file) comes first, so it overlaps with the worker
+# fetching the manifest and the input.
+spawn_nodes <- function(n, script = "") {
   .scoring$results <- list()
   # Scoring allocates many small objects; letting the heap grow faster cuts ~12% per model. The nodes
   # inherit it from here (R reads it at start-up).
   Sys.setenv(R_GC_MEM_GROW = "3")
   .scoring$cluster <- if (n > 1) parallel::makePSOCKcluster(n) else NULL
+  if (!is.null(.scoring$cluster) && nzchar(script)) parallel::clusterCall(.scoring$cluster, warm_node, script)
   invisible(n)
 }
 
