@@ -6,7 +6,7 @@ STAMP := .make
 R_PACKAGES := r-base-core r-cran-forecast r-cran-jsonlite r-cran-data.table
 N ?= 300
 
-.PHONY: setup test demo bench bench-scale lint clean
+.PHONY: setup test test-fast demo bench bench-scale lint clean
 
 setup: $(STAMP)/apt $(STAMP)/npm $(STAMP)/venv
 
@@ -34,6 +34,11 @@ $(STAMP)/venv: requirements.txt requirements-dev.txt scoring/requirements.txt $(
 test: setup
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+# The unit layer: no Azurite, R, ARM stand-in or dev host (tests marked `integration` are left out).
+test-fast: $(STAMP)/venv
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -m "not integration"
 
 demo: setup
 	$(PY) -m devenv.demo --postcodes $(N)

@@ -21,10 +21,11 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from pipeline import naming, sweeper
+from pipeline.payloads import CANCEL_EVENT, RunRequest, Stage, Trigger, decode
 from pipeline.planning import PlanError, dry_run_view, plan_run
 from pipeline.registration import build_blueprint
 from pipeline.run_requests import RequestError, parse_run_body, scheduled_request
-from pipeline.run_status import FINISHED, RUN_ORCHESTRATOR, run_view
+from pipeline.run_status import FINISHED, RUN_ORCHESTRATOR, run_progress, run_view
 from pipeline.runs_api import RetryRefused, check_model_version, retry_request
 from pipeline.services import container_groups, settings, storage
 
@@ -38,7 +39,7 @@ log = logging.getLogger("function_app")
 async def daily_scoring(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     s = settings()
     run_id = naming.daily_run_id(s.default_model, datetime.now(UTC).date())
-    await start_once(client, run_id, scheduled_request(s, "timer").to_json())
+    await start_once(client, run_id, scheduled_request(s, Trigger.TIMER))
 
 
 @app.blob_trigger(arg_name="blob", path="%INPUT_CONTAINER%/%INPUT_PREFIX%{name}", connection="STORAGE",
@@ -51,11 +52,11 @@ async def new_input_blob(blob: func.InputStream, client: df.DurableOrchestration
         log.error("blob event for %s carries no ETag; not started", blob.name)
         return
     try:
-        request = scheduled_request(settings(), "blob", input_blob=name)
+        request = scheduled_request(settings(), Trigger.BLOB, input_blob=name)
     except RequestError as e:
         log.error("blob %s cannot be scored: %s", blob.name, e)
         return
-    await start_once(client, naming.blob_run_id(name, etag), request.to_json())
+    await start_once(client, naming.blob_run_id(name, etag), request)
 
 
 @app.route(route="runs", methods=["POST"])
@@ -74,7 +75,7 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
             return json_response({"error": str(e), "field": ""}, 422)
         return json_response(dry_run_view(plan))
     run_id = naming.adhoc_run_id(uuid.uuid4().hex)
-    await client.start_new(RUN_ORCHESTRATOR, run_id, request.to_json())
+    await client.start_new(RUN_ORCHESTRATOR, run_id, request)
     # Only this app's own routes: the durable management URLs carry the task hub's system key.
     base = req.url.split("/api/")[0]
     return json_response({"id": run_id, "statusUrl": f"{base}/api/runs/{run_id}",
@@ -109,9 +110,10 @@ async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
         return json_response({"error": f"no run {req.route_params['id']!r}"}, 404)
     if status.runtime_status and status.runtime_status.value in FINISHED:
         return json_response({"error": f"run {status.instance_id} has already finished"}, 409)
-    if (status.custom_status or {}).get("stage") == "publishing":
+    progress = run_progress(status)
+    if progress is not None and progress.stage is Stage.PUBLISHING:
         return json_response({"error": f"run {status.instance_id} is publishing its results"}, 409)
-    await client.raise_event(status.instance_id, "cancel", None)
+    await client.raise_event(status.instance_id, CANCEL_EVENT, None)
     return json_response({"id": status.instance_id, "state": "cancelling"}, 202)
 
 
@@ -125,7 +127,7 @@ async def retry_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
     view = run_view(status)
     if view["runtimeStatus"] not in FINISHED:
         return json_response({"error": f"run {status.instance_id} is still {view['state']}"}, 409)
-    original = status.input_ if isinstance(status.input_, dict) else json.loads(status.input_)
+    original = decode(status.input_, RunRequest)
     try:
         retry = await asyncio.to_thread(retry_request, original, status.instance_id, settings(), storage())
     except RetryRefused as e:
@@ -135,7 +137,7 @@ async def retry_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
         run_id = naming.retry_run_id(root, n)
         if not await client.get_status(run_id):
             break
-    await client.start_new(RUN_ORCHESTRATOR, run_id, retry.to_json())
+    await client.start_new(RUN_ORCHESTRATOR, run_id, retry)
     base = req.url.split("/api/")[0]
     return json_response({"id": run_id, "retry_of": root, "postcodes": len(retry.postcodes or []),
                           "statusUrl": f"{base}/api/runs/{run_id}"}, 202)
@@ -144,7 +146,7 @@ async def retry_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
 # ------------------------------------------------------------------------------------------ helpers
 
 
-async def start_once(client: df.DurableOrchestrationClient, run_id: str, request: dict) -> None:
+async def start_once(client: df.DurableOrchestrationClient, run_id: str, request: RunRequest) -> None:
     """Start run_id unless it exists: a trigger that fires twice starts one run."""
     existing = await client.get_status(run_id)
     if existing and existing.runtime_status is not None:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from azure.durable_functions.models.history import HistoryEventType
 
+from pipeline.payloads import RunResult, decode
+
 STEPS = ("http_start", "plan", "create", "container_start", "first_poll", "worker", "exit_seen", "logs", "delete",
          "status", "publish", "done_seen")
 
@@ -56,8 +58,8 @@ def pipeline_steps(state_dir: Path, run_id: str, posted: float, seen: float) -> 
     for name, start, end in run + shard:
         first.setdefault(name, (start, end))
     polls = [a for a in shard if a[0] == "get_container_state"]
-    attempt = json.loads(output)["shards"][0]["attempts"][0]
-    container_start, container_end = _ts(attempt["started"]), _ts(attempt["finished"])
+    attempt = decode(output, RunResult).shards[0].attempts[0]
+    container_start, container_end = _ts(attempt.started), _ts(attempt.finished)
     created = first["create_container_group"][1]
     steps = {
         "http_start": _ts(started) - posted,

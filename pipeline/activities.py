@@ -1,53 +1,57 @@
-"""Activities: thin adapters from the orchestrations to Blob Storage and ACI. All I/O happens here."""
+"""Activities: thin adapters from the orchestrations to Blob Storage and ACI. All I/O happens here.
+
+Inputs and results are the typed payloads of pipeline.payloads (the SDK rebuilds them on each side).
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from datetime import UTC, date, datetime
+from datetime import date
 
 import azure.durable_functions as df
 
 from scoring.job import Job
+from scoring.timestamps import now_seconds
 
 from . import naming
 from .aci.errors import AciError, is_quota_error
 from .aci.spec import APP_TAG, scoring_spec
+from .payloads import (
+    CANCEL_EVENT,
+    ContainerState,
+    CreateResult,
+    GroupRequest,
+    LogsRequest,
+    Plan,
+    PlanRequest,
+    Publication,
+    Published,
+    ShardReport,
+)
 from .planning import plan_run as make_plan
 from .publish import publish_run as publish
-from .run_requests import RunRequest
 from .services import container_groups, settings, storage
 
+# The fields of the worker's status.json the orchestration keeps (the rest stays in the blob).
+REPORT_FIELDS = ("scored", "failed", "rows", "exit_code", "error", "timings", "started", "finished", "cores")
 log = logging.getLogger(__name__)
 
 
-def plan_run(payload: dict) -> dict:
-    s = settings()
-    plan = make_plan(RunRequest.from_json(payload["request"]), payload["run_id"], s, storage(),
-                     today=date.fromisoformat(payload["today"]))
-    plan["timing"] = {
-        "poll_first_seconds": min(s.poll_first_seconds, s.poll_interval_seconds),
-        "poll_seconds": s.poll_interval_seconds,
-        "deadline_minutes": s.shard_deadline_minutes,
-        "provisioning_deadline_minutes": s.provisioning_deadline_minutes,
-        "retry_interval_seconds": s.aci_retry_interval_seconds,
-        "retry_attempts": s.aci_retry_attempts,
-        "shard_attempts": s.shard_attempts,
-        "quota_waits": 2 * s.aci_retry_attempts,
-    }
-    return plan
+def plan_run(payload: PlanRequest) -> Plan:
+    return make_plan(payload.request, payload.run_id, settings(), storage(), today=date.fromisoformat(payload.today))
 
 
-def create_container_group(shard: dict) -> dict:
+def create_container_group(shard: GroupRequest) -> CreateResult:
     """Write the shard's job spec, then create its group. Permanent ARM errors come back as a result
     (no blind retries); transient ones raise, and the orchestration retries them with durable timers."""
     s = settings()
-    job = Job(model=shard["model"], version=shard["version"], input_container=shard["input"]["container"],
-              input_blob=shard["input"]["blob"], postcodes=tuple(shard["postcodes"]),
-              output_container=s.results_container, output_prefix=shard["output_prefix"], horizon=shard["horizon"],
-              models_container=s.models_container, run_id=shard["run_id"], shard=shard["index"],
-              input_etag=shard["input"]["etag"])
-    job_blob = naming.job_blob(shard["run_id"], shard["index"], shard["attempt"])
+    work = shard.shard
+    job = Job(model=work.model, version=work.version, input_container=work.input.container,
+              input_blob=work.input.blob, postcodes=tuple(work.postcodes),
+              output_container=s.results_container, output_prefix=shard.output_prefix, horizon=work.horizon,
+              models_container=s.models_container, run_id=work.run_id, shard=work.index,
+              input_etag=work.input.etag)
+    job_blob = naming.job_blob(work.run_id, work.index, shard.attempt)
     storage().write_json(s.results_container, job_blob, job.to_json())
     environment = {"SCORING_JOB_BLOB": f"{s.results_container}/{job_blob}",
                    "SCORING_WORKERS": str(max(1, int(s.container_cpu)))}
@@ -58,47 +62,45 @@ def create_container_group(shard: dict) -> dict:
         secure["SCORING_STORAGE_CONNECTION_STRING"] = s.storage_connection_string
     if s.managed_identity_client_id:
         environment["AZURE_CLIENT_ID"] = s.managed_identity_client_id
-    tags = {**APP_TAG, "run": shard["run_id"], "shard": str(shard["index"]),
-            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    tags = {**APP_TAG, "run": work.run_id, "shard": str(work.index),
+            "created": now_seconds()}
     try:
-        container_groups().create(scoring_spec(s, shard["group"], environment, secure, tags))
+        container_groups().create(scoring_spec(s, shard.group, environment, secure, tags))
     except AciError as e:
         if is_quota_error(e.code):  # waited out by the orchestration, which also lowers the run's parallelism
-            return {"ok": False, "quota": True, "reason": str(e), "code": e.code}
+            return CreateResult(ok=False, quota=True, reason=str(e), code=e.code)
         if e.retryable:
             raise
-        return {"ok": False, "reason": str(e), "code": e.code}
-    return {"ok": True}
+        return CreateResult(ok=False, reason=str(e), code=e.code)
+    return CreateResult(ok=True)
 
 
-def get_container_state(name: str) -> dict | None:
-    state = container_groups().state(name)
-    return None if state is None else {**dataclasses.asdict(state), "terminated": state.terminated}
+def get_container_state(name: str) -> ContainerState | None:
+    return container_groups().state(name)
 
 
-def save_container_logs(request: dict) -> str:
+def save_container_logs(request: LogsRequest) -> str:
     """Keep the container's logs before the group is deleted (ACI keeps them only while it exists)."""
-    logs = container_groups().logs(request["group"])
-    storage().write_bytes(settings().results_container, request["blob"], logs.encode(), content_type="text/plain")
-    return f"{settings().results_container}/{request['blob']}"
+    logs = container_groups().logs(request.group)
+    storage().write_bytes(settings().results_container, request.blob, logs.encode(), content_type="text/plain")
+    return f"{settings().results_container}/{request.blob}"
 
 
 def delete_container_group(name: str) -> bool:
     return container_groups().delete(name)
 
 
-def read_shard_status(prefix: str) -> dict | None:
+def read_shard_status(prefix: str) -> ShardReport | None:
     s = settings()
     info = storage().info(s.results_container, prefix + "status.json")
     if info is None:
         return None
     status = storage().read_json(s.results_container, prefix + "status.json")
-    keep = ("scored", "failed", "rows", "exit_code", "error", "timings", "started", "finished", "cores")
-    return {**{k: status.get(k) for k in keep}, "output_prefix": prefix}
+    return ShardReport.from_json({**{k: status[k] for k in REPORT_FIELDS if k in status}, "output_prefix": prefix})
 
 
-def publish_run(publication: dict) -> dict:
-    return publish(publication["plan"], publication["shards"], publication["failed"], settings(), storage())
+def publish_run(publication: Publication) -> Published:
+    return publish(publication.plan, publication.shards, publication.failed, settings(), storage())
 
 
 async def request_shard_cancel(instance_ids: list[str], client: df.DurableOrchestrationClient) -> int:
@@ -107,7 +109,7 @@ async def request_shard_cancel(instance_ids: list[str], client: df.DurableOrches
     forwarded = 0
     for instance_id in instance_ids:
         try:
-            await client.raise_event(instance_id, "cancel", None)
+            await client.raise_event(instance_id, CANCEL_EVENT, None)
             forwarded += 1
         except Exception as e:  # noqa: BLE001 - the SDK raises plain Exception for 404/410
             log.info("cancel not forwarded to %s: %s", instance_id, e)

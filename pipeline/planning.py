@@ -14,7 +14,8 @@ from scoring.blobstore import BlobNotFound, BlobStore
 from scoring.modelstore import Manifest, ModelStore, ModelStoreError, version_prefix
 
 from .input_scan import InputError, scan_input
-from .run_requests import LATEST_INPUT, RunRequest
+from .payloads import ContainerSize, Estimate, InputRef, Plan, RunRequest, ShardPlan, Timing
+from .run_requests import LATEST_INPUT
 from .settings import Settings
 
 MAX_SHARDS = 500
@@ -78,29 +79,39 @@ def check_compatibility(manifest: Manifest, settings: Settings) -> None:
         raise PlanError(f"{where} needs R package(s) the scoring image lacks: {', '.join(lacking)}")
 
 
-def estimate_cost(shard_sizes: list[int], settings: Settings) -> dict:
+def estimate_cost(shard_sizes: list[int], settings: Settings) -> Estimate:
     """Expected container time and price: start-up plus scoring per shard, on the configured size."""
     seconds = [settings.expected_startup_seconds + n * settings.expected_seconds_per_postcode
                / max(1.0, settings.container_cpu) for n in shard_sizes]
     vcpu_seconds = sum(seconds) * settings.container_cpu
     gb_seconds = sum(seconds) * settings.container_memory_gb
-    return {"groups": len(shard_sizes), "vcpu_seconds": round(vcpu_seconds, 1), "gb_seconds": round(gb_seconds, 1),
-            "price_usd": round(vcpu_seconds * settings.aci_price_per_vcpu_second
-                               + gb_seconds * settings.aci_price_per_gb_second, 6)}
+    return Estimate(groups=len(shard_sizes), vcpu_seconds=round(vcpu_seconds, 1), gb_seconds=round(gb_seconds, 1),
+                    price_usd=round(vcpu_seconds * settings.aci_price_per_vcpu_second
+                                    + gb_seconds * settings.aci_price_per_gb_second, 6))
 
 
-def dry_run_view(plan: dict) -> dict:
+def run_timing(settings: Settings) -> Timing:
+    """The waits and retries the run's orchestrations use, from the settings at planning time."""
+    return Timing(poll_seconds=settings.poll_interval_seconds, deadline_minutes=settings.shard_deadline_minutes,
+                  provisioning_deadline_minutes=settings.provisioning_deadline_minutes,
+                  retry_interval_seconds=settings.aci_retry_interval_seconds,
+                  retry_attempts=settings.aci_retry_attempts, shard_attempts=settings.shard_attempts,
+                  quota_waits=2 * settings.aci_retry_attempts,
+                  poll_first_seconds=min(settings.poll_first_seconds, settings.poll_interval_seconds))
+
+
+def dry_run_view(plan: Plan) -> dict:
     """What a run would do, without creating anything: shards, groups, expected cost."""
-    return {"dryRun": True, "model": plan["model"], "version": plan["version"], "input": plan["input"],
-            "horizon": plan["horizon"], "postcodes": plan["postcodes_total"], "failed": plan["failed"],
-            "groups": len(plan["shards"]), "parallel_groups": plan["parallel_groups"],
-            "shards": [{"index": s["index"], "postcodes": len(s["postcodes"]), "first": s["postcodes"][0],
-                        "last": s["postcodes"][-1]} for s in plan["shards"]],
-            "container": plan["container"], "estimate": plan["estimate"]}
+    return {"dryRun": True, "model": plan.model, "version": plan.version, "input": plan.input.to_json(),
+            "horizon": plan.horizon, "postcodes": plan.postcodes_total, "failed": plan.failed,
+            "groups": len(plan.shards), "parallel_groups": plan.parallel_groups,
+            "shards": [{"index": s.index, "postcodes": len(s.postcodes), "first": s.postcodes[0],
+                        "last": s.postcodes[-1]} for s in plan.shards],
+            "container": plan.container.to_json(), "estimate": plan.estimate.to_json()}
 
 
 def plan_run(request: RunRequest, run_id: str, settings: Settings, blobs: BlobStore,
-             today: date | None = None) -> dict:
+             today: date | None = None) -> Plan:
     store = ModelStore(blobs, settings.models_container)
     try:
         version = store.resolve_version(request.model, request.version)
@@ -137,22 +148,23 @@ def plan_run(request: RunRequest, run_id: str, settings: Settings, blobs: BlobSt
         raise PlanError(f"model {request.model}/{version} is incomplete: blob(s) {', '.join(sorted(missing_packs))} "
                         "are missing from the model store")
     shards = cut_shards(scorable, request.shard_size, settings)
-    return {
-        "run_id": run_id,
-        "model": request.model,
-        "version": version,
-        "model_packages": manifest.r_packages,
-        "input": {"container": settings.input_container, "blob": input_blob, "etag": etag},
-        "horizon": request.horizon,
-        "trigger": request.trigger,
-        "retry_of": request.retry_of,
-        "subset": request.postcodes is not None,
-        "postcodes_total": len(scorable) + len(failed),
-        "failed": failed,
-        "not_in_input": len([pc for pc in manifest.postcodes if pc not in rows]) if request.postcodes is None else 0,
-        "parallel_groups": min(settings.parallel_groups, len(shards)),
-        "container": {"image": settings.scoring_image, "cpu": settings.container_cpu,
-                      "memory_gb": settings.container_memory_gb},
-        "estimate": estimate_cost([len(s) for s in shards], settings),
-        "shards": [{"index": i, "postcodes": pcs} for i, pcs in enumerate(shards)],
-    }
+    return Plan(
+        run_id=run_id,
+        model=request.model,
+        version=version,
+        model_packages=manifest.r_packages,
+        input=InputRef(container=settings.input_container, blob=input_blob, etag=etag),
+        horizon=request.horizon,
+        trigger=request.trigger,
+        retry_of=request.retry_of,
+        subset=request.postcodes is not None,
+        postcodes_total=len(scorable) + len(failed),
+        failed=failed,
+        not_in_input=len([pc for pc in manifest.postcodes if pc not in rows]) if request.postcodes is None else 0,
+        parallel_groups=min(settings.parallel_groups, len(shards)),
+        container=ContainerSize(image=settings.scoring_image, cpu=settings.container_cpu,
+                                memory_gb=settings.container_memory_gb),
+        estimate=estimate_cost([len(s) for s in shards], settings),
+        shards=[ShardPlan(index=i, postcodes=pcs) for i, pcs in enumerate(shards)],
+        timing=run_timing(settings),
+    )

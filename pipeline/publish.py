@@ -11,12 +11,13 @@ from __future__ import annotations
 import csv
 import io
 import math
-from datetime import UTC, datetime
 
 from scoring.blobstore import BlobStore
 from scoring.modelstore import ModelStore
+from scoring.timestamps import now_seconds, parse_iso
 
 from . import naming
+from .payloads import Attempt, ContainerSize, Plan, Published, RunState, ShardOutcome
 from .settings import Settings
 
 RESULT_COLUMNS = ["postcode", "date", "volume", "lower_80", "upper_80", "lower_95", "upper_95", "model",
@@ -54,40 +55,40 @@ def validate_shard_rows(text: str, scored: list[str], horizon: int, where: str) 
     return rows
 
 
-def publish_run(plan: dict, shards: list[dict], failed: dict[str, str], settings: Settings,
-                blobs: BlobStore) -> dict:
+def publish_run(plan: Plan, shards: list[ShardOutcome], failed: dict[str, str], settings: Settings,
+                blobs: BlobStore) -> Published:
     """Validate every staged shard output, then write results, manifest, _SUCCESS and the latest pointer.
 
     `failed` lists every postcode that was not scored, with its reason (from the plan, the shards' own
-    reports, and the postcodes of shards that failed as a whole). A retry (plan["retry_of"]) merges into the
+    reports, and the postcodes of shards that failed as a whole). A retry (plan.retry_of) merges into the
     run it retries: its rows replace nothing (those postcodes had failed) and its failures replace the old ones.
     """
-    run_id, horizon, container = plan["run_id"], plan["horizon"], settings.results_container
+    run_id, horizon, container = plan.run_id, plan.horizon, settings.results_container
     failed = dict(failed)
     rows: list[list[str]] = []
     scored: set[str] = set()
     for shard in shards:
-        status = shard.get("status")
-        if shard["state"] not in ("succeeded", "partial") or status is None:
+        status = shard.status
+        if not shard.state.ok or status is None:
             continue
-        where = f"shard {shard['index']} ({status['output_prefix']}results.csv)"
-        text = blobs.read_bytes(container, status["output_prefix"] + "results.csv").decode()
+        where = f"shard {shard.index} ({status.output_prefix}results.csv)"
+        text = blobs.read_bytes(container, status.output_prefix + "results.csv").decode()
         try:
-            rows += validate_shard_rows(text, status["scored"], horizon, where)
+            rows += validate_shard_rows(text, status.scored, horizon, where)
         except PublishError as e:  # this shard's rows are not published; its postcodes are failed, with why
-            failed.update({pc: f"not published: {e}" for pc in status["scored"]})
+            failed.update({pc: f"not published: {e}" for pc in status.scored})
             continue
-        scored.update(status["scored"])
-    planned = {pc for s in plan["shards"] for pc in s["postcodes"]} | set(plan["failed"])
+        scored.update(status.scored)
+    planned = {pc for s in plan.shards for pc in s.postcodes} | set(plan.failed)
     unaccounted = planned - scored - set(failed)
     if unaccounted:
         raise PublishError(f"{len(unaccounted)} postcode(s) neither scored nor failed, e.g. {min(unaccounted)}")
-    if not scored and not plan.get("retry_of"):
+    if not scored and not plan.retry_of:
         raise PublishError("no shard produced valid results")
 
-    target = plan.get("retry_of") or run_id
+    target = plan.retry_of or run_id
     prefix = naming.run_prefix(target)
-    previous = _previous_publication(blobs, container, prefix) if plan.get("retry_of") else None
+    previous = _previous_publication(blobs, container, prefix) if plan.retry_of else None
     if previous:
         # A retry adds what it scored; what an earlier revision scored stays, even if it failed this time.
         old_rows, old_manifest = previous
@@ -100,25 +101,25 @@ def publish_run(plan: dict, shards: list[dict], failed: dict[str, str], settings
     writer.writerows(sorted(rows, key=lambda r: (r[0], r[1])))
     blobs.write_bytes(container, prefix + "results.csv", out.getvalue().encode(), content_type="text/csv")
 
-    manifest = ModelStore(blobs, settings.models_container).read_manifest(plan["model"], plan["version"])
-    published = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    manifest = ModelStore(blobs, settings.models_container).read_manifest(plan.model, plan.version)
+    published = now_seconds()
     run_manifest = {
         "run_id": target,
-        "state": "completed_with_failures" if failed else "completed",
-        "trigger": plan["trigger"],
+        "state": RunState.COMPLETED_WITH_FAILURES if failed else RunState.COMPLETED,
+        "trigger": plan.trigger,
         "published": published,
-        "model": {"name": plan["model"], "version": plan["version"], "r_version": manifest.r_version,
+        "model": {"name": plan.model, "version": plan.version, "r_version": manifest.r_version,
                   "r_packages": manifest.r_packages,
                   "sha256": {pc: manifest.models[pc].sha256 for pc in sorted(scored) if pc in manifest.models}},
-        "input": plan["input"],
-        "image": plan["container"]["image"],
+        "input": plan.input.to_json(),
+        "image": plan.container.image,
         "horizon": horizon,
         "rows": len(rows),
         "postcodes_scored": len(scored),
         "postcodes_failed": failed,
         "shards": [_shard_summary(s, plan) for s in shards],
-        "cost": run_cost(shards, plan["container"], settings),
-        "estimate": plan.get("estimate", {}),
+        "cost": run_cost(shards, plan.container, settings),
+        "estimate": plan.estimate.to_json(),
         "results": f"{container}/{prefix}results.csv",
         "revisions": (previous[1].get("revisions", []) if previous else []) + [
             {"run_id": run_id, "published": published, "postcodes": len(planned)}],
@@ -126,22 +127,22 @@ def publish_run(plan: dict, shards: list[dict], failed: dict[str, str], settings
     blobs.write_json(container, prefix + "manifest.json", run_manifest)
     blobs.write_bytes(container, prefix + "_SUCCESS", published.encode(), content_type="text/plain")
     if moves_latest(plan, blobs, container):
-        blobs.write_json(container, naming.latest_pointer(plan["model"]),
+        blobs.write_json(container, naming.latest_pointer(plan.model),
                          {"run_id": target, "results": prefix + "results.csv", "manifest": prefix + "manifest.json",
                           "published": published})
-    return {"results": run_manifest["results"], "manifest": f"{container}/{prefix}manifest.json",
-            "rows": len(rows), "postcodes_scored": len(scored), "postcodes_failed": failed,
-            "state": run_manifest["state"], "cost": run_manifest["cost"]}
+    return Published(results=run_manifest["results"], manifest=f"{container}/{prefix}manifest.json",
+                     rows=len(rows), postcodes_scored=len(scored), postcodes_failed=failed,
+                     state=run_manifest["state"], cost=run_manifest["cost"])
 
 
-def moves_latest(plan: dict, blobs: BlobStore, container: str) -> bool:
+def moves_latest(plan: Plan, blobs: BlobStore, container: str) -> bool:
     """`latest` names the model's newest *complete* run: a run of a postcode subset never moves it, and a
     retry moves it only when it already names the run being retried (retrying last week's run must not
     turn the clock back)."""
-    if plan.get("retry_of"):
-        pointer = naming.latest_pointer(plan["model"])
-        return blobs.exists(container, pointer) and blobs.read_json(container, pointer)["run_id"] == plan["retry_of"]
-    return not plan.get("subset")
+    if plan.retry_of:
+        pointer = naming.latest_pointer(plan.model)
+        return blobs.exists(container, pointer) and blobs.read_json(container, pointer)["run_id"] == plan.retry_of
+    return not plan.subset
 
 
 def _previous_publication(blobs: BlobStore, container: str, prefix: str) -> tuple[list[list[str]], dict] | None:
@@ -151,32 +152,33 @@ def _previous_publication(blobs: BlobStore, container: str, prefix: str) -> tupl
     return list(csv.reader(io.StringIO(text)))[1:], blobs.read_json(container, prefix + "manifest.json")
 
 
-def run_cost(shards: list[dict], container: dict, settings: Settings) -> dict:
+def run_cost(shards: list[ShardOutcome], container: ContainerSize, settings: Settings) -> dict[str, float]:
     """vCPU- and GB-seconds from each attempt's container start and finish (else the orchestration's own
     create-to-delete times), and the price at the configured rates."""
     seconds = 0.0
     for shard in shards:
-        for attempt in shard["attempts"]:
-            start = attempt.get("started") or attempt.get("billed_from")
-            end = attempt.get("finished") or attempt.get("billed_to")
+        for attempt in shard.attempts:
+            start = attempt.started or attempt.billed_from
+            end = attempt.finished or attempt.billed_to
             if start and end:
-                seconds += max(0.0, (_parse_time(end) - _parse_time(start)).total_seconds())
-    vcpu, gb = seconds * container["cpu"], seconds * container["memory_gb"]
+                seconds += max(0.0, (parse_iso(end) - parse_iso(start)).total_seconds())
+    vcpu, gb = seconds * container.cpu, seconds * container.memory_gb
     return {"container_seconds": round(seconds, 3), "vcpu_seconds": round(vcpu, 3), "gb_seconds": round(gb, 3),
             "price_usd": round(vcpu * settings.aci_price_per_vcpu_second + gb * settings.aci_price_per_gb_second, 6)}
 
 
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def _shard_summary(shard: dict, plan: dict) -> dict:
+def _shard_summary(shard: ShardOutcome, plan: Plan) -> dict:
     """The shard map: which postcodes ran where, each attempt's group, exit code and times."""
-    status = shard.get("status") or {}
-    postcodes = plan["shards"][shard["index"]]["postcodes"]
-    return {"index": shard["index"], "state": shard["state"], "reason": shard.get("reason", ""),
+    status = shard.status
+    postcodes = plan.shards[shard.index].postcodes
+    return {"index": shard.index, "state": shard.state, "reason": shard.reason,
             "postcodes": [postcodes[0], postcodes[-1], len(postcodes)],
-            "attempts": [{k: a.get(k) for k in ("attempt", "group", "state", "exit_code", "started", "finished",
-                                                 "reason", "deleted")} for a in shard["attempts"]],
-            "scored": len(status.get("scored") or []), "failed": len(status.get("failed") or {}),
-            "rows": status.get("rows", 0), "timings": status.get("timings", {})}
+            "attempts": [_attempt_summary(a) for a in shard.attempts],
+            "scored": len(status.scored) if status else 0, "failed": len(status.failed) if status else 0,
+            "rows": status.rows if status else 0, "timings": status.timings if status else {}}
+
+
+def _attempt_summary(attempt: Attempt) -> dict:
+    return {"attempt": attempt.attempt, "group": attempt.group, "state": attempt.state,
+            "exit_code": attempt.exit_code, "started": attempt.started, "finished": attempt.finished,
+            "reason": attempt.reason, "deleted": attempt.deleted}

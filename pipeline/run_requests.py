@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
 
-from scoring.names import InvalidName, check_blob_path, check_model_name, check_postcode, check_version
+from scoring.names import InvalidName, check_blob_path, check_model_name, check_postcodes, check_version
 
+from .payloads import RunRequest, Trigger
 from .settings import Settings
 
 MAX_BODY_BYTES = 256 * 1024
@@ -21,26 +21,6 @@ class RequestError(ValueError):
         self.field = field
         self.problem = problem
         self.status = status
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    model: str
-    version: str
-    input_blob: str  # a blob in the input container, or "latest" under the input prefix
-    postcodes: list[str] | None
-    horizon: int
-    shard_size: int | None
-    trigger: str
-    dry_run: bool = False
-    retry_of: str | None = None  # a rerun of this run's failed postcodes, merged into its results
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict) -> RunRequest:
-        return cls(**d)
 
 
 def parse_run_body(body: bytes, settings: Settings) -> RunRequest:
@@ -66,12 +46,12 @@ def parse_run_body(body: bytes, settings: Settings) -> RunRequest:
         postcodes=_postcodes(raw.get("postcodes")),
         horizon=_int("horizon", raw.get("horizon", settings.default_horizon_days), 1, settings.max_horizon_days),
         shard_size=None if raw.get("shardSize") is None else _int("shardSize", raw["shardSize"], 1, MAX_POSTCODES),
-        trigger="http",
+        trigger=Trigger.HTTP,
         dry_run=_bool("dryRun", raw.get("dryRun", False)),
     )
 
 
-def scheduled_request(settings: Settings, trigger: str, input_blob: str = LATEST_INPUT) -> RunRequest:
+def scheduled_request(settings: Settings, trigger: Trigger, input_blob: str = LATEST_INPUT) -> RunRequest:
     """The timer's and the blob event's run: the default model's champion on the given input."""
     return RunRequest(model=settings.default_model, version="champion", input_blob=_input_blob(input_blob),
                       postcodes=None, horizon=settings.default_horizon_days, shard_size=None, trigger=trigger)
@@ -91,16 +71,9 @@ def _input_blob(value: object) -> str:
 
 
 def _postcodes(value: object) -> list[str] | None:
-    if value is None:
+    if value is None:  # omitted: every postcode of the version
         return None
-    if not isinstance(value, list) or not value:
-        raise RequestError("postcodes", "must be a non-empty list of postcodes, or omitted for all")
-    if len(value) > MAX_POSTCODES:
-        raise RequestError("postcodes", f"{len(value)} given; at most {MAX_POSTCODES}")
-    checked = [_field("postcodes", p, check_postcode) for p in value]
-    if len(set(checked)) != len(checked):
-        raise RequestError("postcodes", "lists a postcode twice")
-    return sorted(checked)
+    return sorted(_field("postcodes", value, lambda v: check_postcodes(v, MAX_POSTCODES)))
 
 
 def _int(name: str, value: object, low: int, high: int) -> int:

@@ -4,40 +4,71 @@ from __future__ import annotations
 
 from typing import Any
 
+from azure.durable_functions import OrchestrationRuntimeStatus
+
+from scoring.timestamps import iso_or_none
+
+from .payloads import PayloadError, Progress, RunResult, RunState, decode
+
 RUN_ORCHESTRATOR = "score_run"
-FINISHED = {"Completed", "Failed", "Terminated"}
+FINISHED = frozenset({OrchestrationRuntimeStatus.Completed.value, OrchestrationRuntimeStatus.Failed.value,
+                      OrchestrationRuntimeStatus.Terminated.value})
+# What the view shows of a run's result, when the run has it.
+RESULT_FIELDS = ("model", "version", "trigger", "input", "results", "manifest", "rows", "postcodes_scored",
+                 "postcodes_failed", "shards", "cleanup_errors")
+
+
+def run_result(status: Any) -> RunResult | None:
+    """The score_run output of a DurableOrchestrationStatus, when it completed with one."""
+    if status.runtime_status != OrchestrationRuntimeStatus.Completed or status.output is None:
+        return None
+    return decode(status.output, RunResult)
+
+
+def run_progress(status: Any) -> Progress | None:
+    """The run's custom status (set by score_run), or None before the first one."""
+    if not status.custom_status:
+        return None
+    try:
+        return decode(status.custom_status, Progress)
+    except PayloadError:
+        return None
 
 
 def run_view(status: Any) -> dict:
     """From a DurableOrchestrationStatus of score_run."""
     runtime = status.runtime_status.value if status.runtime_status else "Unknown"
-    output = status.output if isinstance(status.output, dict) else {}
-    if runtime == "Completed":
-        state = output.get("state", "completed")
-    elif runtime == "Failed":
-        state = "failed"
-    elif runtime == "Terminated":
-        state = "cancelled"
+    try:
+        result = run_result(status)
+    except PayloadError as e:  # not a result this code wrote: show the run, say why its result is missing
+        result = None
+        unreadable = f"the run's result cannot be read: {e}"
     else:
-        state = "running" if runtime == "Running" else runtime.lower()
-    errors = list(output.get("errors", []))
-    if runtime == "Failed" and not errors:
+        unreadable = ""
+    output = result.to_json() if result is not None else {}
+    if result is not None:
+        state = result.state.value
+    elif runtime == OrchestrationRuntimeStatus.Failed.value:
+        state = RunState.FAILED.value
+    elif runtime == OrchestrationRuntimeStatus.Terminated.value:
+        state = RunState.CANCELLED.value
+    elif runtime == OrchestrationRuntimeStatus.Running.value:
+        state = RunState.RUNNING.value
+    else:
+        state = runtime.lower()
+    errors = list(output.get("errors", [])) + ([unreadable] if unreadable else [])
+    if runtime == OrchestrationRuntimeStatus.Failed.value and not errors:
         errors = [str(status.output or "the orchestration failed")]
+    progress = run_progress(status)
     view = {
         "id": status.instance_id,
         "state": state,
         "runtimeStatus": runtime,
-        "created": _iso(status.created_time),
-        "updated": _iso(status.last_updated_time),
-        "progress": status.custom_status if isinstance(status.custom_status, dict) else {},
+        "created": iso_or_none(status.created_time),
+        "updated": iso_or_none(status.last_updated_time),
+        # Unset fields (parallel_groups until a full quota lowers it) are left out, as before payloads were typed.
+        "progress": {k: v for k, v in progress.to_json().items() if v is not None} if progress is not None else {},
         "errors": errors,
     }
-    for key in ("model", "version", "trigger", "input", "results", "manifest", "rows", "postcodes_scored",
-                "postcodes_failed", "shards", "cleanup_errors"):
-        if key in output:
-            view[key] = output[key]
+    view.update({key: output[key] for key in RESULT_FIELDS if output.get(key) is not None})
     return view
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if hasattr(value, "isoformat") else value

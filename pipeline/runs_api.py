@@ -6,11 +6,14 @@ through asyncio.to_thread.
 
 from __future__ import annotations
 
+import dataclasses
+
 from scoring.blobstore import BlobStore
 from scoring.modelstore import ModelStore, VersionNotFound
 
 from .naming import run_prefix
-from .run_requests import RequestError, RunRequest
+from .payloads import RunRequest, Trigger
+from .run_requests import RequestError
 from .settings import Settings
 
 
@@ -27,14 +30,14 @@ def check_model_version(model: str, version: str, settings: Settings, blobs: Blo
         raise RequestError("version" if store.versions(model) else "model", str(e)) from None
 
 
-def retry_request(original: dict, run_id: str, settings: Settings, blobs: BlobStore) -> RunRequest:
+def retry_request(original: RunRequest, run_id: str, settings: Settings, blobs: BlobStore) -> RunRequest:
     """The request that reruns only the postcodes a finished run failed, merged into that run's results.
 
     `original` is the finished run's own request (it may itself be a retry: the retry then completes the
     run that one retried). A retry completes a *published* run; the run's current manifest (after earlier
     retries) says what failed.
     """
-    root = original.get("retry_of") or run_id
+    root = original.retry_of or run_id
     prefix = run_prefix(root)
     if not blobs.exists(settings.results_container, prefix + "_SUCCESS"):
         raise RetryRefused(f"run {root} published no results; start a new run instead")
@@ -42,6 +45,5 @@ def retry_request(original: dict, run_id: str, settings: Settings, blobs: BlobSt
     failed = sorted(manifest["postcodes_failed"])
     if not failed:
         raise RetryRefused(f"run {root} has no failed postcodes to retry")
-    return RunRequest.from_json({**original, "version": manifest["model"]["version"],
-                                 "input_blob": manifest["input"]["blob"],
-                                 "postcodes": failed, "trigger": "retry", "retry_of": root, "dry_run": False})
+    return dataclasses.replace(original, version=manifest["model"]["version"], input_blob=manifest["input"]["blob"],
+                               postcodes=failed, trigger=Trigger.RETRY, retry_of=root, dry_run=False)

@@ -9,6 +9,7 @@ while the group exists), then it is deleted. A delete that fails is reported and
 from __future__ import annotations
 
 import asyncio
+import enum
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -16,34 +17,44 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from azure.durable_functions import OrchestrationRuntimeStatus
+
 from scoring.blobstore import BlobStore
+from scoring.errors import typed_one_line
+from scoring.timestamps import SECONDS_FORMAT
 
 from . import naming
 from .aci.client import ContainerGroups, GroupSummary
 from .aci.spec import APP_TAG
 
-CREATED_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # as written by activities.create_container_group
+CREATED_FORMAT = SECONDS_FORMAT  # as written by activities.create_container_group
 # A `created` tag further in the future than this is not a clock difference: it is treated as unreadable,
 # so that a wrong tag cannot keep a group alive forever.
 MAX_CLOCK_SKEW = timedelta(minutes=10)
 # Durable runtime statuses of an orchestration that may still use (and will itself delete) its groups.
 # Suspended and ContinuedAsNew are included: deleting the group of a live orchestration would break it.
-ACTIVE_STATUSES = frozenset({"Pending", "Running", "Suspended", "ContinuedAsNew"})
+ACTIVE_STATUSES = frozenset(s.value for s in (OrchestrationRuntimeStatus.Pending, OrchestrationRuntimeStatus.Running,
+                                               OrchestrationRuntimeStatus.Suspended,
+                                               OrchestrationRuntimeStatus.ContinuedAsNew))
 
-# SweepResult.action
-KEPT_YOUNG = "kept_young"  # younger than the TTL
-KEPT_ACTIVE = "kept_active"  # its run (or shard) orchestration is still active
-KEPT_UNKNOWN = "kept_unknown"  # the run's status could not be read: not deleted this time
-DELETED = "deleted"
-ALREADY_GONE = "already_gone"  # deleted meanwhile (e.g. by its run, or an overlapping sweep)
-DELETE_FAILED = "delete_failed"  # still there: retried at the next sweep
+
+
+class SweepAction(enum.StrEnum):
+    """What the sweep did with one group."""
+
+    KEPT_YOUNG = "kept_young"  # younger than the TTL
+    KEPT_ACTIVE = "kept_active"  # its run (or shard) orchestration is still active
+    KEPT_UNKNOWN = "kept_unknown"  # the run's status could not be read: not deleted this time
+    DELETED = "deleted"
+    ALREADY_GONE = "already_gone"  # deleted meanwhile (e.g. by its run, or an overlapping sweep)
+    DELETE_FAILED = "delete_failed"  # still there: retried at the next sweep
 
 
 @dataclass(frozen=True)
 class SweepResult:
     group: str
     run: str | None  # the run tag, when it is a valid run id
-    action: str
+    action: SweepAction
     age_minutes: float | None = None  # None: no readable `created` tag
     logs: str | None = None  # container/blob the logs were saved to
     logs_error: str | None = None  # the logs could not be saved (the group is deleted anyway)
@@ -52,9 +63,9 @@ class SweepResult:
     @property
     def level(self) -> int:
         """The log level of this result's summary line."""
-        if self.action == DELETE_FAILED:
+        if self.action == SweepAction.DELETE_FAILED:
             return logging.ERROR
-        return logging.WARNING if self.action == KEPT_UNKNOWN or self.logs_error else logging.INFO
+        return logging.WARNING if self.action == SweepAction.KEPT_UNKNOWN or self.logs_error else logging.INFO
 
     def summary(self) -> str:
         """One line naming the group and what happened to it."""
@@ -66,7 +77,7 @@ class SweepResult:
             parts.append(f"logs NOT saved: {self.logs_error}")
         if self.error:
             parts.append(f"error: {self.error}")
-        if self.action == DELETE_FAILED:
+        if self.action == SweepAction.DELETE_FAILED:
             parts.append("the group still exists and is retried at the next sweep")
         return "; ".join(parts)
 
@@ -147,7 +158,7 @@ async def _sweep_one(group: GroupSummary, groups: ContainerGroups, blobs: BlobSt
     created = created_at(tags)
     age = None if created is None else round((now - created).total_seconds() / 60, 1)
     if not is_old(tags, ttl, now):
-        return SweepResult(group.name, run, KEPT_YOUNG, age)
+        return SweepResult(group.name, run, SweepAction.KEPT_YOUNG, age)
 
     if run is not None:
         # The run, and its shard's sub-orchestration: a shard may outlive a terminated run and still
@@ -159,9 +170,9 @@ async def _sweep_one(group: GroupSummary, groups: ContainerGroups, blobs: BlobSt
         try:
             for instance_id in instances:
                 if await is_active(instance_id):
-                    return SweepResult(group.name, run, KEPT_ACTIVE, age)
+                    return SweepResult(group.name, run, SweepAction.KEPT_ACTIVE, age)
         except Exception as e:  # noqa: BLE001 - unknown is not "not running": keep it, retry next sweep
-            return SweepResult(group.name, run, KEPT_UNKNOWN, age, error=_text(e))
+            return SweepResult(group.name, run, SweepAction.KEPT_UNKNOWN, age, error=typed_one_line(e))
     # else: no valid run tag, so no orchestration of this app can own it.
 
     blob = orphan_log_blob(group.name, run)
@@ -172,14 +183,12 @@ async def _sweep_one(group: GroupSummary, groups: ContainerGroups, blobs: BlobSt
                                 content_type="text/plain")
         saved = f"{results_container}/{blob}"
     except Exception as e:  # noqa: BLE001 - an orphan bills: missing logs must not keep it alive
-        logs_error = _text(e)
+        logs_error = typed_one_line(e)
 
     try:
         deleted = await asyncio.to_thread(groups.delete, group.name)
     except Exception as e:  # noqa: BLE001 - reported (logged as an error by the caller); retried next sweep
-        return SweepResult(group.name, run, DELETE_FAILED, age, saved, logs_error, _text(e))
-    return SweepResult(group.name, run, DELETED if deleted else ALREADY_GONE, age, saved, logs_error)
+        return SweepResult(group.name, run, SweepAction.DELETE_FAILED, age, saved, logs_error, typed_one_line(e))
+    action = SweepAction.DELETED if deleted else SweepAction.ALREADY_GONE
+    return SweepResult(group.name, run, action, age, saved, logs_error)
 
-
-def _text(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}"[:500]

@@ -21,11 +21,14 @@ import tempfile
 from pathlib import Path
 
 from .blobstore import BlobStore
+from .errors import one_line
+from .exit_codes import EXIT_FATAL
 from .job import JobError, job_from_environment
 from .modelstore import ModelStore, ModelStoreError
 from .names import InvalidName
 from .registration import register_version
-from .worker import EXIT_FATAL, FatalShardError, now_iso, run_shard, write_failure_status
+from .timestamps import now_micros
+from .worker import FatalShardError, run_shard, write_failure_status
 
 
 def connect_storage(env=os.environ) -> BlobStore:
@@ -34,7 +37,7 @@ def connect_storage(env=os.environ) -> BlobStore:
 
 
 def command_run(_args: argparse.Namespace) -> int:
-    started = now_iso()
+    started = now_micros()
     job = None
     try:
         blobs = connect_storage()
@@ -42,7 +45,7 @@ def command_run(_args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="scoring-") as tmp:
             status = run_shard(job, blobs, Path(tmp))
     except (FatalShardError, JobError, ValueError, LookupError, OSError) as e:
-        reason = _one_line(e)
+        reason = one_line(e)
         print(f"scoring: shard could not run: {reason}", file=sys.stderr)
         if job is not None:
             try:
@@ -52,7 +55,7 @@ def command_run(_args: argparse.Namespace) -> int:
         return EXIT_FATAL
     except Exception as e:  # noqa: BLE001 - storage errors from the SDK (unreachable account, auth)
         if type(e).__module__.startswith("azure."):
-            print(f"scoring: shard could not run: storage error: {_one_line(e)}", file=sys.stderr)
+            print(f"scoring: shard could not run: storage error: {one_line(e)}", file=sys.stderr)
             return EXIT_FATAL
         raise
     summary = {"scored": len(status.scored), "failed": len(status.failed), "rows": status.rows,
@@ -92,11 +95,6 @@ def command_versions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scoring", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler[args.command](args)
     except (ModelStoreError, InvalidName, ValueError) as e:
-        print(f"scoring {args.command}: {_one_line(e)}", file=sys.stderr)
+        print(f"scoring {args.command}: {one_line(e)}", file=sys.stderr)
         return 2
 
 

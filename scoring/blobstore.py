@@ -65,10 +65,6 @@ class BlobStore:
 
         return cls(BlobServiceClient(account_url, credential=DefaultAzureCredential(), **options))
 
-    @property
-    def account_name(self) -> str:
-        return self._service.account_name or ""
-
     def ensure_container(self, container: str) -> None:
         try:
             self._service.create_container(container)

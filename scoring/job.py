@@ -17,7 +17,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .names import InvalidName, check_blob_path, check_model_name, check_postcode, check_prefix, check_version
+from .names import InvalidName, check_blob_path, check_model_name, check_postcodes, check_prefix, check_version
 
 KNOWN_FIELDS = {"model", "version", "input", "postcodes", "output", "horizon", "models_container", "run_id",
                 "shard"}
@@ -78,12 +78,11 @@ def parse_job(raw: object) -> Job:
         inp = _object(raw, "input")
         out = _object(raw, "output")
         postcodes = raw.get("postcodes")
-        if postcodes is not None:
-            if not isinstance(postcodes, list) or not postcodes:
-                raise JobError("job field 'postcodes' must be a non-empty list or null")
-            postcodes = tuple(check_postcode(p) for p in postcodes)
-            if len(set(postcodes)) != len(postcodes):
-                raise JobError("job field 'postcodes' lists a postcode twice")
+        if postcodes is not None:  # null: every postcode of the version
+            try:
+                postcodes = tuple(check_postcodes(postcodes))
+            except InvalidName as e:
+                raise JobError(f"job field 'postcodes': {e}") from None
         horizon = raw.get("horizon")
         if horizon is not None and (not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1):
             raise JobError(f"job field 'horizon' must be a positive integer, got {horizon!r}")

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 
 from .blobstore import BlobNotFound, BlobStore
 from .names import check_model_name, check_version
+from .timestamps import now_seconds
 
 MANIFEST = "manifest.json"
 SCORER = "scorer.R"
@@ -122,7 +122,7 @@ class ModelStore:
     def set_alias(self, model: str, version: str, alias: str = CHAMPION) -> None:
         self.read_manifest(model, version)  # refuse to point an alias at nothing
         self.blobs.write_json(self.container, alias_blob(model, alias),
-                              {"version": version, "updated": _now()})
+                              {"version": version, "updated": now_seconds()})
 
     def read_scorer(self, manifest: Manifest) -> bytes | None:
         if not manifest.scorer:
@@ -136,6 +136,3 @@ class ModelStore:
         return self.blobs.read_bytes(self.container, version_prefix(manifest.model, manifest.version) + pack,
                                      offset=start, length=end - start)
 
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -36,6 +36,18 @@ def check_postcode(value: object) -> str:
     return value
 
 
+def check_postcodes(value: object, max_count: int | None = None) -> list[str]:
+    """A non-empty list of distinct valid postcodes, in the given order; InvalidName says what is wrong."""
+    if not isinstance(value, list) or not value:
+        raise InvalidName("must be a non-empty list of postcodes")
+    if max_count is not None and len(value) > max_count:
+        raise InvalidName(f"{len(value)} given; at most {max_count}")
+    checked = [check_postcode(p) for p in value]
+    if len(set(checked)) != len(checked):
+        raise InvalidName("lists a postcode twice")
+    return checked
+
+
 def check_model_name(value: object) -> str:
     if not isinstance(value, str) or not MODEL_NAME.fullmatch(value):
         raise InvalidName(

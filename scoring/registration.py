@@ -18,11 +18,11 @@ from .modelstore import (
     ModelEntry,
     ModelStore,
     ModelStoreError,
-    _now,
     sha256,
     version_prefix,
 )
 from .names import check_model_name, check_version, is_valid_postcode, postcode_pattern
+from .timestamps import now_seconds
 
 PACK_MAX_MODELS = 250
 PACK_MAX_BYTES = 16 * 1024 * 1024
@@ -43,7 +43,7 @@ def register_version(store: ModelStore, model: str, version: str, folder: Path, 
         stored, classes, r_version, packages = _inspect(files, scorer, Path(tmp), check_models, slim,
                                                        extra_packages)
         models, packs = _upload_packs(store, prefix, files, stored, classes)
-    manifest = Manifest(model=model, version=version, created=_now(), r_version=r_version,
+    manifest = Manifest(model=model, version=version, created=now_seconds(), r_version=r_version,
                         r_packages=packages, models=models, packs=packs)
     if scorer is not None:
         data = scorer.read_bytes()

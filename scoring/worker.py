@@ -10,17 +10,15 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from . import r_session
 from .blobstore import BlobChanged, BlobNotFound, BlobStore
+from .errors import typed_one_line
+from .exit_codes import EXIT_FATAL, EXIT_OK, EXIT_PARTIAL
 from .job import Job
 from .modelstore import Manifest, ModelStore, ModelStoreError, sha256
-
-EXIT_OK = 0  # every postcode scored
-EXIT_FATAL = 2  # the shard could not run at all (bad job spec, storage unreachable, version missing)
-EXIT_PARTIAL = 3  # some postcodes failed; status.json lists each with its reason
+from .timestamps import now_micros
 
 DOWNLOAD_THREADS = 8
 log = logging.getLogger("scoring")
@@ -78,7 +76,7 @@ def plan_ranges(manifest: Manifest, postcodes: list[str]) -> list[PackRange]:
 def run_shard(job: Job, blobs: BlobStore, workdir: Path, cores: int | None = None) -> ShardStatus:
     t0 = time.perf_counter()
     cores = cores or r_session.available_cores()
-    status = ShardStatus(job.model, job.version, job.run_id, job.shard, now_iso(), cores=cores)
+    status = ShardStatus(job.model, job.version, job.run_id, job.shard, now_micros(), cores=cores)
     store = ModelStore(blobs, job.models_container)
     model_dir = workdir / "models"
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -137,7 +135,7 @@ def run_shard(job: Job, blobs: BlobStore, workdir: Path, cores: int | None = Non
     status.scored = sorted(pc for pc in todo if pc not in status.failed)
     status.exit_code = EXIT_PARTIAL if status.failed else EXIT_OK
     status.timings["total"] = time.perf_counter() - t0
-    status.finished = now_iso()
+    status.finished = now_micros()
     blobs.write_json(job.output_container, job.status_blob, status.to_json())
     return status
 
@@ -156,7 +154,7 @@ def _fetch_range(store: ModelStore, manifest: Manifest, r: PackRange,
     try:
         data = store.read_pack_range(manifest, r.blob, r.start, r.end)
     except Exception as e:  # noqa: BLE001 - any storage failure marks these postcodes, with the reason
-        return [], {pc: f"model download failed: {type(e).__name__}: {str(e).splitlines()[0]}" for pc in r.postcodes}
+        return [], {pc: f"model download failed: {typed_one_line(e)}" for pc in r.postcodes}
     fetched, failed = [], {}
     for pc in r.postcodes:
         e = manifest.models[pc]
@@ -172,9 +170,6 @@ def _fetch_range(store: ModelStore, manifest: Manifest, r: PackRange,
 
 def write_failure_status(blobs: BlobStore, job: Job, reason: str, started: str) -> None:
     status = ShardStatus(job.model, job.version, job.run_id, job.shard, started, error=reason,
-                         exit_code=EXIT_FATAL, finished=now_iso())
+                         exit_code=EXIT_FATAL, finished=now_micros())
     blobs.write_json(job.output_container, job.status_blob, status.to_json())
 
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,4 +1,9 @@
-"""Shared fixtures: a real Azurite, real R, sample models trained by the project's own trainer."""
+"""Shared fixtures: a real Azurite, real R, sample models trained by the project's own trainer.
+
+Two layers. Tests marked `integration` start real components (Azurite, R, the ARM stand-in, the dev host);
+every other test is a unit test and may start none of them: `make test-fast` runs those
+(`pytest -m "not integration"`), and the guard below fails a unit test that tries.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,42 @@ from devenv.stack import LocalStack, start_stack  # noqa: E402
 from scoring.blobstore import BlobStore  # noqa: E402
 from scoring.modelstore import ModelStore  # noqa: E402
 from scoring.registration import register_version  # noqa: E402
+
+# Fixtures that start real components: a test using any of them is an integration test.
+INTEGRATION_FIXTURES = frozenset({"azurite", "blobs", "sample_models", "stack", "aci_standin", "aci"})
+# Programs a unit test must not start.
+SLOW_PROGRAMS = ("azurite", "Rscript", "/R", "devenv.durable_host", "devenv.aci_standin", "scoring")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def unit_tests_start_nothing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test that starts Azurite, R, the stand-in, the dev host or the worker fails, naming what."""
+    if request.node.get_closest_marker("integration"):
+        return
+    real_popen = subprocess.Popen
+
+    class GuardedPopen(real_popen):  # type: ignore[misc, valid-type]
+        def __init__(self, args, *a, **kw):
+            argv = [args] if isinstance(args, str | bytes) else list(args)
+            text = " ".join(str(x) for x in argv)
+            if any(program in text for program in SLOW_PROGRAMS):
+                raise AssertionError(f"a unit test started {text!r}: mark it integration")
+            super().__init__(args, *a, **kw)
+
+    def no_r():
+        raise AssertionError("a unit test started R (scoring.r_session): mark it integration")
+
+    monkeypatch.setattr(subprocess, "Popen", GuardedPopen)
+    from scoring import r_session
+
+    monkeypatch.setattr(r_session, "_r", no_r)
+
 
 # Sample input starts tomorrow: a run refuses input dates in the past.
 SAMPLE_START = (date.today() + timedelta(days=1)).isoformat()

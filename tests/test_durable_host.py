@@ -18,6 +18,8 @@ from devenv.durable_host import DevHost, start_host_process
 from devenv.durable_host.invoker import run_coroutine
 from devenv.durable_host.ncrontab import Schedule
 
+pytestmark = pytest.mark.integration  # Azurite, R, the stand-in or the dev host
+
 APP = "tests.apps.toy_app"
 TERMINAL = ("Completed", "Failed", "Terminated")
 
@@ -176,6 +178,21 @@ def test_sub_orchestrations_with_explicit_ids_and_failure(host: DevHost) -> None
     assert good.runtime_status == df.OrchestrationRuntimeStatus.Completed and good.output == 49
     assert bad.runtime_status == df.OrchestrationRuntimeStatus.Failed
     assert "child failed on purpose" in bad.output
+
+
+def test_custom_classes_travel_as_the_sdk_sends_them(host: DevHost) -> None:
+    """to_json/from_json classes reach activities and sub-orchestrations as themselves (the SDK's envelope,
+    {"__class__", "__module__", "__data__"}, kept as is by the host); an orchestration output must be plain JSON."""
+    envelope = {"__class__": "Point", "__module__": "tests.apps.toy_app", "__data__": {"x": 1, "y": 2}}
+    status = run(host.base_url, "typed_payloads", envelope)
+    assert status["runtimeStatus"] == "Completed", status
+    assert status["output"] == {"input": "Point", "activity_result": "Point", "shifted": {"x": 2, "y": 3},
+                                "child": {"type": "Point", "x": 2}}
+    assert status["input"] == envelope
+    assert status["customStatus"] == {"__class__": "Point", "__module__": "tests.apps.toy_app",
+                                      "__data__": {"x": -1, "y": -1}}
+    refused = run(host.base_url, "object_output")
+    assert refused["runtimeStatus"] == "Failed" and "not JSON serializable" in str(refused["output"])
 
 
 def test_external_events_custom_status_and_buffering(host: DevHost) -> None:

@@ -18,6 +18,8 @@ from conftest import HORIZON, sample_stack
 from scoring.modelstore import ModelStore
 from scoring.registration import register_version
 
+pytestmark = pytest.mark.integration  # Azurite, R, the stand-in or the dev host
+
 POSTCODES = 10
 
 

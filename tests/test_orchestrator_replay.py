@@ -16,6 +16,7 @@ from support.replay import ACTIVITY_SECONDS, Fail, Raise, Replay, Work
 
 from devenv.durable_host import history as h
 from pipeline import naming
+from pipeline.payloads import Attempt, Plan, ShardOutcome
 
 # --------------------------------------------------------------------------------------------- realistic data
 
@@ -34,14 +35,13 @@ def shard(index: int = 0, postcodes: list[str] | None = None, **timing: Any) -> 
 
 def container(state: str | None, exit_code: int | None = None, group_state: str | None = None,
               detail: str | None = None) -> dict:
-    """get_container_state's answer: aci.ContainerState as a dict, with `terminated`."""
+    """get_container_state's answer: a ContainerState, as plain JSON."""
     group = group_state or {"Running": "Running", "Waiting": "Pending"}.get(
         state or "", "Succeeded" if exit_code == 0 else "Failed")
     terminated = state == "Terminated" or group in ("Succeeded", "Failed", "Stopped")
     return {"group_state": group, "provisioning_state": "Succeeded" if state else "Creating", "state": state,
             "exit_code": exit_code, "start_time": "2026-11-23T06:00:41Z" if state != "Waiting" else None,
-            "finish_time": "2026-11-23T06:04:12Z" if terminated else None, "detail": detail,
-            "terminated": terminated}
+            "finish_time": "2026-11-23T06:04:12Z" if terminated else None, "detail": detail}
 
 
 RUNNING = container("Running")
@@ -112,7 +112,7 @@ def test_shard_happy_path_polls_with_a_durable_timer_then_keeps_logs_deletes_and
     assert replay.timeline() == ["create_container_group", "get_container_state", "timer", "get_container_state",
                                  "save_container_logs", "delete_container_group", "read_shard_status"]
     create = replay.calls("create_container_group")[0]
-    assert create.input == {**shard(), "attempt": 1, "group": GROUP,
+    assert create.input == {"shard": shard(), "attempt": 1, "group": GROUP,
                             "output_prefix": naming.staging_prefix(RUN_ID, 0)}
     assert create.retry["firstRetryIntervalInMilliseconds"] == 15000 and create.retry["maxNumberOfAttempts"] == 5
     assert [w.input for w in replay.calls("get_container_state")] == [GROUP, GROUP]
@@ -136,10 +136,11 @@ def test_shard_happy_path_polls_with_a_durable_timer_then_keeps_logs_deletes_and
     # Billed from the orchestration time right after the create succeeded to right after the delete succeeded.
     billed_from = create.scheduled_at + timedelta(seconds=ACTIVITY_SECONDS)
     billed_to = replay.calls("delete_container_group")[0].scheduled_at + timedelta(seconds=ACTIVITY_SECONDS)
-    assert attempt == {"attempt": 1, "group": GROUP, "state": "succeeded", "reason": "", "exit_code": 0,
-                       "quota_waits": 0, "started": "2026-11-23T06:00:41Z", "finished": "2026-11-23T06:04:12Z",
-                       "billed_from": billed_from.isoformat(), "billed_to": billed_to.isoformat(),
-                       "logs": f"results/{naming.logs_blob(RUN_ID, 0)}", "deleted": True}
+    assert attempt == attempt_json({
+        "attempt": 1, "group": GROUP, "state": "succeeded", "reason": "", "exit_code": 0, "quota_waits": 0,
+        "started": "2026-11-23T06:00:41Z", "finished": "2026-11-23T06:04:12Z", "billed_from": billed_from.isoformat(),
+        "billed_to": billed_to.isoformat(), "logs": f"results/{naming.logs_blob(RUN_ID, 0)}", "deleted": True})
+    assert attempt["permanent"] is False and attempt["delete_error"] is None and attempt["logs_error"] is None
     assert attempt["billed_from"] == "2026-11-23T06:00:02+00:00"
 
 
@@ -226,8 +227,10 @@ def test_shard_permanent_create_error_is_not_polled_nor_retried_but_deleted():
     assert not [w for w in replay.scheduled if w.kind == "timer"]
     out = replay.output
     assert out["state"] == "failed" and out["reason"] == reason
-    assert out["attempts"] == [{"attempt": 1, "group": GROUP, "state": "failed", "reason": reason, "permanent": True,
-                                "quota_waits": 0, "logs": f"results/{naming.logs_blob(RUN_ID, 0)}", "deleted": True}]
+    assert out["attempts"] == [attempt_json({
+        "attempt": 1, "group": GROUP, "state": "failed", "reason": reason, "permanent": True, "quota_waits": 0,
+        "logs": f"results/{naming.logs_blob(RUN_ID, 0)}", "deleted": True})]
+    assert out["attempts"][0]["billed_from"] is None  # no group was created: nothing billed
 
 
 def test_shard_create_that_always_raises_is_retried_durably_then_the_group_is_still_deleted():
@@ -304,7 +307,7 @@ def test_shard_full_quota_is_waited_out_with_durable_timers_then_created():
     [attempt] = out["attempts"]
     assert attempt["quota_waits"] == 2 and attempt["deleted"] is True
     assert attempt["billed_from"] == (creates[2].scheduled_at + timedelta(seconds=ACTIVITY_SECONDS)).isoformat()
-    assert "billed_to" in attempt and "permanent" not in attempt
+    assert attempt["billed_to"] is not None and attempt["permanent"] is False
 
 
 def test_shard_quota_that_stays_full_fails_the_attempt_not_permanently_and_deletes():
@@ -320,9 +323,9 @@ def test_shard_quota_that_stays_full_fails_the_attempt_not_permanently_and_delet
 
     out = replay.output
     assert out["state"] == "failed" and out["reason"] == QUOTA_REASON
-    assert out["attempts"] == [
+    assert out["attempts"] == [attempt_json(
         {"attempt": n, "group": group, "state": "failed", "reason": QUOTA_REASON, "quota_waits": 7,
-         "permanent": False, "logs": f"results/{naming.logs_blob(RUN_ID, 0, n)}", "deleted": True}
+         "permanent": False, "logs": f"results/{naming.logs_blob(RUN_ID, 0, n)}", "deleted": True})
         for n, group in ((1, GROUP), (2, GROUP_A2))]
 
 
@@ -489,21 +492,27 @@ def test_shard_cancel_raised_while_a_later_poll_is_outstanding_is_honoured():
 # --------------------------------------------------------------------------------------------- score_run
 
 REQUEST = {"model": "parcels", "version": "latest", "input_blob": "latest", "postcodes": None, "horizon": 14,
-           "shard_size": 3, "trigger": "http", "dry_run": False}
+           "shard_size": 3, "trigger": "http", "dry_run": False, "retry_of": None}
 
 
 def make_plan(shards: int = 5, parallel_groups: int = 2, failed: dict | None = None) -> dict:
-    """plan_run's answer: planning.plan_run's plan plus the `timing` the activity adds."""
+    """plan_run's answer (a Plan), as plain JSON."""
     cut = [{"index": i, "postcodes": [str(8001 + 3 * i + k) for k in range(3)]} for i in range(shards)]
     failed = failed or {}
     return {"run_id": RUN_ID, "model": "parcels", "version": "v20261120",
             "model_packages": {"forecast": "8.23.0", "data.table": "1.16.2"}, "input": INPUT, "horizon": 14,
-            "trigger": "http", "retry_of": None, "postcodes_total": 3 * shards + len(failed), "failed": failed,
+            "trigger": "http", "retry_of": None, "subset": False, "postcodes_total": 3 * shards + len(failed),
+            "failed": failed,
             "not_in_input": 0, "parallel_groups": parallel_groups,
             "container": {"image": "scoringacr.azurecr.io/r-scoring:1.4.2", "cpu": 2.0, "memory_gb": 4.0},
             "estimate": {"groups": shards, "vcpu_seconds": 420.0 * shards, "gb_seconds": 840.0 * shards,
                          "price_usd": round(0.00481 * shards, 6)},
             "shards": cut, "timing": TIMING}
+
+
+def attempt_json(fields: dict) -> dict:
+    """An Attempt's plain JSON: the given fields, every other one at its default."""
+    return Attempt.from_json(fields).to_json()
 
 
 def shard_outcome(shard_input: dict, state: str = "succeeded", reason: str = "", failed: dict | None = None,
@@ -520,8 +529,8 @@ def shard_outcome(shard_input: dict, state: str = "succeeded", reason: str = "",
         attempt["delete_error"] = delete_error
     else:
         attempt["billed_to"] = "2026-11-23T06:04:30+00:00"
-    return {"index": index, "state": state, "reason": reason, "status": status,
-            "postcodes": len(shard_input["postcodes"]), "attempts": [attempt]}
+    return ShardOutcome.from_json({"index": index, "state": state, "reason": reason, "status": status,
+                                   "postcodes": len(shard_input["postcodes"]), "attempts": [attempt]}).to_json()
 
 
 def published(plan: dict, failed: dict | None = None) -> dict:
@@ -586,9 +595,10 @@ def test_run_fans_out_with_bounded_concurrency_then_publishes():
                    "shards": [{"index": i, "state": "succeeded", "reason": "",
                                "attempts": shard_outcome(subs[i].input)["attempts"]} for i in range(5)],
                    "cleanup_errors": [], **published(plan)}
-    assert replay.state["customStatus"] == {"stage": "done", "shards_total": 5, "shards_done": 5,
-                                            "shards_running": 0, "postcodes_total": 15, "postcodes_scored": 15,
-                                            "postcodes_failed": 0}
+    assert replay.custom_status == {"stage": "done", "shards_total": 5, "shards_done": 5, "shards_running": 0,
+                                    "postcodes_total": 15, "postcodes_scored": 15, "postcodes_failed": 0,
+                                    "parallel_groups": None}
+    assert Plan.from_json(plan).to_json() == plan  # the test's plan is a complete Plan
 
 
 def test_run_fan_out_tolerates_completions_out_of_order():
@@ -633,7 +643,7 @@ def test_run_with_a_failed_shard_still_publishes_the_rest_and_lists_its_postcode
     assert out["postcodes_scored"] == 16 - 4
     assert out["results"] == f"results/runs/{RUN_ID}/results.csv"
     assert [s["state"] for s in out["shards"]] == ["succeeded", "succeeded", "failed", "succeeded", "succeeded"]
-    assert replay.state["customStatus"]["stage"] == "done"
+    assert replay.custom_status["stage"] == "done"
 
 
 def test_run_where_every_shard_fails_publishes_nothing_and_fails():
@@ -661,9 +671,9 @@ def test_run_where_every_shard_fails_publishes_nothing_and_fails():
     assert out["postcodes_failed"]["8001"] == "shard 0 timed_out: the container did not finish within 60 min"
     assert set(out["postcodes_failed"]) == {"8999"} | {pc for s in plan["shards"] for pc in s["postcodes"]}
     assert out["postcodes_scored"] == 0
-    assert "results" not in out
-    assert replay.state["customStatus"]["stage"] == "done"
-    assert replay.state["customStatus"]["shards_running"] == 0
+    assert out["results"] is None and out["manifest"] is None
+    assert replay.custom_status["stage"] == "done"
+    assert replay.custom_status["shards_running"] == 0
 
 
 def test_run_partial_shard_and_undeleted_group_still_publish():
@@ -683,7 +693,7 @@ def test_run_partial_shard_and_undeleted_group_still_publish():
     assert out["cleanup_errors"] == [orphan]
     assert out["errors"] == []
     assert out["state"] == "completed_with_failures"
-    assert replay.state["customStatus"]["postcodes_failed"] == 1
+    assert replay.custom_status["postcodes_failed"] == 1
 
 
 def test_run_shard_sub_orchestration_failure_fails_that_shard_not_the_run():
@@ -728,14 +738,14 @@ def test_run_lowers_its_concurrency_after_a_shard_that_met_a_full_quota():
     assert episode.pending_subs == [f"{RUN_ID}:shard-001"]  # shard 0 done: nothing new starts beside shard 1
     assert not [w for w in episode.new_work if w.kind == "sub"]
     assert episode.custom_status["parallel_groups"] == 1
-    assert all("parallel_groups" not in e.custom_status for e in replay.episodes[:lowered])
+    assert all(e.custom_status["parallel_groups"] is None for e in replay.episodes[:lowered])
     for later in replay.episodes[lowered:]:
         assert len(later.pending_subs) <= 1, later
     assert_bounded(replay, 2)
     assert [w.instance_id for w in replay.scheduled if w.kind == "sub"] == [
         f"{RUN_ID}:shard-00{i}" for i in range(5)]
     assert replay.calls("publish_run") and out["state"] == "completed"
-    assert replay.state["customStatus"]["parallel_groups"] == 1
+    assert replay.custom_status["parallel_groups"] == 1
 
 
 def test_run_concurrency_never_drops_below_one():
@@ -799,7 +809,7 @@ def test_run_cancel_forwards_to_running_shards_and_starts_no_more():
     assert out["postcodes_scored"] == 0
     cancelling = [e for e in replay.episodes if e.delivered == "event cancel"][0]
     assert cancelling.custom_status["stage"] == "cancelling"
-    assert replay.state["customStatus"]["stage"] == "done"
+    assert replay.custom_status["stage"] == "done"
 
 
 def test_run_cancel_after_some_shards_finished_forwards_only_to_the_running_ones():
@@ -832,7 +842,7 @@ def test_run_plan_failure_fails_the_run_without_shards():
     assert len(out["errors"]) == 1 and out["errors"][0].startswith(f"plan: {reason}")
     assert "Traceback" not in out["errors"][0]
     assert out["run_id"] == RUN_ID and out["model"] == "parcels" and out["trigger"] == "http"
-    assert replay.state["customStatus"]["stage"] == "done"
+    assert replay.custom_status["stage"] == "done"
 
 
 def test_run_publish_failure_fails_the_run():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
 from conftest import REPO
 
 
@@ -17,6 +18,7 @@ def pins(path) -> dict[str, str]:
     return found
 
 
+@pytest.mark.integration  # runs Rscript
 def test_dockerfile_r_matches_the_r_we_develop_on():
     dockerfile = (REPO / "Dockerfile").read_text()
     image_r = re.search(r"^FROM rocker/r-ver:(\S+)", dockerfile, re.M).group(1)

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import HORIZON, r_reference, sample_stack
 
+pytestmark = pytest.mark.integration  # Azurite, R, the stand-in or the dev host
+
 POSTCODES = 10  # 2 shards of 5 (MIN_SHARD_SIZE 4, two groups at once)
 
 

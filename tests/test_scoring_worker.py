@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 from conftest import HORIZON, REPO, r_reference
 
+from scoring.exit_codes import EXIT_FATAL, EXIT_OK, EXIT_PARTIAL
 from scoring.modelstore import ModelStore
 from scoring.registration import register_version
-from scoring.worker import EXIT_FATAL, EXIT_OK, EXIT_PARTIAL
+
+pytestmark = pytest.mark.integration  # Azurite, R, the stand-in or the dev host
 
 
 def run_worker(azurite, job: dict | None = None, extra_env: dict | None = None) -> subprocess.CompletedProcess:

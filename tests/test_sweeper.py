@@ -17,6 +17,7 @@ from pipeline.aci.client import ContainerGroups, GroupSummary
 from pipeline.aci.errors import AciError
 from pipeline.aci.spec import scoring_spec
 from pipeline.settings import Settings
+from pipeline.sweeper import SweepAction
 
 NOW = datetime(2030, 6, 1, 12, 0, 0, tzinfo=UTC)
 TTL = timedelta(minutes=60)
@@ -128,9 +129,9 @@ def test_sweep_rules_with_fakes():
     results, blobs, checked = run_sweep(groups, active={"run-b", "run-c:shard-001"}, status_error={"run-e"})
 
     assert {name: r.action for name, r in results.items()} == {
-        "run-a-s000": sweeper.DELETED, "run-b-s000": sweeper.KEPT_ACTIVE, "run-c-s001": sweeper.KEPT_ACTIVE,
-        "run-d-s000": sweeper.KEPT_YOUNG, "run-e-s000": sweeper.KEPT_UNKNOWN, "run-f-s000": sweeper.DELETED,
-        "run-g-s000": sweeper.DELETE_FAILED, "stray-s000": sweeper.DELETED,
+        "run-a-s000": SweepAction.DELETED, "run-b-s000": SweepAction.KEPT_ACTIVE, "run-c-s001": SweepAction.KEPT_ACTIVE,
+        "run-d-s000": SweepAction.KEPT_YOUNG, "run-e-s000": SweepAction.KEPT_UNKNOWN, "run-f-s000": SweepAction.DELETED,
+        "run-g-s000": SweepAction.DELETE_FAILED, "stray-s000": SweepAction.DELETED,
     }
     assert sorted(groups.groups) == ["bare-s000", "other-s000", "run-b-s000", "run-c-s001", "run-d-s000",
                                      "run-e-s000", "run-g-s000"]

@@ -21,6 +21,9 @@ from azure.core.pipeline.policies import RetryPolicy
 from azure.mgmt.containerinstance import ContainerInstanceManagementClient
 from azure.mgmt.containerinstance.models import ContainerGroup
 
+from scoring.timestamps import iso_or_none
+
+from ..payloads import ContainerState
 from ..settings import Settings
 from .errors import arm_errors
 from .spec import CONTAINER_NAME, ContainerGroupSpec, build_container_group
@@ -28,30 +31,8 @@ from .spec import CONTAINER_NAME, ContainerGroupSpec, build_container_group
 # The durable orchestration retries with durable timers; the SDK must fail fast instead of retrying
 # (and sleeping inside an activity) for minutes.
 SDK_RETRY_TOTAL = 2
-# A longer Retry-After is left to the orchestration: AciError.retry_after carries it.
+# A longer Retry-After is left to the orchestration (its durable retry), not slept on inside an activity.
 SDK_MAX_RETRY_AFTER_SECONDS = 10.0
-# Group states (properties.instanceView.state) after which nothing more will happen under restart
-# policy Never.
-FINAL_GROUP_STATES = frozenset({"Succeeded", "Failed", "Stopped"})
-
-
-@dataclass(frozen=True)
-class ContainerState:
-    group_state: str | None  # properties.instanceView.state (or provisioningState if absent)
-    provisioning_state: str | None
-    state: str | None  # container instanceView.currentState.state: Waiting/Running/Terminated/...
-    exit_code: int | None
-    start_time: str | None  # ISO 8601
-    finish_time: str | None
-    detail: str | None  # detailStatus / latest event message
-
-    @property
-    def terminated(self) -> bool:
-        """The container will not run (again): it exited, was stopped, or the group failed to deploy.
-
-        Unknown or in-between states count as not terminated; callers keep a deadline for those.
-        """
-        return self.state == "Terminated" or self.group_state in FINAL_GROUP_STATES
 
 
 @dataclass(frozen=True)
@@ -162,14 +143,6 @@ class ContainerGroups:
                 return ""
         return logs.content or ""
 
-    def stop(self, name: str) -> None:
-        """Stop (kill) the container; a group that does not exist has nothing to stop."""
-        with arm_errors("stop", name):
-            try:
-                self._client.container_groups.stop(self._rg, name)
-            except ResourceNotFoundError:
-                pass
-
     def delete(self, name: str) -> bool:
         """Delete the group. True: it was deleted; False: it was already gone."""
         delete_statuses: list[int] = []
@@ -225,17 +198,12 @@ def container_state(group: ContainerGroup) -> ContainerState:
         provisioning_state=provisioning,
         state=current.state if current else None,
         exit_code=current.exit_code if current else None,
-        start_time=_iso(current.start_time) if current else None,
-        finish_time=_iso(current.finish_time) if current else None,
+        start_time=iso_or_none(current.start_time) if current else None,
+        finish_time=iso_or_none(current.finish_time) if current else None,
         detail=detail,
     )
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-
-def _iso(value: datetime | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.isoformat() if isinstance(value, datetime) else str(value)
 

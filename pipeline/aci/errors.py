@@ -5,11 +5,9 @@ Messages hold the operation, group, ARM code and ARM message only; secrets are s
 
 from __future__ import annotations
 
-import email.utils
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 from azure.core.exceptions import AzureError, HttpResponseError
@@ -34,23 +32,19 @@ class AciError(Exception):
         status: int | None = None,
         code: str | None = None,
         retryable: bool = False,
-        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.retryable = retryable
-        self.retry_after = retry_after
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keep the fields when the exception is pickled (e.g. across worker processes).
-        return (_rebuild_aci_error, (str(self), self.status, self.code, self.retryable, self.retry_after))
+        return (_rebuild_aci_error, (str(self), self.status, self.code, self.retryable))
 
 
-def _rebuild_aci_error(
-    message: str, status: int | None, code: str | None, retryable: bool, retry_after: float | None
-) -> AciError:
-    return AciError(message, status=status, code=code, retryable=retryable, retry_after=retry_after)
+def _rebuild_aci_error(message: str, status: int | None, code: str | None, retryable: bool) -> AciError:
+    return AciError(message, status=status, code=code, retryable=retryable)
 
 
 
@@ -78,8 +72,7 @@ def aci_error_from_http(operation: str, name: str, exc: HttpResponseError, secre
     else:
         how = f"HTTP {status}" if status is not None else "no HTTP answer"
     message = _scrub(f"{operation} {name}: {how}: {code or 'UnknownError'}: {arm_message}", secrets)
-    return AciError(message, status=status, code=code, retryable=is_retryable(status, code),
-                    retry_after=_retry_after(exc))
+    return AciError(message, status=status, code=code, retryable=is_retryable(status, code))
 
 
 def is_quota_error(code: str | None) -> bool:
@@ -115,28 +108,6 @@ def _json_body(exc: HttpResponseError) -> Any:
         return json.loads(exc.response.text()) if exc.response is not None else None
     except (ValueError, TypeError):
         return None
-
-
-def _retry_after(exc: HttpResponseError) -> float | None:
-    headers = exc.response.headers if exc.response is not None else {}
-    for name, scale in (("retry-after-ms", 0.001), ("x-ms-retry-after-ms", 0.001)):
-        if headers.get(name):
-            try:
-                return float(headers[name]) * scale
-            except ValueError:
-                pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _scrub(message: str, secrets: list[str]) -> str:

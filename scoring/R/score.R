@@ -111,13 +111,23 @@ predict_model <- function(model, newdata) {
   predict(model, newdata = newdata)
 }
 
+# One output column, checked: numeric, one value per input row; volumes finite and >= 0.
+checked_column <- function(col, v, n) {
+  if (!is.numeric(v)) stop(col, " is not numeric (got ", class(v)[1], ")")
+  if (length(v) != n) stop("expected ", n, " ", col, " values (one per input row), got ", length(v))
+  if (col == "volume") {
+    bad <- sum(!is.finite(v))
+    if (bad) stop("volume is NA or infinite for ", bad, " of ", n, " rows")
+    neg <- which(v < 0)
+    if (length(neg)) stop("negative volume (", signif(v[neg[1]], 6), ") for ", length(neg), " of ", n, " rows")
+  }
+  as.numeric(v)
+}
+
 # Bring whatever a scorer/predict/forecast returned to list(volume, [interval columns]) and check it.
 normalise_output <- function(out, n) {
   if (is.numeric(out) && is.null(dim(out))) {  # the common case: predict() gave a plain vector
-    if (length(out) != n) stop("expected ", n, " volume values (one per input row), got ", length(out))
-    if (anyNA(out) || any(is.infinite(out))) stop("volume is NA or infinite for ", sum(!is.finite(out)), " of ", n, " rows")
-    if (any(out < 0)) stop("negative volume (", signif(min(out), 6), ") for ", sum(out < 0), " of ", n, " rows")
-    return(list(volume = as.vector(out)))
+    return(list(volume = checked_column("volume", as.vector(out), n)))
   }
   if (is.list(out) && !is.data.frame(out) && !is.null(out$predictions)) out <- out$predictions  # ranger
   if (is.data.frame(out) || (is.list(out) && !is.null(out$volume))) {
@@ -129,16 +139,7 @@ normalise_output <- function(out, n) {
   } else {
     res <- list(volume = out)
   }
-  for (col in names(res)) {
-    v <- res[[col]]
-    if (!is.numeric(v)) stop(col, " is not numeric (got ", class(v)[1], ")")
-    if (length(v) != n) stop("expected ", n, " ", col, " values (one per input row), got ", length(v))
-    bad <- which(!is.finite(v))
-    if (length(bad) && col == "volume") stop("volume is NA or infinite for ", length(bad), " of ", n, " rows")
-    res[[col]] <- as.numeric(v)
-  }
-  neg <- which(res$volume < 0)
-  if (length(neg)) stop("negative volume (", signif(res$volume[neg[1]], 6), ") for ", length(neg), " of ", n, " rows")
+  for (col in names(res)) res[[col]] <- checked_column(col, res[[col]], n)
   res
 }
 
@@ -200,18 +201,23 @@ score_chunk_list <- function(chunk) score_chunk(chunk[[1]], chunk[[2]])
 
 # ---- Driver side (the rpy2 session): fan a batch out over the worker nodes, keep results in R ----
 
+# Load the shard's input and the version's scorer into this R session (a node, or the driver without nodes);
+# returns the postcodes that have input rows.
+prepare_session <- function(input_path, postcodes, scorer_path, horizon) {
+  .scoring$horizon <- horizon
+  load_input(input_path, postcodes)
+  if (nzchar(scorer_path)) set_user_scorer(scorer_path)
+  names(.scoring$rows)
+}
+
 # Runs on each node. Top-level on purpose: a closure made inside start_nodes would carry (and then modify)
 # a serialized copy of the driver's .scoring instead of the node's own.
 # Errors come back as values, so the driver can report the node's own message (not checkForRemoteErrors').
 init_node <- function(script, input_path, postcodes, scorer_path, horizon) {
   if (!identical(get0(".warm_script", envir = globalenv()), script)) source(script)
-  .scoring$horizon <- horizon
   data.table::setDTthreads(1)
-  tryCatch({
-    load_input(input_path, postcodes)
-    if (nzchar(scorer_path)) set_user_scorer(scorer_path)
-    list(ok = TRUE, postcodes = names(.scoring$rows))
-  }, error = function(e) list(ok = FALSE, message = conditionMessage(e)))
+  tryCatch(list(ok = TRUE, postcodes = prepare_session(input_path, postcodes, scorer_path, horizon)),
+           error = function(e) list(ok = FALSE, message = conditionMessage(e)))
 }
 
 # On each node as soon as it is up: this file and data.table, so that init_node only reads the input.
@@ -236,10 +242,7 @@ spawn_nodes <- function(n, script = "") {
 
 start_nodes <- function(script, input_path, postcodes, scorer_path, horizon) {
   if (is.null(.scoring$cluster)) {
-    .scoring$horizon <- horizon
-    load_input(input_path, postcodes)
-    if (nzchar(scorer_path)) set_user_scorer(scorer_path)
-    .scoring$input_postcodes <- names(.scoring$rows)
+    .scoring$input_postcodes <- prepare_session(input_path, postcodes, scorer_path, horizon)
     return(length(.scoring$input_postcodes))
   }
   # With nodes, only the nodes hold the input: the driver just dispatches and collects.

@@ -156,7 +156,54 @@ def counter(context: df.DurableOrchestrationContext):
     return value
 
 
+class Point:
+    """A custom payload class: the SDK passes it with to_json/from_json (its module must be importable)."""
+
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+    def to_json(self) -> dict:
+        return {"x": self.x, "y": self.y}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Point:
+        return cls(data["x"], data["y"])
+
+
+@app.orchestration_trigger(context_name="context")
+def typed_payloads(context: df.DurableOrchestrationContext):
+    """A custom class through an activity (both ways), a sub-orchestration's input and the custom status."""
+    start = context.get_input()  # a Point when started with one
+    context.set_custom_status(Point(-1, -1))
+    shifted = yield context.call_activity("shift_point", start)
+    child_seen = yield context.call_sub_orchestrator("typed_child", shifted)
+    return {"input": type(start).__name__, "activity_result": type(shifted).__name__,
+            "shifted": shifted.to_json(), "child": child_seen}
+
+
+@app.orchestration_trigger(context_name="context")
+def typed_child(context: df.DurableOrchestrationContext):
+    point = context.get_input()
+    return {"type": type(point).__name__, "x": point.x}
+    yield  # an orchestrator is a generator
+
+
+@app.orchestration_trigger(context_name="context")
+def object_output(context: df.DurableOrchestrationContext):
+    """Returns a custom object: the SDK refuses an orchestration output that plain json.dumps cannot write."""
+    return Point(1, 2)
+    yield
+
+
 # ------------------------------------------------------------------------------------------ activities
+
+
+@app.activity_trigger(input_name="point")
+def shift_point(point: Point) -> Point:
+    if not isinstance(point, Point):
+        raise TypeError(f"expected a Point, got {type(point).__name__}")
+    return Point(point.x + 1, point.y + 1)
+
 
 
 @app.activity_trigger(input_name="city")

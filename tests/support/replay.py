@@ -18,11 +18,42 @@ from typing import Any
 import azure.durable_functions as df
 from azure.durable_functions.models.actions.ActionType import ActionType
 from azure.functions import meta
+from azure.functions._durable_functions import _deserialize_custom_object, _serialize_custom_object
 from azure.functions.durable_functions import OrchestrationTriggerConverter
 
 from devenv.durable_host import history as h
 from devenv.durable_host.actions import RetryPolicy, flatten_actions, parse_orchestrator_failure
+from pipeline import payloads as p
 from pipeline.registration import build_blueprint
+
+# What production code sends across each boundary (checked on every scheduled input and every output). Tests
+# may answer with the plain JSON of a payload; the driver turns it into the object the activity would return.
+INPUT_TYPES: dict[str, type[p.Payload]] = {
+    "score_run": p.RunRequest, "score_shard": p.ShardInput, "plan_run": p.PlanRequest,
+    "create_container_group": p.GroupRequest, "save_container_logs": p.LogsRequest, "publish_run": p.Publication}
+RESULT_TYPES: dict[str, type[p.Payload]] = {
+    "score_run": p.RunResult, "score_shard": p.ShardOutcome, "plan_run": p.Plan,
+    "create_container_group": p.CreateResult, "get_container_state": p.ContainerState,
+    "read_shard_status": p.ShardReport, "publish_run": p.Published}
+
+
+def sdk_dumps(value: Any) -> str:
+    """JSON text as the SDK writes payloads (ActivityTriggerConverter.encode, df_dumps)."""
+    return json.dumps(value, default=_serialize_custom_object)
+
+
+def sdk_loads(text: str) -> Any:
+    """A payload as the SDK reads it (ActivityTriggerConverter.decode, df_loads)."""
+    return json.loads(text, object_hook=_deserialize_custom_object)
+
+
+def typed(name: str | None, value: Any, types: dict[str, type[p.Payload]]) -> Any:
+    return types[name].from_json(value) if isinstance(value, dict) and name in types else value
+
+
+def plain(value: Any) -> Any:
+    return value.to_json() if isinstance(value, p.Payload) else value
+
 
 SCHEMA_VERSION = 2  # what current hosts send: fan-out comes back as nested WhenAny/WhenAll actions
 ACTIVITY_SECONDS = 2  # how long every activity / sub-orchestration "takes" on the driver's clock
@@ -70,7 +101,7 @@ class Work:
     kind: str  # "activity" | "timer" | "sub"
     id: int
     name: str | None
-    input: Any
+    input: Any  # the plain JSON of what was sent (payload.to_json())
     scheduled_at: datetime
     episode: int
     fire_at: datetime | None = None
@@ -81,6 +112,7 @@ class Work:
     action_index: int | None = None  # position in the flattened action list (None for retry-loop work)
     canceled: bool = False
     done: bool = False
+    payload: Any = None  # what was sent, as the SDK hands it to the activity / sub-orchestration
 
 
 @dataclass
@@ -89,7 +121,7 @@ class Episode:
     clock: datetime
     new_work: list[Work]
     pending_subs: list[str]  # instance ids of sub-orchestrations outstanding after the episode
-    custom_status: Any
+    custom_status: Any  # plain JSON (Progress.to_json())
 
 
 @dataclass
@@ -112,15 +144,17 @@ class Replay:
 
     def start(self) -> None:
         ts = h.format_timestamp(self.clock)
-        self._episode("started", [h.execution_started(ts, self.orchestrator, json.dumps(self.input), "", None)])
+        started = h.execution_started(ts, self.orchestrator, self._input_text(), "", None)
+        self._episode("started", [started])
 
     def complete(self, work: Work, value: Any) -> None:
         self._finish(work, ACTIVITY_SECONDS)
         ts = h.format_timestamp(self.clock)
         if work.kind == "sub":
-            event = h.sub_orchestration_completed(ts, work.id, json.dumps(value))
+            # An orchestration's output is plain JSON (SDK 1.7 refuses custom objects there).
+            event = h.sub_orchestration_completed(ts, work.id, json.dumps(plain(typed(work.name, value, RESULT_TYPES))))
         else:
-            event = h.task_completed(ts, work.id, json.dumps(value))
+            event = h.task_completed(ts, work.id, sdk_dumps(typed(work.name, value, RESULT_TYPES)))
         self._episode(f"completed {work.name}#{work.id}", [event])
 
     def fail(self, work: Work, failure: Fail) -> None:
@@ -149,8 +183,8 @@ class Replay:
         origin = timer.retry_timer_for
         if origin is not None and timer.attempt < RetryPolicy.from_action(origin.retry).max_attempts:
             again = self._new_work("activity", origin.name, origin.input, retry=origin.retry,
-                                   attempt=timer.attempt + 1)
-            events.append(h.task_scheduled(ts, again.id, again.name, json.dumps(again.input)))
+                                   attempt=timer.attempt + 1, payload=origin.payload)
+            events.append(h.task_scheduled(ts, again.id, again.name, sdk_dumps(again.payload)))
         self._episode(f"fired timer#{timer.id}", events)
 
     def raise_event(self, name: str, value: Any = None) -> None:
@@ -187,9 +221,19 @@ class Replay:
         return bool(self.state and self.state.get("isDone"))
 
     @property
-    def output(self) -> dict:
+    def result(self) -> Any:
+        """The orchestration's output, read back as its payload type (it travels as that type's plain JSON)."""
         assert self.done, "the orchestration has not finished"
-        return self.state["output"]
+        return typed(self.orchestrator, self.state["output"], RESULT_TYPES)
+
+    @property
+    def output(self) -> dict:
+        """The orchestration's output as plain JSON (payload.to_json())."""
+        return plain(self.result)
+
+    @property
+    def custom_status(self) -> Any:
+        return self._plain_status(self.state.get("customStatus")) if self.state else None
 
     def calls(self, name: str) -> list[Work]:
         return [w for w in self.scheduled if w.kind == "activity" and w.name == name]
@@ -200,6 +244,21 @@ class Replay:
                 for w in self.scheduled if w.retry_timer_for is None]
 
     # ------------------------------------------------------------------ internals
+
+    def _input_text(self) -> str:
+        return sdk_dumps(typed(self.orchestrator, self.input, INPUT_TYPES))
+
+    @staticmethod
+    def _sent(name: str, text: str) -> Any:
+        """An action's input as the receiving function gets it; it must be the payload type production sends."""
+        payload = sdk_loads(text)
+        expected = INPUT_TYPES.get(name)
+        assert expected is None or isinstance(payload, expected), f"{name} was sent {text}"
+        return payload
+
+    @staticmethod
+    def _plain_status(value: Any) -> Any:
+        return None if value is None else plain(sdk_loads(json.dumps(value)))
 
     def _finish(self, work: Work, seconds: float) -> None:
         assert work in self.pending, f"{work.kind} {work.name}#{work.id} is not outstanding"
@@ -220,7 +279,7 @@ class Replay:
         new_events = [h.orchestrator_started(ts), *events]
         replay = [{**e, "IsPlayed": True} for e in self.history] + new_events
         context = {"history": replay, "instanceId": self.instance_id, "isReplaying": False,
-                   "parentInstanceId": None, "input": json.dumps(self.input), "upperSchemaVersion": SCHEMA_VERSION}
+                   "parentInstanceId": None, "input": self._input_text(), "upperSchemaVersion": SCHEMA_VERSION}
         handle = orchestrator_functions()[self.orchestrator]
         try:
             state = json.loads(handle(OrchestrationTriggerConverter.decode(
@@ -248,7 +307,7 @@ class Replay:
         self.history.extend(new_events)
         self.episodes.append(Episode(delivered, self.clock, new_work,
                                      [w.instance_id for w in self.pending if w.kind == "sub"],
-                                     state.get("customStatus")))
+                                     self._plain_status(state.get("customStatus"))))
 
     def _schedule(self, action: dict, index: int, new_events: list[dict]) -> Work | None:
         kind = action["actionType"]
@@ -256,8 +315,9 @@ class Replay:
         if kind == ActionType.WAIT_FOR_EXTERNAL_EVENT:
             return None  # matched by name, takes no id
         if kind in (ActionType.CALL_ACTIVITY, ActionType.CALL_ACTIVITY_WITH_RETRY):
-            work = self._new_work("activity", action["functionName"], json.loads(action["input"]),
-                                  retry=action.get("retryOptions"), action_index=index)
+            payload = self._sent(action["functionName"], action["input"])
+            work = self._new_work("activity", action["functionName"], plain(payload),
+                                  retry=action.get("retryOptions"), action_index=index, payload=payload)
             new_events.append(h.task_scheduled(ts, work.id, work.name, action["input"]))
         elif kind == ActionType.CREATE_TIMER:
             fire_at = h.parse_timestamp(action["fireAt"])
@@ -267,8 +327,9 @@ class Replay:
                 work.canceled = True
                 self.pending.remove(work)
         elif kind == ActionType.CALL_SUB_ORCHESTRATOR:
-            work = self._new_work("sub", action["functionName"], json.loads(action["input"]),
-                                  instance_id=action["instanceId"], action_index=index)
+            payload = self._sent(action["functionName"], action["input"])
+            work = self._new_work("sub", action["functionName"], plain(payload),
+                                  instance_id=action["instanceId"], action_index=index, payload=payload)
             new_events.append(h.sub_orchestration_created(ts, work.id, work.name, work.instance_id,
                                                           action["input"]))
         else:
