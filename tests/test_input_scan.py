@@ -45,16 +45,16 @@ def test_refuses_empty_and_non_utf8():
 
 
 def test_memory_grows_with_postcodes_not_rows():
-    # 2,000 postcodes x 150 days = 300,000 rows (~7 MB of CSV). A set of (postcode, date) pairs alone would
-    # take ~50 MB; the scan keeps one bitmask per postcode.
+    # 1,000 postcodes x 100 days = 100,000 rows (~2.5 MB of CSV). A set of (postcode, date) pairs alone would
+    # take ~15 MB; the scan keeps one bitmask per postcode.
     start = date(2027, 1, 1)
-    days = [(start + timedelta(days=i)).isoformat() for i in range(150)]
-    data = csv_bytes(["postcode,date,holiday"] + [f"{10000 + p},{d},0" for p in range(2000) for d in days])
+    days = [(start + timedelta(days=i)).isoformat() for i in range(100)]
+    data = csv_bytes(["postcode,date,holiday"] + [f"{10000 + p},{d},0" for p in range(1000) for d in days])
     tracemalloc.start()
     try:
         rows, earliest = scan_input(data, "in.csv")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert len(rows) == 2000 and set(rows.values()) == {150} and earliest == start
-    assert peak < 3_000_000, f"peak {peak / 1e6:.1f} MB"
+    assert len(rows) == 1000 and set(rows.values()) == {100} and earliest == start
+    assert peak < 1_500_000, f"peak {peak / 1e6:.1f} MB"

@@ -14,6 +14,8 @@ import pytest
 
 from scoring import r_session
 
+pytestmark = pytest.mark.integration  # real R
+
 CASES = Path(__file__).resolve().parent / "shared_design_cases.R"
 TOLERANCE = 1e-9
 ALL = 6  # postcodes in every case
