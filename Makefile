@@ -31,6 +31,31 @@ $(STAMP)/venv: requirements.txt requirements-dev.txt scoring/requirements.txt $(
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
+# Azure (infra/README.md). checkov pins packaging and python-dateutil below the app's pins: a venv of its own.
+TOOLS := .venv-tools
+NAME ?= rscoring
+LOCATION ?= westeurope
+DEPLOY_FLAGS ?=
+.PHONY: deploy destroy clean-infra
+setup: $(TOOLS)/bin/checkov
+clean: clean-infra
+
+$(TOOLS)/bin/checkov: infra/requirements-checkov.txt
+	test -x $(TOOLS)/bin/python || python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --disable-pip-version-check -r infra/requirements-checkov.txt
+	@touch $@
+
+# make deploy NAME=rscoring LOCATION=westeurope [DEPLOY_FLAGS=--vnet | DEPLOY_FLAGS=--print-only]: image,
+# templates, app, Event Grid, smoke test. Needs `az login`. make destroy removes both resource groups.
+deploy: $(STAMP)/venv
+	$(PY) -m infra.deploy deploy --name $(NAME) --location $(LOCATION) $(DEPLOY_FLAGS)
+
+destroy: $(STAMP)/venv
+	$(PY) -m infra.deploy destroy --name $(NAME) $(DEPLOY_FLAGS)
+
+clean-infra:
+	rm -rf $(TOOLS) dist
+
 test: setup
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q

@@ -1,7 +1,7 @@
 """The orchestration engine: builds each instance's history, replays it through the real SDK, and turns the
 returned actions into work (activities, timers, sub-orchestrations), persisting everything in SQLite.
 
-Rules that keep the SDK's task ids aligned with ours (see platform-facts.md):
+Rules that keep the SDK's task ids aligned with ours (azure/durable_functions/models/TaskOrchestrationExecutor.py):
 - ids are handed out in the order the SDK hands them out: first whatever the delivered completion causes
   (retry timers, retried tasks), then the episode's new actions in list order;
 - exactly one completion (or raised event) is delivered per episode.

@@ -1,4 +1,4 @@
-"""History events in the exact shape the Durable Functions Python SDK replays (see platform-facts.md)."""
+"""History events in the exact shape the Durable Functions Python SDK replays (its models/history/HistoryEvent.py)."""
 
 from __future__ import annotations
 

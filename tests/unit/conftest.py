@@ -1,12 +1,12 @@
-"""Unit-test helpers: an in-memory BlobStore, settings from the defaults, a model version written without R."""
+"""Unit-test fixtures: an in-memory BlobStore and settings from the documented defaults (tests/support/unit_data.py)."""
 
 from __future__ import annotations
 
 import pytest
 from support.memory_blobs import MemoryBlobStore
+from support.unit_data import make_settings
 
 from pipeline.settings import Settings
-from scoring.modelstore import MANIFEST, Manifest, ModelEntry, alias_blob, version_prefix
 
 
 @pytest.fixture
@@ -17,36 +17,6 @@ def mem() -> MemoryBlobStore:
     return store
 
 
-def make_settings(**overrides: str) -> Settings:
-    """The documented defaults, with a scoring image, and any overrides (app-setting names)."""
-    return Settings.from_env({"SCORING_IMAGE": "scoringacr.azurecr.io/r-scoring:1.4.2", **overrides})
-
-
 @pytest.fixture
 def settings() -> Settings:
     return make_settings()
-
-
-def put_version(blobs: MemoryBlobStore, model: str, version: str, postcodes: list[str], *,
-                r_version: str = "4.2.2", packages: dict[str, str] | None = None, champion: bool = False,
-                missing_packs: bool = False) -> Manifest:
-    """A registered model version as the model store lays it out (two packs), written directly: no R."""
-    prefix = version_prefix(model, version)
-    models = {pc: ModelEntry(blob=f"packs/{i % 2:05d}.bin", offset=0, length=1, sha256="0" * 64,
-                             source_sha256="0" * 64, model_class="glm", slimmed=True)
-              for i, pc in enumerate(sorted(postcodes))}
-    manifest = Manifest(model=model, version=version, created="2026-11-20T00:00:00Z", r_version=r_version,
-                        r_packages=packages or {}, models=models)
-    if not missing_packs:
-        for blob in {e.blob for e in models.values()}:
-            blobs.write_bytes("models", prefix + blob, b"x")
-    blobs.write_json("models", prefix + MANIFEST, manifest.to_json())
-    if champion:
-        blobs.write_json("models", alias_blob(model), {"version": version, "updated": "2026-11-20T00:00:00Z"})
-    return manifest
-
-
-def input_csv(rows: dict[str, list[str]]) -> bytes:
-    """postcode -> dates, as the input CSV (postcode,date,temp)."""
-    lines = ["postcode,date,temp"] + [f"{pc},{day},10.5" for pc, days in rows.items() for day in days]
-    return ("\n".join(lines) + "\n").encode()

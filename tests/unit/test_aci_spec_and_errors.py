@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ODataV4Format, ServiceRequestError
-from conftest import make_settings
+from support.unit_data import make_settings
 
 from pipeline.aci.errors import AciError, arm_errors, is_quota_error, is_retryable
 from pipeline.aci.spec import APP_TAG, CONTAINER_NAME, build_container_group, scoring_spec

@@ -65,8 +65,11 @@ def test_each_build_is_a_new_blueprint():
 
 
 def test_the_function_app_adds_its_triggers_to_the_blueprint():
-    import function_app
-
-    names = {f.get_function_name() for f in function_app.app.get_functions()}
-    assert names == ORCHESTRATORS | ACTIVITIES | {"daily_scoring", "new_input_blob", "start_run", "get_run",
-                                                  "list_runs", "cancel_run", "retry_run", "sweep_orphan_groups"}
+    # In a fresh interpreter: get_functions() may run only once per app object, and other tests in this
+    # process may already have called it on function_app.app.
+    code = ("import json, function_app; "
+            "print(json.dumps([f.get_function_name() for f in function_app.app.get_functions()]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert set(json.loads(out.stdout)) == ORCHESTRATORS | ACTIVITIES | {
+        "daily_scoring", "new_input_blob", "start_run", "get_run", "list_runs", "cancel_run", "retry_run",
+        "sweep_orphan_groups"}

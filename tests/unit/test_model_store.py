@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from conftest import put_version
+from support.unit_data import put_version
 
 from scoring.modelstore import ModelStore, ModelStoreError, VersionNotFound, version_prefix
 from scoring.registration import _scorer_packages, register_version, scan_model_folder

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
-from conftest import input_csv, make_settings, put_version
+from support.unit_data import input_csv, make_settings, put_version
 
 from pipeline import payloads as p
 from pipeline.planning import (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import put_version
+from support.unit_data import put_version
 
 from pipeline import naming
 from pipeline import payloads as p

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import make_settings
+from support.unit_data import make_settings
 
 from pipeline import payloads as p
 from pipeline.run_requests import MAX_BODY_BYTES, MAX_POSTCODES, RequestError, parse_run_body, scheduled_request

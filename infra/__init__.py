@@ -1,0 +1,1 @@
+"""Infrastructure as code (Bicep) and the deploy script; see infra/README.md."""
