@@ -3,17 +3,20 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := .make
-R_PACKAGES := r-base-core r-cran-forecast r-cran-jsonlite r-cran-data.table
+R_PACKAGES := r-base-core r-cran-forecast r-cran-jsonlite r-cran-data.table \
+  r-cran-curl r-cran-cli r-cran-testthat r-cran-ggplot2 r-cran-webfakes
+# Headless browser for the dashboard tests: Debian's chromium, driven by playwright (never `playwright install`).
+BROWSER_PACKAGES := chromium
 N ?= 300
 
-.PHONY: setup test test-fast demo bench bench-scale lint clean
+.PHONY: setup test test-fast demo up bench bench-scale lint clean
 
 setup: $(STAMP)/apt $(STAMP)/npm $(STAMP)/venv
 
 # R 4.2 and the R packages from Debian; --no-install-recommends keeps forecast from pulling ~100 packages.
-$(STAMP)/apt:
+$(STAMP)/apt: Makefile
 	@mkdir -p $(STAMP)
-	@missing="$$(for p in $(R_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; \
+	@missing="$$(for p in $(R_PACKAGES) $(BROWSER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; \
 	  command -v npm >/dev/null || echo 'nodejs npm')"; \
 	if [ -n "$$missing" ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
@@ -61,12 +64,16 @@ test: setup
 	$(PY) -m pytest -q
 
 # The unit layer: no Azurite, R, ARM stand-in or dev host (tests marked `integration` are left out).
-test-fast: $(STAMP)/venv
+test-fast: setup
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -m "not integration"
 
 demo: setup
 	$(PY) -m devenv.demo --postcodes $(N)
+
+# The demo, then the stack stays up (dashboard URL printed) until Ctrl-C.
+up: setup
+	$(PY) -m devenv.demo --postcodes $(N) --keep-running
 
 bench: setup
 	$(PY) bench/run.py

@@ -3,7 +3,10 @@
 Starts Azurite, the ARM stand-in for ACI and the Durable dev host; trains and registers sample models;
 uploads tomorrow's input; fires the daily timer; shows progress; prints a summary; shuts everything down.
 
-    python -m devenv.demo [--postcodes 300] [--horizon 60]
+    python -m devenv.demo [--postcodes 300] [--horizon 60] [--keep-running]
+
+--keep-running (`make up`) leaves the stack up after the run until Ctrl-C, so that a person can open the
+dashboard, watch runs, start new ones from the page and look at the results.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--postcodes", type=int, default=300)
     parser.add_argument("--horizon", type=int, default=60)
+    parser.add_argument("--keep-running", action="store_true", help="keep the stack up until Ctrl-C")
     args = parser.parse_args()
     work = DEMO_DIR / "work"
     models, input_csv = work / "models", work / "input.csv"
@@ -46,6 +50,7 @@ def main() -> int:
                         host_args=["--blob-poll-interval", "86400"])
     try:
         say(f"    host {stack.base_url}, ACI stand-in {stack.standin.endpoint}, Azurite :{stack.azurite.port}")
+        say(f"    dashboard {stack.base_url}/api/dashboard  (open it to watch the run)")
         say("3/6 registering the models as parcels/v1 (champion) ...")
         env = {**os.environ, "SCORING_STORAGE_CONNECTION_STRING": stack.azurite.connection_string}
         subprocess.run([sys.executable, "-m", "scoring", "register", "--model", "parcels", "--version", "v1",
@@ -72,27 +77,45 @@ def main() -> int:
                 last[0] = line
 
         view = stack.wait_for_run(run_id, timeout=1800, on_progress=show)
-        elapsed = time.monotonic() - t0
-        say("6/6 summary")
-        left = stack.standin.groups()
-        if view["state"] not in ("completed", "completed_with_failures"):
-            say(f"    run {run_id} ended {view['state']}: {json.dumps(view.get('errors'), indent=2)}")
-            return 1
-        local = DEMO_DIR / "results" / run_id
-        local.mkdir(parents=True, exist_ok=True)
-        for key in ("results", "manifest"):
-            container, _, name = view[key].partition("/")
-            (local / Path(name).name).write_bytes(stack.blobs.read_bytes(container, name))
-        say(f"    run {run_id}: {view['state']} in {elapsed:.1f} s")
-        say(f"    postcodes scored {view['postcodes_scored']}, failed {len(view['postcodes_failed'])}, "
-            f"rows {view['rows']}, shards {len(view['shards'])}")
-        say(f"    results  {view['results']} (Azurite) -> copied to {local / 'results.csv'}")
-        say(f"    manifest {view['manifest']} -> copied to {local / 'manifest.json'}")
-        say(f"    container groups left: {len(left)}")
-        return 0 if not left else 1
+        rc = summarise(stack, run_id, view, time.monotonic() - t0)
+        if args.keep_running:
+            say(f"the stack keeps running: dashboard {stack.base_url}/api/dashboard (input blob for a new run: "
+                f"{blob}); Ctrl-C to stop")
+            wait_for_interrupt()
+        return rc
     finally:
         say("shutting down ...")
         stack.stop()
+
+
+def wait_for_interrupt() -> None:
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+def summarise(stack, run_id: str, view: dict, elapsed: float) -> int:
+    """Print the summary and copy the results locally; 0 when the run published and left no group."""
+    say("6/6 summary")
+    left = stack.standin.groups()
+    if view["state"] not in ("completed", "completed_with_failures"):
+        say(f"    run {run_id} ended {view['state']}: {json.dumps(view.get('errors'), indent=2)}")
+        return 1
+    local = DEMO_DIR / "results" / run_id
+    local.mkdir(parents=True, exist_ok=True)
+    for key in ("results", "manifest"):
+        container, _, name = view[key].partition("/")
+        (local / Path(name).name).write_bytes(stack.blobs.read_bytes(container, name))
+    say(f"    run {run_id}: {view['state']} in {elapsed:.1f} s")
+    say(f"    postcodes scored {view['postcodes_scored']}, failed {len(view['postcodes_failed'])}, "
+        f"rows {view['rows']}, shards {len(view['shards'])}")
+    say(f"    results  {view['results']} (Azurite) -> copied to {local / 'results.csv'}")
+    say(f"    manifest {view['manifest']} -> copied to {local / 'manifest.json'}")
+    say(f"    container groups left: {len(left)}")
+    say(f"    dashboard {stack.base_url}/api/dashboard")
+    return 0 if not left else 1
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import csv
 import io
 import math
 
+from dashboard.results_index import write_results_index
 from scoring.blobstore import BlobStore
 from scoring.modelstore import ModelStore
 from scoring.timestamps import now_seconds, parse_iso
@@ -100,6 +101,7 @@ def publish_run(plan: Plan, shards: list[ShardOutcome], failed: dict[str, str], 
     writer.writerow(RESULT_COLUMNS)
     writer.writerows(sorted(rows, key=lambda r: (r[0], r[1])))
     blobs.write_bytes(container, prefix + "results.csv", out.getvalue().encode(), content_type="text/csv")
+    write_results_index(blobs, container, prefix + "results.csv", out.getvalue().encode())  # before _SUCCESS
 
     manifest = ModelStore(blobs, settings.models_container).read_manifest(plan.model, plan.version)
     published = now_seconds()

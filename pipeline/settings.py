@@ -67,6 +67,17 @@ DEFAULTS: dict[str, str] = {
     "SCORING_SCHEDULE": "0 0 2 * * *",
     # Orphan sweeper schedule (NCRONTAB): every 15 minutes; see ORPHAN_TTL_MINUTES.
     "ORPHAN_SWEEP_SCHEDULE": "0 */15 * * * *",
+    # Client routes (client_api/): uploaded model versions wait in STAGING_CONTAINER until registered (give it
+    # a lifecycle rule deleting blobs after a day); uploaded input CSVs go to INPUT_CONTAINER/UPLOAD_PREFIX,
+    # which must lie outside INPUT_PREFIX (else each upload also fires the blob trigger). Body limits in MB.
+    "STAGING_CONTAINER": "staging",
+    "UPLOAD_PREFIX": "uploads/",
+    "MAX_REGISTRATION_MB": "64",  # one request body: a small version, or one part of a large one
+    "MAX_STAGED_MB": "4096",  # a version uploaded in parts, all parts together
+    "MAX_INPUT_UPLOAD_MB": "32",
+    # Dashboard data routes (dashboard/auth.py): "function-key" (x-functions-key, for local use) or
+    # "app-service" (App Service Authentication with Entra ID in front; no key in the browser).
+    "DASHBOARD_AUTH": "function-key",
 }
 
 
@@ -117,6 +128,12 @@ class Settings:
     expected_seconds_per_postcode: float
     scoring_schedule: str
     orphan_sweep_schedule: str
+    staging_container: str
+    upload_prefix: str
+    max_registration_mb: float
+    max_staged_mb: float
+    max_input_upload_mb: float
+    dashboard_auth: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -140,6 +157,8 @@ class Settings:
             raise ValueError("MAX_PARALLEL_GROUPS must be at least 1")
         if self.core_quota < self.container_cpu:
             raise ValueError("CORE_QUOTA is smaller than CONTAINER_CPU: not even one group fits")
+        if self.dashboard_auth not in ("function-key", "app-service"):
+            raise ValueError(f"DASHBOARD_AUTH={self.dashboard_auth!r}: use 'function-key' or 'app-service'")
 
     @property
     def parallel_groups(self) -> int:
