@@ -9,7 +9,7 @@ R_PACKAGES := r-base-core r-cran-forecast r-cran-jsonlite r-cran-data.table \
 BROWSER_PACKAGES := chromium
 N ?= 300
 
-.PHONY: setup test test-fast demo up bench lint clean
+.PHONY: setup test test-fast demo up bench bench-scale lint clean
 
 setup: $(STAMP)/apt $(STAMP)/npm $(STAMP)/venv
 
@@ -77,6 +77,10 @@ up: setup
 
 bench: setup
 	$(PY) bench/run.py
+
+# 30,000 postcodes, one run: pipeline steps, the Functions process's peak memory, e2e30k_vs_rscript.
+bench-scale: setup
+	$(PY) bench/run.py --scale
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -219,6 +219,7 @@ class Timing(Payload):
     retry_attempts: int
     shard_attempts: int
     quota_waits: int
+    poll_first_seconds: float = 0.0  # the first poll interval, doubling up to poll_seconds (0: poll_seconds)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,9 @@ DEFAULTS: dict[str, str] = {
     "MAX_PARALLEL_GROUPS": "10",
     "CORE_QUOTA": "20",
     "MIN_SHARD_SIZE": "100",
-    # Waiting.
+    # Waiting: the first poll of a container comes POLL_FIRST_SECONDS after its create, then the interval
+    # doubles up to POLL_INTERVAL_SECONDS (quick failures are seen quickly, long runs cost few polls).
+    "POLL_FIRST_SECONDS": "2",
     "POLL_INTERVAL_SECONDS": "20",
     "SHARD_DEADLINE_MINUTES": "60",
     "PROVISIONING_DEADLINE_MINUTES": "15",
@@ -112,6 +114,7 @@ class Settings:
     max_parallel_groups: int
     core_quota: int
     min_shard_size: int
+    poll_first_seconds: float
     poll_interval_seconds: float
     shard_deadline_minutes: float
     default_horizon_days: int
