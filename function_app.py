@@ -7,6 +7,8 @@ Three kinds of run start the `score_run` orchestration (pipeline/):
             POST /api/runs/{id}/cancel    stop a run; its container groups are deleted
             POST /api/runs/{id}/retry     rerun the failed postcodes, merged into that run's results
   - blob    `new_input_blob`  a new blob under INPUT_CONTAINER/INPUT_PREFIX; one run per blob and ETag
+Client routes for the R package (client_api/): model versions, champion, registration of uploaded versions,
+run results/manifest/failures, a model's latest results, input uploads.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from datetime import UTC, datetime, timedelta
 import azure.durable_functions as df
 import azure.functions as func
 
+from client_api.blueprint import build_blueprint as build_client_api_blueprint
 from dashboard.routes import bp as dashboard_bp
 from pipeline import naming, run_listing, sweeper
+from pipeline.accuracy_api import build_accuracy_blueprint
 from pipeline.payloads import CANCEL_EVENT, RunRequest, Stage, Trigger, decode
 from pipeline.planning import PlanError, dry_run_view, plan_run
 from pipeline.registration import build_blueprint
@@ -33,6 +37,8 @@ from pipeline.trigger_support import blob_etag, scheduled_day, start_once
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(build_blueprint())
+app.register_functions(build_accuracy_blueprint())  # /api/runs/{id}/evaluate, /api/runs/{id}/accuracy, actuals
+app.register_functions(build_client_api_blueprint())  # models, registration, results, uploads (client_api/)
 app.register_functions(dashboard_bp)  # GET /api/dashboard: the run dashboard (dashboard/routes.py)
 log = logging.getLogger("function_app")
 

@@ -26,6 +26,7 @@ FAST_LOCAL_SETTINGS = {
     "ACI_RESOURCE_GROUP": "rg-local",
     "SCORING_IMAGE": "localhost/r-scoring:dev",
     "ARM_POLLING_INTERVAL_SECONDS": "0.1",
+    "POLL_FIRST_SECONDS": "0.1",
     "POLL_INTERVAL_SECONDS": "0.25",
     "ACI_RETRY_INTERVAL_SECONDS": "0.5",
     "CONTAINER_CPU": "2",

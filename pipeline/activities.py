@@ -52,7 +52,7 @@ def create_container_group(shard: GroupRequest) -> CreateResult:
               input_blob=work.input.blob, postcodes=tuple(work.postcodes),
               output_container=s.staging_container, output_prefix=shard.output_prefix, horizon=work.horizon,
               models_container=s.models_container, run_id=work.run_id, shard=work.index,
-              input_etag=work.input.etag)
+              input_etag=work.input.etag, ts_max_gap_days=work.ts_max_gap_days)
     job_blob = naming.job_blob(work.run_id, work.index, shard.attempt)
     storage().write_json(s.staging_container, job_blob, job.to_json())
     environment, secure = worker_environment(s, job_blob)

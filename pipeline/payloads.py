@@ -219,6 +219,7 @@ class Timing(Payload):
     retry_attempts: int
     shard_attempts: int
     quota_waits: int
+    poll_first_seconds: float = 0.0  # the first poll interval, doubling up to poll_seconds (0: poll_seconds)
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,7 @@ class ShardInput(Payload):
     input: InputRef
     horizon: int
     timing: Timing
+    ts_max_gap_days: int | None = None
 
 
 @dataclass(frozen=True)
@@ -297,10 +299,13 @@ class Plan(Payload):
     estimate: Estimate
     shards: list[ShardPlan]
     timing: Timing
+    ts_max_gap_days: int | None = None  # how long after a time-series model's training end its input may start
+    warnings: list[str] = field(default_factory=list)  # e.g. time-series dates assumed (model_checks)
 
     def shard_input(self, shard: ShardPlan) -> ShardInput:
         return ShardInput(run_id=self.run_id, index=shard.index, postcodes=shard.postcodes, model=self.model,
-                          version=self.version, input=self.input, horizon=self.horizon, timing=self.timing)
+                          version=self.version, input=self.input, horizon=self.horizon, timing=self.timing,
+                          ts_max_gap_days=self.ts_max_gap_days)
 
 
 @dataclass(frozen=True)
@@ -483,3 +488,4 @@ class RunResult(Payload):
     manifest: str | None = None
     rows: int | None = None
     cost: dict[str, float] | None = None
+    warnings: list[str] | None = None  # set when the plan has some (e.g. time-series dates assumed)

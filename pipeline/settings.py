@@ -54,7 +54,9 @@ DEFAULTS: dict[str, str] = {
     "MAX_PARALLEL_GROUPS": "10",
     "CORE_QUOTA": "20",
     "MIN_SHARD_SIZE": "100",
-    # Waiting.
+    # Waiting: the first poll of a container comes POLL_FIRST_SECONDS after its create, then the interval
+    # doubles up to POLL_INTERVAL_SECONDS (quick failures are seen quickly, long runs cost few polls).
+    "POLL_FIRST_SECONDS": "2",
     "POLL_INTERVAL_SECONDS": "20",
     "SHARD_DEADLINE_MINUTES": "60",
     "PROVISIONING_DEADLINE_MINUTES": "15",
@@ -83,6 +85,17 @@ DEFAULTS: dict[str, str] = {
     # functions too, so the pool must outnumber host.json's maxConcurrentActivityFunctions plus
     # maxConcurrentOrchestratorFunctions, or activities blocked on I/O stall every orchestration.
     "PYTHON_THREADPOOL_THREAD_COUNT": "20",
+    # Time-series models: input may start at most this many days after the model's training end.
+    "TS_MAX_GAP_DAYS": "90",
+    # Actuals (postcode,date,volume) land under INPUT_CONTAINER/ACTUALS_PREFIX<run id>/...csv.
+    "ACTUALS_PREFIX": "actuals/",
+    # Client routes (client_api/): uploaded model versions wait in STAGING_CONTAINER until registered (give it
+    # a lifecycle rule deleting blobs after a day); uploaded input CSVs go to INPUT_CONTAINER/UPLOAD_PREFIX,
+    # which must lie outside INPUT_PREFIX (else each upload also fires the blob trigger). Body limits in MB.
+    "UPLOAD_PREFIX": "uploads/",
+    "MAX_REGISTRATION_MB": "64",  # one request body: a small version, or one part of a large one
+    "MAX_STAGED_MB": "4096",  # a version uploaded in parts, all parts together
+    "MAX_INPUT_UPLOAD_MB": "32",
     # Dashboard data routes (dashboard/auth.py): "function-key" (x-functions-key, for local use) or
     # "app-service" (App Service Authentication with Entra ID in front; no key in the browser).
     "DASHBOARD_AUTH": "function-key",
@@ -120,6 +133,7 @@ class Settings:
     max_parallel_groups: int
     core_quota: int
     min_shard_size: int
+    poll_first_seconds: float
     poll_interval_seconds: float
     shard_deadline_minutes: float
     default_horizon_days: int
@@ -138,6 +152,12 @@ class Settings:
     scoring_schedule: str
     orphan_sweep_schedule: str
     python_threadpool_thread_count: int
+    ts_max_gap_days: int
+    actuals_prefix: str
+    upload_prefix: str
+    max_registration_mb: float
+    max_staged_mb: float
+    max_input_upload_mb: float
     dashboard_auth: str
 
     @classmethod

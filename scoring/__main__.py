@@ -1,7 +1,9 @@
 """`python -m scoring`: the container's entrypoint (`run`) and the data scientists' CLI.
 
     python -m scoring run                       score the job in SCORING_JOB / SCORING_JOB_BLOB
-    python -m scoring register --model M --version V --from DIR [--champion]
+    python -m scoring register --model M --version V --from DIR [--champion] [--training-end YYYY-MM-DD]
+    python -m scoring register --model M --version V --from-blob C/ARCHIVE --result-blob C/RESULT.json
+                                                (server-side registration of an uploaded version)
     python -m scoring champion --model M --version V
     python -m scoring versions --model M
 
@@ -69,15 +71,44 @@ def command_run(_args: argparse.Namespace) -> int:
 
 
 def command_register(args: argparse.Namespace) -> int:
+    if args.from_blob:
+        return command_register_staged(args)
     store = ModelStore(connect_storage(), args.container)
     manifest = register_version(store, args.model, args.version, Path(args.source), champion=args.champion,
-                              check_models=not args.no_check, slim=not args.no_slim,
-                              extra_packages=tuple(args.r_package))
+                                check_models=not args.no_check, slim=not args.no_slim,
+                                extra_packages=tuple(args.r_package), training_end=args.training_end)
     slimmed = sum(e.slimmed for e in manifest.models.values())
     print(f"registered {args.model}/{args.version}: {len(manifest.models)} models in {len(manifest.packs)} "
           f"pack(s), {slimmed} slimmed for scoring, R {manifest.r_version}"
           + (", now champion" if args.champion else ""))
+    assumed = manifest.dates_assumed()
+    if assumed:
+        print(f"note: {len(assumed)} time-series model(s) have no training end date, e.g. {assumed[0]}; "
+              "their forecast dates will be assumed (pass --training-end or add training_end.csv)")
     return 0
+
+
+def command_register_staged(args: argparse.Namespace) -> int:
+    """Register an uploaded archive; the outcome (or the refusal, with why) goes to --result-blob."""
+    from .staged import ArchiveError, register_staged, write_result
+
+    blobs = connect_storage()
+    try:
+        result = register_staged(blobs, args.container, args.model, args.version, args.from_blob, args.champion,
+                                 check_models=not args.no_check, slim=not args.no_slim,
+                                 extra_packages=tuple(args.r_package))
+        code = 0
+    except (ModelStoreError, InvalidName, ArchiveError, ValueError, LookupError) as e:
+        result, code = {"ok": False, "error": one_line(e)}, 2
+    except Exception as e:  # noqa: BLE001 - an error raised in R (rpy2) is a refusal too; its text says why
+        if type(e).__module__.startswith("azure."):
+            raise
+        result, code = {"ok": False, "error": f"R: {one_line(e)}"}, 2
+    if args.result_blob:
+        write_result(blobs, args.result_blob, result)
+    print(json.dumps(result) if code == 0 else f"scoring register: {result['error']}",
+          file=sys.stdout if code == 0 else sys.stderr)
+    return code
 
 
 def command_champion(args: argparse.Namespace) -> int:
@@ -104,9 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     reg = sub.add_parser("register", help="register a folder of <postcode>.rds files as a new model version")
     reg.add_argument("--model", required=True)
     reg.add_argument("--version", required=True)
-    reg.add_argument("--from", dest="source", required=True, help="folder of <postcode>.rds [+ scorer.R]")
+    source = reg.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from", dest="source", help="folder of <postcode>.rds [+ scorer.R]")
+    source.add_argument("--from-blob", help="<container>/<blob>: a tar/zip of <postcode>.rds [+ scorer.R]")
+    reg.add_argument("--result-blob", help="<container>/<blob> to write the outcome to (with --from-blob)")
     reg.add_argument("--champion", action="store_true", help="also make this version the champion")
     reg.add_argument("--r-package", action="append", default=[], help="an R package the models need")
+    reg.add_argument("--training-end", metavar="YYYY-MM-DD",
+                     help="last training day of the time-series models (training_end.csv sets it per postcode)")
     reg.add_argument("--no-slim", action="store_true", help="store the .rds files exactly as given")
     reg.add_argument("--no-check", action="store_true",
                      help="skip loading each model in R (stores the files as given, unverified)")

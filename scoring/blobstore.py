@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import BlobServiceClient, ContentSettings, ExponentialRetry
+from azure.storage.blob import BlobBlock, BlobServiceClient, ContentSettings, ExponentialRetry
 
 # Many small requests dominate; a bigger pool lets download threads run without waiting for sockets.
 _POOL_SIZE = 32
@@ -161,3 +161,27 @@ class BlobStore:
             return True
         except ResourceNotFoundError:
             return False
+
+    # Block uploads: an upload in parts (each a Put Block), made visible at once by a Put Block List.
+    # Uncommitted blocks expire by themselves (Blob Storage drops them after a week).
+
+    def stage_block(self, container: str, name: str, index: int, data: bytes) -> None:
+        self._blob(container, name).stage_block(_block_id(index), data, length=len(data))
+
+    def uncommitted_blocks(self, container: str, name: str) -> dict[int, int]:
+        """Part index -> size of the blob's uncommitted blocks (of stage_block); {} if none."""
+        try:
+            _, uncommitted = self._blob(container, name).get_block_list("uncommitted")
+        except ResourceNotFoundError:
+            return {}
+        return {int(b.id): b.size for b in uncommitted if str(b.id).isdigit()}
+
+    def commit_blocks(self, container: str, name: str, count: int) -> str:
+        """Make parts 0..count-1 the blob's content; returns the ETag."""
+        r = self._blob(container, name).commit_block_list([BlobBlock(_block_id(i)) for i in range(count)])
+        return str(r.get("etag", "")).strip('"')
+
+
+def _block_id(index: int) -> str:
+    """The SDK base64-encodes the id it is given; every id of a blob must have the same length."""
+    return f"{index:06d}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -24,6 +25,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--completions-per-episode", type=int, default=1,
                         help="opt-in batching of completions for big fan-outs (default 1, the safe rule)")
     parser.add_argument("--no-schedule", action="store_true", help="do not fire timer triggers on schedule")
+    parser.add_argument("--function-key-env", metavar="NAME",
+                        help="require the function key held in this environment variable on /api routes "
+                             "(x-functions-key header or ?code=); a variable, so the key stays out of `ps`")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
 
@@ -35,7 +39,10 @@ def main(argv: list[str] | None = None) -> None:
     host = DevHost(args.app, args.state_dir, args.port, app_dir=args.app_dir, task_hub=args.task_hub,
                    activity_workers=args.activity_workers, schedule_timers=not args.no_schedule,
                    blob_poll_interval=args.blob_poll_interval,
-                   completions_per_episode=args.completions_per_episode)
+                   completions_per_episode=args.completions_per_episode,
+                   function_key=os.environ.get(args.function_key_env, "") if args.function_key_env else "")
+    if args.function_key_env and not host.http_functions.function_key:
+        parser.error(f"--function-key-env {args.function_key_env}: that variable is not set or empty")
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())

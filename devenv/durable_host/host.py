@@ -32,7 +32,7 @@ def load_settings(path: Path) -> None:
 class DevHost:
     def __init__(self, app_module: str, state_dir: Path, port: int = 0, *, app_dir: Path = REPO_ROOT,
                  task_hub: str = "TestHubName", activity_workers: int = 8, schedule_timers: bool = True,
-                 blob_poll_interval: float = 2.0, completions_per_episode: int = 1) -> None:
+                 blob_poll_interval: float = 2.0, completions_per_episode: int = 1, function_key: str = "") -> None:
         self.app_module = app_module
         self.state_dir = Path(state_dir)
         self.index: FunctionIndex = index_app(import_app(app_module, app_dir))
@@ -43,7 +43,7 @@ class DevHost:
         self.engine = OrchestrationEngine(self.store, self.index, self.client_json, activity_workers,
                                           completions_per_episode)
         self.durable_api = DurableApi(self.engine, task_hub)
-        self.http_functions = HttpFunctions(self.index, self.client_json)
+        self.http_functions = HttpFunctions(self.index, self.client_json, function_key)
         self.triggers = TriggerRunner(self.client_json)
         self.timers = TimerScheduler(self.index, self.triggers) if schedule_timers else None
         self.blobs = BlobPoller(self.index, self.triggers, self.store, blob_poll_interval)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -19,8 +20,14 @@ ROUTE_PREFIX = "/api"
 
 
 class HttpFunctions:
-    def __init__(self, index: FunctionIndex, client_json: Callable[[], str]) -> None:
+    """function_key: when set, routes whose authLevel is not anonymous need it, as the Functions host does:
+    in the `x-functions-key` header or the `code` query parameter, else 401 with an empty body (Azure docs,
+    "Azure Functions HTTP trigger", Authorization level / API key authorization). Core Tools enforces no
+    keys locally; this host does only when given one (--function-key-env), so clients can be tested against it."""
+
+    def __init__(self, index: FunctionIndex, client_json: Callable[[], str], function_key: str = "") -> None:
         self.client_json = client_json
+        self.function_key = function_key
         routes: list[tuple[RouteTemplate, FunctionInfo]] = []
         for info in index.by_trigger("httpTrigger"):
             routes.append((compile_route(info.trigger.get("route") or info.name), info))
@@ -43,8 +50,17 @@ class HttpFunctions:
             methods = [m.upper() for m in info.trigger.get("methods") or []]
             if methods and request.method not in methods:
                 continue
+            if not self._authorized(info, request):
+                return WebResponse(401)
             return self._invoke(info, request, route_params)
         return WebResponse(404)
+
+    def _authorized(self, info: FunctionInfo, request: WebRequest) -> bool:
+        if not self.function_key or str(info.trigger.get("authLevel", "")).lower() == "anonymous":
+            return True
+        header = next((v for k, v in request.headers.items() if k.lower() == "x-functions-key"), None)
+        given = header if header is not None else request.query.get("code", "")
+        return hmac.compare_digest(given.encode(), self.function_key.encode())
 
     def _invoke(self, info: FunctionInfo, request: WebRequest, route_params: dict[str, str]) -> WebResponse:
         http_request = func.HttpRequest(request.method, request.url + _query_string(request),

@@ -65,6 +65,8 @@ def wait_for_container(context: df.DurableOrchestrationContext, name: str, timin
     started_at = context.current_utc_datetime
     deadline = started_at + timedelta(minutes=timing.deadline_minutes)
     provisioning_deadline = started_at + timedelta(minutes=timing.provisioning_deadline_minutes)
+    # Short first interval, doubling up to poll_seconds (a plan made before this setting has none).
+    interval = timing.poll_first_seconds or timing.poll_seconds
     while True:
         # Retried: an ARM hiccup (or the stand-in restarting) must not fail a container that is fine.
         state: ContainerState | None = yield context.call_activity_with_retry(
@@ -87,7 +89,8 @@ def wait_for_container(context: df.DurableOrchestrationContext, name: str, timin
         if now >= deadline:
             return ContainerEnd(ShardState.TIMED_OUT, f"the container did not finish within "
                                                       f"{timing.deadline_minutes:g} min", started=state.start_time)
-        timer = context.create_timer(min(now + timedelta(seconds=timing.poll_seconds), deadline))
+        timer = context.create_timer(min(now + timedelta(seconds=interval), deadline))
+        interval = min(2 * interval, timing.poll_seconds)
         winner = yield context.task_any([timer, cancel])
         if winner is cancel:
             timer.cancel()

@@ -21,6 +21,7 @@ class MemoryBlobStore:
     def __init__(self) -> None:
         self.blobs: dict[tuple[str, str], tuple[bytes, str, datetime, str]] = {}  # data, etag, modified, type
         self.containers: set[str] = set()
+        self.blocks: dict[tuple[str, str], dict[int, bytes]] = {}  # uncommitted blocks, by part index
         self._writes = 0
 
     # ------------------------------------------------------------------ the BlobStore interface
@@ -83,6 +84,16 @@ class MemoryBlobStore:
 
     def delete(self, container: str, name: str) -> bool:
         return self.blobs.pop((container, name), None) is not None
+
+    def stage_block(self, container: str, name: str, index: int, data: bytes) -> None:
+        self.blocks.setdefault((container, name), {})[index] = bytes(data)
+
+    def uncommitted_blocks(self, container: str, name: str) -> dict[int, int]:
+        return {i: len(d) for i, d in self.blocks.get((container, name), {}).items()}
+
+    def commit_blocks(self, container: str, name: str, count: int) -> str:
+        staged = self.blocks.pop((container, name), {})
+        return self.write_bytes(container, name, b"".join(staged[i] for i in range(count)))
 
     # ------------------------------------------------------------------ for tests
 

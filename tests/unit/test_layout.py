@@ -73,6 +73,32 @@ def test_the_function_app_adds_its_triggers_to_the_blueprint():
     code = ("import json, function_app; "
             "print(json.dumps([f.get_function_name() for f in function_app.app.get_functions()]))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert set(json.loads(out.stdout)) == ORCHESTRATORS | ACTIVITIES | {
+    from client_api.blueprint import build_blueprint as build_client_api_blueprint
+
+    client_app = df.DFApp()
+    client_app.register_functions(build_client_api_blueprint())
+    client_api = {f.get_function_name() for f in client_app.get_functions()}
+    accuracy = {"evaluate", "get_accuracy", "new_actuals_blob", "evaluate_run", "evaluate_accuracy"}
+    assert set(json.loads(out.stdout)) == ORCHESTRATORS | ACTIVITIES | client_api | accuracy | {
         "daily_scoring", "new_input_blob", "start_run", "get_run", "list_runs", "cancel_run", "retry_run",
         "sweep_orphan_groups", *DASHBOARD}
+
+
+def test_the_worker_image_needs_nothing_from_the_functions_app():
+    """The image ships scoring/ only (Dockerfile): the worker may import neither pipeline/ nor the Functions SDKs."""
+    loaded = loaded_after_import("scoring.__main__")
+    assert not {m for m in loaded if m == "pipeline" or m.startswith(("pipeline.", "azure.functions",
+                                                                       "azure.durable_functions", "azure.mgmt"))}
+
+
+def test_the_unit_layer_guard_refuses_the_slow_programs():
+    from conftest import starts_something_slow  # tests/conftest.py (this package's own is unit.conftest)
+
+    assert starts_something_slow(["/usr/bin/Rscript", "-e", "1"])
+    assert starts_something_slow(["/usr/lib/R/bin/exec/R", "--no-echo"])
+    assert starts_something_slow(["node", "node_modules/.bin/azurite-blob"])
+    assert starts_something_slow([sys.executable, "-m", "devenv.durable_host", "--app", "function_app"])
+    assert starts_something_slow([sys.executable, "-m", "scoring", "run"])
+    assert not starts_something_slow([sys.executable, "-c", "import scoring.worker"])
+    with pytest.raises(AssertionError, match="mark it integration"):
+        subprocess.run(["Rscript", "-e", "1"], check=False)

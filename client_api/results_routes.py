@@ -1,0 +1,111 @@
+"""Results routes: what a run published, and input data uploaded as a CSV body.
+
+    GET /api/runs/{id}/results    the published results.csv (404 unknown run, 409 not published yet)
+    GET /api/runs/{id}/manifest   the run manifest (lineage, shards, cost, failed postcodes)
+    GET /api/runs/{id}/failures   {"failures": [{"postcode", "reason"}]}
+    PUT /api/inputs/{name}        a CSV body (postcode, date, features), checked as a run would check it,
+                                  stored once at INPUT_CONTAINER/UPLOAD_PREFIX<name> (never overwritten)
+
+A retry publishes into the run it retries; asked for by its own id, it answers with that run's publication.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from pipeline import naming
+from pipeline.payloads import PayloadError, RunRequest, decode
+from pipeline.planning import PlanError, input_postcodes
+from pipeline.run_status import FINISHED, RUN_ORCHESTRATOR
+from pipeline.services import settings, storage
+from scoring.blobstore import BlobExists
+from scoring.names import SAFE_TOKEN, is_valid_postcode, postcode_pattern
+
+from .http import ApiError, body_limit, csv_response, error_response, json_response
+
+
+async def published_prefix(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> str:
+    """runs/<id>/ of a run that has published; 400 for a malformed id, 404 unknown, 409 not yet. A retry
+    publishes into the run it retries: its id leads there once it has finished."""
+    run_id = req.route_params.get("id", "")
+    if not naming.is_run_id(run_id):
+        raise ApiError("id", f"{run_id!r} is not a run id (lowercase letters, digits and '-')")
+    container = settings().results_container
+    prefix = naming.run_prefix(run_id)
+    if await asyncio.to_thread(storage().exists, container, prefix + "_SUCCESS"):
+        return prefix
+    status = await client.get_status(run_id)
+    if not status or status.name != RUN_ORCHESTRATOR:
+        raise ApiError("id", f"no run {run_id!r}", 404)
+    state = status.runtime_status.value if status.runtime_status else "unknown"
+    try:
+        root = decode(status.input_, RunRequest).retry_of
+    except PayloadError:
+        root = None
+    if state in FINISHED and root and naming.is_run_id(root):
+        if await asyncio.to_thread(storage().exists, container, naming.run_prefix(root) + "_SUCCESS"):
+            return naming.run_prefix(root)
+    raise ApiError("id", f"run {run_id!r} has published no results (it is {state.lower()})", 409)
+
+
+async def run_results(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    try:
+        prefix = await published_prefix(req, client)
+    except ApiError as e:
+        return error_response(e)
+    data = await asyncio.to_thread(storage().read_bytes, settings().results_container, prefix + "results.csv")
+    return csv_response(data)
+
+
+async def run_manifest(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    try:
+        prefix = await published_prefix(req, client)
+    except ApiError as e:
+        return error_response(e)
+    return json_response(await asyncio.to_thread(storage().read_json, settings().results_container,
+                                                 prefix + "manifest.json"))
+
+
+async def run_failures(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    try:
+        prefix = await published_prefix(req, client)
+    except ApiError as e:
+        return error_response(e)
+    manifest = await asyncio.to_thread(storage().read_json, settings().results_container, prefix + "manifest.json")
+    failed = manifest.get("postcodes_failed") or {}
+    return json_response({"run_id": manifest.get("run_id"),
+                          "failures": [{"postcode": pc, "reason": failed[pc]} for pc in sorted(failed)]})
+
+
+def check_input_name(name: str) -> str:
+    if not SAFE_TOKEN.fullmatch(name) or ".." in name or not name.endswith(".csv"):
+        raise ApiError("name", f"{name!r}: use 1-64 letters, digits, '.', '_' or '-', ending in .csv")
+    return name
+
+
+def upload_input(req: func.HttpRequest) -> func.HttpResponse:
+    s = settings()
+    try:
+        name = check_input_name(req.route_params.get("name", ""))
+        data = body_limit(req.get_body(), s.max_input_upload_mb, "an input CSV")
+        try:
+            rows = input_postcodes(data, "the CSV body", today=datetime.now(UTC).date())
+        except PlanError as e:
+            raise ApiError("body", str(e), 422) from None
+        pattern = postcode_pattern()
+        bad = sorted(pc for pc in rows if not is_valid_postcode(pc, pattern))
+        if bad:
+            raise ApiError("body", f"{len(bad)} postcode(s) do not match {pattern.pattern}, e.g. {bad[0]!r}", 422)
+        blob = s.upload_prefix + name
+        try:
+            etag = storage().write_bytes(s.input_container, blob, data, overwrite=False, content_type="text/csv")
+        except BlobExists:
+            raise ApiError("name", f"input {blob!r} exists; uploads are never overwritten, choose another name",
+                           409) from None
+    except ApiError as e:
+        return error_response(e)
+    return json_response({"input": blob, "etag": etag, "rows": sum(rows.values()), "postcodes": len(rows)}, 201)

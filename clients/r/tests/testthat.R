@@ -1,0 +1,4 @@
+library(testthat)
+library(rscoring)
+
+test_check("rscoring")
