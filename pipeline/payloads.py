@@ -219,6 +219,7 @@ class Timing(Payload):
     retry_attempts: int
     shard_attempts: int
     quota_waits: int
+    poll_first_seconds: float = 0.0  # the first poll interval, doubling up to poll_seconds (0: poll_seconds)
 
 
 @dataclass(frozen=True)
@@ -329,6 +330,7 @@ class CreateResult(Payload):
 
 
 # Group states (properties.instanceView.state) after which nothing more happens under restart policy Never.
+# Only read from an instance view: a GET early in provisioning carries none.
 FINAL_GROUP_STATES = frozenset({"Succeeded", "Failed", "Stopped"})
 
 
@@ -336,7 +338,7 @@ FINAL_GROUP_STATES = frozenset({"Succeeded", "Failed", "Stopped"})
 class ContainerState(Payload):
     """get_container_state's answer: the group's and its container's state, as ARM reports them."""
 
-    group_state: str | None  # properties.instanceView.state (or provisioningState if absent)
+    group_state: str | None  # properties.instanceView.state; None while ARM shows no instance view
     provisioning_state: str | None
     state: str | None  # container instanceView.currentState.state: Waiting/Running/Terminated/...
     exit_code: int | None
@@ -348,9 +350,12 @@ class ContainerState(Payload):
     def terminated(self) -> bool:
         """The container will not run (again): it exited, was stopped, or the group failed to deploy.
 
-        Unknown or in-between states count as not terminated; callers keep a deadline for those.
+        Without an instance view only a Failed provisioning is final (a GET early in provisioning has no
+        instance view yet, whatever its provisioning state). Unknown or in-between states count as not
+        terminated; callers keep a deadline for those.
         """
-        return self.state == "Terminated" or self.group_state in FINAL_GROUP_STATES
+        return (self.state == "Terminated" or self.group_state in FINAL_GROUP_STATES
+                or self.provisioning_state == "Failed")
 
     @property
     def has_started(self) -> bool:

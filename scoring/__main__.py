@@ -34,8 +34,10 @@ from .worker import FatalShardError, run_shard, write_failure_status
 
 
 def connect_storage(env=os.environ) -> BlobStore:
+    # AZURE_CLIENT_ID: in a container, the worker identity's client id (never the app's).
     return BlobStore.connect(account_url=env.get("SCORING_STORAGE_ACCOUNT_URL", ""),
-                             connection_string=env.get("SCORING_STORAGE_CONNECTION_STRING", ""))
+                             connection_string=env.get("SCORING_STORAGE_CONNECTION_STRING", ""),
+                             client_id=env.get("AZURE_CLIENT_ID") or None)
 
 
 def command_run(_args: argparse.Namespace) -> int:

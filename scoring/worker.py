@@ -42,6 +42,7 @@ class ShardStatus:
     rows: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     cores: int = 1
+    shared_design: int = 0  # postcodes scored from a design shared with others (shared_design.R)
     input_etag: str = ""
     error: str = ""
     exit_code: int = EXIT_OK
@@ -86,7 +87,7 @@ def run_shard(job: Job, blobs: BlobStore, workdir: Path, cores: int | None = Non
         manifest_future = pool.submit(_read_manifest, store, job)
         input_future = pool.submit(blobs.download_to_file, job.input_container, job.input_blob, str(input_path),
                                    job.input_etag)
-        r_session.call("spawn_nodes", cores)
+        r_session.call("spawn_nodes", cores, str(r_session.R_DIR / "score.R"))
         try:
             status.version, manifest = manifest_future.result()
             requested = list(job.postcodes) if job.postcodes is not None else manifest.postcodes
@@ -133,6 +134,7 @@ def run_shard(job: Job, blobs: BlobStore, workdir: Path, cores: int | None = Non
             status.timings["scored"] = time.perf_counter() - t0
             results_path = workdir / "results.csv"
             status.rows = int(r_session.call("write_results", str(results_path), job.model, status.version)[0])
+            status.shared_design = int(r_session.call("shared_design_total")[0])
         finally:
             r_session.call("stop_nodes")
     blobs.upload_file(job.output_container, job.results_blob, str(results_path))

@@ -22,7 +22,8 @@ from pipeline.payloads import Attempt, Plan, ShardOutcome
 
 RUN_ID = "run-0f3a9c2b7d4e4a1b9c8d"
 TIMING = {"poll_seconds": 20, "deadline_minutes": 60, "provisioning_deadline_minutes": 15,
-          "retry_interval_seconds": 15, "retry_attempts": 5, "shard_attempts": 2, "quota_waits": 10}
+          "retry_interval_seconds": 15, "retry_attempts": 5, "shard_attempts": 2, "quota_waits": 10,
+          "poll_first_seconds": 0.0}  # 0: poll_seconds throughout (test_poll_backoff covers the first interval)
 INPUT = {"container": "input", "blob": "daily/2026-11-23.csv", "etag": "0x8DD0B5F3A2C41E7"}
 
 
