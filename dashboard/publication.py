@@ -1,11 +1,7 @@
-"""Where a run's published files are, in either publish layout:
-
-    runs/<run>/current.json -> {"revision": <rev>, ...}   files in runs/<run>/revisions/<rev>/ (revisions
-                                                           published atomically behind one pointer)
-    runs/<run>/_SUCCESS                                    files in runs/<run>/ (one publication per run)
-
-The pointer wins when both exist. Actuals and accuracy (overlays.py) sit beside the run, in runs/<run>/,
-whatever the revision: they are about the days forecast, not about one revision of the forecast.
+"""Where a run's published files are: runs/<run>/current.json names the run's current revision, whose files
+are in runs/<run>/revisions/<rev>/ (published atomically behind that pointer). The pointer is read through
+pipeline.revisions.current_revision only. Accuracy (pipeline/accuracy.py, read by overlays.py) has its own
+pointer, runs/<run>/accuracy.json, whatever the revision.
 """
 
 from __future__ import annotations
@@ -13,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline import naming
-from scoring.blobstore import BlobNotFound, BlobStore
-
-POINTER, SUCCESS = "current.json", "_SUCCESS"
+from pipeline.revisions import current_revision
+from scoring.blobstore import BlobStore
 
 
 @dataclass(frozen=True)
@@ -42,14 +37,8 @@ class PublicationError(ValueError):
 
 def find_publication(blobs: BlobStore, container: str, run_id: str) -> Publication | None:
     """The run's current publication, or None when it has published nothing."""
-    prefix = naming.run_prefix(run_id)
     try:
-        pointer = blobs.read_json(container, prefix + POINTER)
-    except BlobNotFound:
-        return Publication(run_id, prefix) if blobs.exists(container, prefix + SUCCESS) else None
+        current = current_revision(blobs, container, run_id)
     except ValueError as e:
         raise PublicationError(str(e)) from None
-    revision = pointer.get("revision") if isinstance(pointer, dict) else None
-    if not isinstance(revision, str) or not naming.is_run_id(revision):  # it becomes part of a blob path
-        raise PublicationError(f"blob {container}/{prefix}{POINTER} names no valid revision: {revision!r}")
-    return Publication(run_id, f"{prefix}revisions/{revision}/")
+    return Publication(run_id, current.prefix) if current is not None else None

@@ -37,7 +37,7 @@ def accepted_shards(plan: Plan, shards: list[ShardOutcome], failed: dict[str, st
     """(every shard, with a rejected one marked so; the shards whose output passes validation; the postcodes
     they scored). A rejected shard is left out with the reason on each of its postcodes; it never sinks the
     others."""
-    container = settings.results_container
+    container = settings.staging_container  # written by the containers (worker identity), read-only here
     marked, accepted, scored = [], [], set()
     for shard in shards:
         status = shard.status
@@ -84,7 +84,8 @@ def publish_run(plan: Plan, shards: list[ShardOutcome], failed: dict[str, str], 
     if previous is not None and previous.revision == run_id:  # this activity already flipped; finish the rest
         return _outcome(blobs, container, plan, previous)
 
-    streams = [data_rows(blobs, container, s.status.output_prefix + "results.csv") for s in accepted]
+    # Shard outputs come from STAGING_CONTAINER; only the app (its own identity) writes RESULTS_CONTAINER.
+    streams = [data_rows(blobs, settings.staging_container, s.status.output_prefix + "results.csv") for s in accepted]
     old_manifest: dict = {}
     if plan.retry_of:
         old_manifest = blobs.read_json(container, previous.manifest)
@@ -114,6 +115,7 @@ def publish_run(plan: Plan, shards: list[ShardOutcome], failed: dict[str, str], 
                   "r_packages": manifest.r_packages, "champion": plan.champion,
                   "sha256": {pc: manifest.models[pc].sha256 for pc in sorted(scored) if pc in manifest.models}},
         "input": plan.input.to_json(),
+        "warnings": plan.warnings,
         "image": plan.container.image,
         "horizon": plan.horizon,
         "rows": rows[0],

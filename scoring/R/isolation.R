@@ -8,15 +8,31 @@
 .isolation <- new.env()
 .isolation$nodes <- 1L
 .isolation$args <- NULL
+.isolation$script <- ""
+.isolation$models <- NULL
 
 DIED <- paste("the R process scoring this postcode died (quit(), a crash such as a segfault, or out of",
               "memory); the node was restarted and the rest of the shard scored:")
 
-spawn_isolated_nodes <- function(n) {
-  spawn_nodes(n)
+# `script` is score.R: the nodes source it as soon as they are up (warm_node), also the single node here.
+spawn_isolated_nodes <- function(n, script = "") {
+  spawn_nodes(n, script)
   .isolation$nodes <- max(1L, as.integer(n))
-  if (is.null(.scoring$cluster)) .scoring$cluster <- parallel::makePSOCKcluster(1)
+  .isolation$script <- script
+  .isolation$models <- NULL
+  if (is.null(.scoring$cluster)) new_isolated_cluster()
   invisible(n)
+}
+
+new_isolated_cluster <- function() {
+  .scoring$cluster <- parallel::makePSOCKcluster(.isolation$nodes)
+  if (nzchar(.isolation$script)) parallel::clusterCall(.scoring$cluster, warm_node, .isolation$script)
+}
+
+# model_aware.R's prepare_models, remembered so that restarted nodes get the same profiles.
+prepare_isolated_models <- function(path, this_file) {
+  .isolation$models <- list(path, this_file)
+  prepare_models(path, this_file)
 }
 
 start_isolated_nodes <- function(script, input_path, postcodes, scorer_path, horizon) {
@@ -31,7 +47,8 @@ restart_nodes <- function() {
     try(parallel::stopCluster(structure(list(node), class = c("SOCKcluster", "cluster"))), silent = TRUE)
     try(close(node$con), silent = TRUE)
   }
-  .scoring$cluster <- parallel::makePSOCKcluster(.isolation$nodes)
+  new_isolated_cluster()
+  if (!is.null(.isolation$models)) do.call(prepare_models, .isolation$models)
   do.call(start_nodes, .isolation$args)
 }
 
