@@ -165,8 +165,9 @@ def test_simultaneous_retries_start_one(stack):
 
 
 def jobs_of(stack, run_id: str) -> list[dict]:
-    """The job specs written for the run's container groups (one per group created)."""
-    return [stack.blobs.read_json("results", b.name) for b in stack.blobs.list("results", f"runs/{run_id}/jobs/")]
+    """The job specs written for the run's container groups (one per group created), in the staging container."""
+    return [stack.blobs.read_json("staging", b.name) for b in stack.blobs.list("staging", f"{run_id}/")
+            if b.name.endswith("/job.json")]
 
 
 def sample_rows(sample_models) -> list[str]:
@@ -256,13 +257,13 @@ DAYS = [f"2099-01-{d:02d}" for d in range(1, HORIZON + 1)]
 
 
 def staged_shard(blobs, run_id: str, index: int, rows: list[list], scored: list[str]) -> p.ShardOutcome:
-    """A shard outcome as score_shard returns it, with its results.csv staged in Azurite."""
+    """A shard outcome as score_shard returns it, with its results.csv staged in Azurite's staging container."""
     from pipeline import naming
     from pipeline.shard_output import RESULT_COLUMNS
 
     prefix = naming.staging_prefix(run_id, index)
     text = ",".join(RESULT_COLUMNS) + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows)
-    blobs.write_bytes("results", prefix + "results.csv", text.encode())
+    blobs.write_bytes("staging", prefix + "results.csv", text.encode())
     status = p.ShardReport(output_prefix=prefix, scored=scored, rows=len(rows), exit_code=0)
     return p.ShardOutcome(index=index, state=p.ShardState.SUCCEEDED, status=status)
 
