@@ -203,6 +203,10 @@ def test_model_and_result_refusals_name_the_field(stack):
     for what in ("results", "manifest", "failures"):
         refused(call(stack, "GET", f"runs/run-0123456789abcdef0123/{what}"), 404, "id", "no run")
         refused(call(stack, "GET", f"runs/Not_A_Run/{what}"), 400, "id")
+    for table in ("metrics", "pairs"):
+        refused(call(stack, "GET", f"runs/run-0123456789abcdef0123/accuracy/{table}"), 404, "id", "no accuracy")
+    refused(call(stack, "GET", "runs/run-0123456789abcdef0123/accuracy/scores"), 404, "table", "metrics, pairs")
+    refused(call(stack, "GET", "runs/Not_A_Run/accuracy/metrics"), 400, "id")
 
 
 # ------------------------------------------------------------------------------------------------- R
