@@ -1,0 +1,118 @@
+"""Publishing a version the registration container built in staging: the app's half of a registration.
+
+The container runs under the worker identity, which may read `models` but only write `staging`, so it builds
+the version (packs, scorer.R, manifest) under its own staging prefix. The app (which may write `models`)
+then verifies what it copies: only the files the staged manifest lists, each with the sha256 and size the
+manifest states, names confined to the version (no `..`, no absolute paths, nothing outside the prefix), and
+no extra staged file. Packs are copied under a folder named after the registration, so two concurrent
+registrations of the same version never write the same blob; the manifest is written last with a
+conditional create (If-None-Match: *): the first one wins, the other is refused with "version exists" and
+its copied packs are removed. The version therefore appears at once, complete, and is never overwritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from scoring.blobstore import BlobExists, BlobStore
+from scoring.modelstore import (
+    MANIFEST,
+    SCORER,
+    Manifest,
+    ModelStore,
+    ModelStoreError,
+    sha256,
+    version_prefix,
+)
+
+PACK_NAME = re.compile(r"packs/[0-9]{5}\.bin")
+
+
+class PublishRefused(ValueError):
+    """The staged version cannot be published; the message says why."""
+
+
+def verify_staged(blobs: BlobStore, output: str, model: str, version: str) -> tuple[Manifest, dict[str, bytes]]:
+    """The staged manifest and the bytes of every file it lists, verified; anything else is refused."""
+    container, _, prefix = output.partition("/")
+    staged = {b.name[len(prefix):]: b.size for b in blobs.list(container, prefix)}
+    if MANIFEST not in staged:
+        raise PublishRefused(f"the registration wrote no {MANIFEST} under {output}")
+    try:
+        manifest = Manifest.from_json(blobs.read_json(container, prefix + MANIFEST))
+    except (ValueError, ModelStoreError) as e:
+        raise PublishRefused(f"the staged manifest is unreadable: {e}") from None
+    if (manifest.model, manifest.version) != (model, version):
+        raise PublishRefused(f"the staged manifest describes {manifest.model}/{manifest.version}, "
+                             f"not {model}/{version}")
+    expected: dict[str, str] = {}
+    for pack in manifest.packs:
+        name = str(pack.get("blob", ""))
+        if not PACK_NAME.fullmatch(name):
+            raise PublishRefused(f"the staged manifest names pack {name!r}; only packs/NNNNN.bin inside "
+                                 "the version")
+        expected[name] = str(pack.get("sha256", ""))
+    if manifest.scorer is not None:
+        if manifest.scorer != SCORER:
+            raise PublishRefused(f"the staged manifest names scorer {manifest.scorer!r}; only {SCORER}")
+        expected[SCORER] = str(manifest.scorer_sha256)
+    extra = sorted(set(staged) - set(expected) - {MANIFEST})
+    if extra:
+        raise PublishRefused(f"the staged output holds files its manifest does not list: {', '.join(extra[:5])}")
+    missing = sorted(set(expected) - set(staged))
+    if missing:
+        raise PublishRefused(f"the staged output lacks files its manifest lists: {', '.join(missing[:5])}")
+    data: dict[str, bytes] = {}
+    for name, digest in expected.items():
+        content = blobs.read_bytes(container, prefix + name)
+        if sha256(content) != digest:
+            raise PublishRefused(f"staged {name} does not match the sha256 in its manifest")
+        data[name] = content
+    sizes = {str(p["blob"]): int(p.get("size", -1)) for p in manifest.packs}
+    for postcode, entry in manifest.models.items():
+        if entry.blob not in sizes or entry.offset < 0 or entry.length < 0 \
+                or entry.offset + entry.length > len(data[entry.blob]):
+            raise PublishRefused(f"the staged manifest places model {postcode} outside its pack")
+        if sha256(data[entry.blob][entry.offset:entry.offset + entry.length]) != entry.sha256:
+            raise PublishRefused(f"model {postcode} in staged {entry.blob} does not match its sha256")
+    for name, size in sizes.items():
+        if size != len(data[name]):
+            raise PublishRefused(f"staged {name} has {len(data[name])} bytes; its manifest says {size}")
+    return manifest, data
+
+
+def publish_staged(blobs: BlobStore, output: str, models_container: str, registration_id: str, model: str,
+                   version: str, champion: bool) -> Manifest:
+    """Copy the verified staged version into models/<model>/<version>/, manifest last and only if absent."""
+    manifest, data = verify_staged(blobs, output, model, version)
+    target = version_prefix(model, version)
+    if blobs.exists(models_container, target + MANIFEST):
+        raise PublishRefused(f"version exists: model {model!r} already has version {version!r}; versions are "
+                             "immutable, register a new one")
+    renamed = {name: f"{registration_id}/{name}" for name in data}
+    blobs.ensure_container(models_container)
+    written: list[str] = []
+    for name, content in data.items():
+        blobs.write_bytes(models_container, target + renamed[name], content)
+        written.append(target + renamed[name])
+    manifest.packs = [{**p, "blob": renamed[p["blob"]]} for p in manifest.packs]
+    manifest.models = {pc: dataclasses.replace(e, blob=renamed[e.blob]) for pc, e in manifest.models.items()}
+    if manifest.scorer:
+        manifest.scorer = renamed[SCORER]
+    try:
+        blobs.write_json(models_container, target + MANIFEST, manifest.to_json(), overwrite=False)
+    except BlobExists:
+        for name in written:
+            blobs.delete(models_container, name)
+        raise PublishRefused(f"version exists: model {model!r} version {version!r} was registered "
+                             "concurrently") from None
+    if champion:
+        ModelStore(blobs, models_container).set_alias(model, version)
+    return manifest
+
+
+def delete_staged(blobs: BlobStore, output: str) -> None:
+    container, _, prefix = output.partition("/")
+    for blob in list(blobs.list(container, prefix)):
+        blobs.delete(container, blob.name)
