@@ -4,44 +4,21 @@ nothing in `models`. The staged output is written here as the container lays it 
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
+from support.unit_data import stage_built_version as stage
 
 from client_api.registration import registration_command, registration_request
 from client_api.registration_publish import PublishRefused, delete_staged, publish_staged
-from scoring.modelstore import MANIFEST, Manifest, ModelEntry, ModelStore
+from scoring.modelstore import MANIFEST, ModelStore
 
 REG = "reg-0123456789abcdef0123"
 OUT = f"staging/{REG}/out/"
 
 
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def stage(mem, out: str = OUT, model: str = "parcels", version: str = "v1", scorer: bytes | None = b"s <- 1"):
-    """A built version under `out`, as scoring.registration.build_version writes it: packs, scorer, manifest."""
-    container, _, prefix = out.partition("/")
-    mem.ensure_container(container)
-    packs = {"packs/00000.bin": b"AAAABBB", "packs/00001.bin": b"CC"}
-    models = {"8001": ModelEntry("packs/00000.bin", 0, 4, sha(b"AAAA"), sha(b"a"), "glm", True),
-              "8002": ModelEntry("packs/00000.bin", 4, 3, sha(b"BBB"), sha(b"b"), "glm", False),
-              "8003": ModelEntry("packs/00001.bin", 0, 2, sha(b"CC"), sha(b"c"), "lm", True)}
-    manifest = Manifest(model=model, version=version, created="2026-11-23T04:00:00Z", r_version="4.2.2",
-                        r_packages={}, models=models,
-                        packs=[{"blob": b, "size": len(d), "sha256": sha(d)} for b, d in packs.items()])
-    for name, data in packs.items():
-        mem.write_bytes(container, prefix + name, data)
-    if scorer is not None:
-        mem.write_bytes(container, prefix + "scorer.R", scorer)
-        manifest.scorer, manifest.scorer_sha256 = "scorer.R", sha(scorer)
-    mem.write_json(container, prefix + MANIFEST, manifest.to_json())
-    return manifest
 
 
 def test_a_verified_version_is_published_under_its_own_folder_and_reads_back(mem):
-    stage(mem)
+    stage(mem, OUT)
     published = publish_staged(mem, OUT, "models", REG, "parcels", "v1", champion=True)
     store = ModelStore(mem)
     manifest = store.read_manifest("parcels", "v1")
@@ -99,7 +76,7 @@ def tamper_other_version(mem):
     (tamper_other_version, "describes parcels/v0, not parcels/v1"),
 ])
 def test_a_tampered_staged_output_is_refused_and_nothing_reaches_models(mem, tamper, reason):
-    stage(mem)
+    stage(mem, OUT)
     tamper(mem)
     with pytest.raises(PublishRefused, match=reason.replace("(", r"\(").replace(".", r"\.")):
         publish_staged(mem, OUT, "models", REG, "parcels", "v1", champion=True)
@@ -107,7 +84,7 @@ def test_a_tampered_staged_output_is_refused_and_nothing_reaches_models(mem, tam
 
 
 def test_a_missing_staged_manifest_is_refused(mem):
-    stage(mem)
+    stage(mem, OUT)
     mem.delete("staging", f"{REG}/out/{MANIFEST}")
     with pytest.raises(PublishRefused, match="wrote no manifest.json"):
         publish_staged(mem, OUT, "models", REG, "parcels", "v1", champion=False)
@@ -115,7 +92,7 @@ def test_a_missing_staged_manifest_is_refused(mem):
 
 
 def test_a_second_registration_of_the_same_version_is_refused_and_the_first_is_untouched(mem):
-    stage(mem)
+    stage(mem, OUT)
     first = publish_staged(mem, OUT, "models", REG, "parcels", "v1", champion=False)
     other = "reg-ffffffffffffffffffff"
     stage(mem, out=f"staging/{other}/out/", scorer=b"s <- 2")
@@ -127,7 +104,7 @@ def test_a_second_registration_of_the_same_version_is_refused_and_the_first_is_u
 
 def test_a_race_lost_at_the_conditional_manifest_create_is_refused_and_its_copies_removed(mem):
     """Both registrations passed the existence check; If-None-Match on the manifest decides."""
-    stage(mem)
+    stage(mem, OUT)
     other = "reg-ffffffffffffffffffff"
     stage(mem, out=f"staging/{other}/out/")
 
