@@ -64,7 +64,7 @@ test: setup
 	$(PY) -m pytest -q
 
 # The unit layer: no Azurite, R, ARM stand-in or dev host (tests marked `integration` are left out).
-test-fast: $(STAMP)/venv
+test-fast: setup
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -m "not integration"
 

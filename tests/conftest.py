@@ -29,8 +29,16 @@ from scoring.registration import register_version  # noqa: E402
 
 # Fixtures that start real components: a test using any of them is an integration test.
 INTEGRATION_FIXTURES = frozenset({"azurite", "blobs", "sample_models", "stack", "aci_standin", "aci"})
-# Programs a unit test must not start.
-SLOW_PROGRAMS = ("azurite", "Rscript", "/R", "devenv.durable_host", "devenv.aci_standin", "scoring")
+# What a unit test must not start: these programs, and these Python modules run with -m.
+SLOW_PROGRAMS = frozenset({"R", "Rscript", "node", "azurite", "azurite-blob"})
+SLOW_MODULES = ("devenv.durable_host", "devenv.aci_standin", "scoring")
+
+
+def starts_something_slow(argv: list[str]) -> bool:
+    program = Path(argv[0]).name if argv else ""
+    modules = [argv[i + 1] for i in range(len(argv) - 1) if argv[i] == "-m"]
+    return program in SLOW_PROGRAMS or any(m == slow or m.startswith(slow + ".") for m in modules
+                                           for slow in SLOW_MODULES)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -48,10 +56,11 @@ def unit_tests_start_nothing(request: pytest.FixtureRequest, monkeypatch: pytest
 
     class GuardedPopen(real_popen):  # type: ignore[misc, valid-type]
         def __init__(self, args, *a, **kw):
-            argv = [args] if isinstance(args, str | bytes) else list(args)
-            text = " ".join(str(x) for x in argv)
-            if any(program in text for program in SLOW_PROGRAMS):
-                raise AssertionError(f"a unit test started {text!r}: mark it integration")
+            argv = [str(args)] if isinstance(args, str | bytes) else [str(x) for x in args]
+            if kw.get("shell") and argv:
+                argv = argv[0].split()
+            if starts_something_slow(argv):
+                raise AssertionError(f"a unit test started {' '.join(argv)!r}: mark it integration")
             super().__init__(args, *a, **kw)
 
     def no_r():

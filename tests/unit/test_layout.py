@@ -81,3 +81,23 @@ def test_the_function_app_adds_its_triggers_to_the_blueprint():
     assert set(json.loads(out.stdout)) == ORCHESTRATORS | ACTIVITIES | client_api | {
         "daily_scoring", "new_input_blob", "start_run", "get_run", "list_runs", "cancel_run", "retry_run",
         "sweep_orphan_groups", *DASHBOARD}
+
+
+def test_the_worker_image_needs_nothing_from_the_functions_app():
+    """The image ships scoring/ only (Dockerfile): the worker may import neither pipeline/ nor the Functions SDKs."""
+    loaded = loaded_after_import("scoring.__main__")
+    assert not {m for m in loaded if m == "pipeline" or m.startswith(("pipeline.", "azure.functions",
+                                                                       "azure.durable_functions", "azure.mgmt"))}
+
+
+def test_the_unit_layer_guard_refuses_the_slow_programs():
+    from conftest import starts_something_slow  # tests/conftest.py (this package's own is unit.conftest)
+
+    assert starts_something_slow(["/usr/bin/Rscript", "-e", "1"])
+    assert starts_something_slow(["/usr/lib/R/bin/exec/R", "--no-echo"])
+    assert starts_something_slow(["node", "node_modules/.bin/azurite-blob"])
+    assert starts_something_slow([sys.executable, "-m", "devenv.durable_host", "--app", "function_app"])
+    assert starts_something_slow([sys.executable, "-m", "scoring", "run"])
+    assert not starts_something_slow([sys.executable, "-c", "import scoring.worker"])
+    with pytest.raises(AssertionError, match="mark it integration"):
+        subprocess.run(["Rscript", "-e", "1"], check=False)
