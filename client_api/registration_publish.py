@@ -33,8 +33,9 @@ class PublishRefused(ValueError):
     """The staged version cannot be published; the message says why."""
 
 
-def verify_staged(blobs: BlobStore, output: str, model: str, version: str) -> tuple[Manifest, dict[str, bytes]]:
-    """The staged manifest and the bytes of every file it lists, verified; anything else is refused."""
+def check_staged_manifest(blobs: BlobStore, output: str, model: str, version: str) -> tuple[Manifest, dict[str, str]]:
+    """The staged manifest and {file: sha256} of the files it lists, after every check that needs no file
+    content: names confined to the version, no extra or missing file, sizes, model ranges inside packs."""
     container, _, prefix = output.partition("/")
     staged = {b.name[len(prefix):]: b.size for b in blobs.list(container, prefix)}
     if MANIFEST not in staged:
@@ -47,12 +48,13 @@ def verify_staged(blobs: BlobStore, output: str, model: str, version: str) -> tu
         raise PublishRefused(f"the staged manifest describes {manifest.model}/{manifest.version}, "
                              f"not {model}/{version}")
     expected: dict[str, str] = {}
+    sizes: dict[str, int] = {}
     for pack in manifest.packs:
         name = str(pack.get("blob", ""))
         if not PACK_NAME.fullmatch(name):
             raise PublishRefused(f"the staged manifest names pack {name!r}; only packs/NNNNN.bin inside "
                                  "the version")
-        expected[name] = str(pack.get("sha256", ""))
+        expected[name], sizes[name] = str(pack.get("sha256", "")), int(pack.get("size", -1))
     if manifest.scorer is not None:
         if manifest.scorer != SCORER:
             raise PublishRefused(f"the staged manifest names scorer {manifest.scorer!r}; only {SCORER}")
@@ -63,50 +65,60 @@ def verify_staged(blobs: BlobStore, output: str, model: str, version: str) -> tu
     missing = sorted(set(expected) - set(staged))
     if missing:
         raise PublishRefused(f"the staged output lacks files its manifest lists: {', '.join(missing[:5])}")
-    data: dict[str, bytes] = {}
-    for name, digest in expected.items():
-        content = blobs.read_bytes(container, prefix + name)
-        if sha256(content) != digest:
-            raise PublishRefused(f"staged {name} does not match the sha256 in its manifest")
-        data[name] = content
-    sizes = {str(p["blob"]): int(p.get("size", -1)) for p in manifest.packs}
+    for name, size in sizes.items():
+        if size != staged[name]:
+            raise PublishRefused(f"staged {name} has {staged[name]} bytes; its manifest says {size}")
     for postcode, entry in manifest.models.items():
         if entry.blob not in sizes or entry.offset < 0 or entry.length < 0 \
-                or entry.offset + entry.length > len(data[entry.blob]):
+                or entry.offset + entry.length > sizes[entry.blob]:
             raise PublishRefused(f"the staged manifest places model {postcode} outside its pack")
-        if sha256(data[entry.blob][entry.offset:entry.offset + entry.length]) != entry.sha256:
-            raise PublishRefused(f"model {postcode} in staged {entry.blob} does not match its sha256")
-    for name, size in sizes.items():
-        if size != len(data[name]):
-            raise PublishRefused(f"staged {name} has {len(data[name])} bytes; its manifest says {size}")
-    return manifest, data
+    return manifest, expected
+
+
+def _verified(blobs: BlobStore, output: str, manifest: Manifest, name: str, digest: str) -> bytes:
+    """One staged file, checked against its sha256 and, for a pack, each model's slice against its own."""
+    container, _, prefix = output.partition("/")
+    content = blobs.read_bytes(container, prefix + name)
+    if sha256(content) != digest:
+        raise PublishRefused(f"staged {name} does not match the sha256 in its manifest")
+    for postcode, entry in manifest.models.items():
+        if entry.blob == name and sha256(content[entry.offset:entry.offset + entry.length]) != entry.sha256:
+            raise PublishRefused(f"model {postcode} in staged {name} does not match its sha256")
+    return content
 
 
 def publish_staged(blobs: BlobStore, output: str, models_container: str, registration_id: str, model: str,
                    version: str, champion: bool) -> Manifest:
-    """Copy the verified staged version into models/<model>/<version>/, manifest last and only if absent."""
-    manifest, data = verify_staged(blobs, output, model, version)
+    """Copy the verified staged version into models/<model>/<version>/, manifest last and only if absent.
+
+    One file in memory at a time (packs are at most ~16 MB); on any refusal or error the files already
+    copied are removed, so nothing but a complete version with its manifest is ever left in `models`."""
+    manifest, expected = check_staged_manifest(blobs, output, model, version)
     target = version_prefix(model, version)
     if blobs.exists(models_container, target + MANIFEST):
         raise PublishRefused(f"version exists: model {model!r} already has version {version!r}; versions are "
                              "immutable, register a new one")
-    renamed = {name: f"{registration_id}/{name}" for name in data}
+    renamed = {name: f"{registration_id}/{name}" for name in expected}
     blobs.ensure_container(models_container)
     written: list[str] = []
-    for name, content in data.items():
-        blobs.write_bytes(models_container, target + renamed[name], content)
-        written.append(target + renamed[name])
-    manifest.packs = [{**p, "blob": renamed[p["blob"]]} for p in manifest.packs]
-    manifest.models = {pc: dataclasses.replace(e, blob=renamed[e.blob]) for pc, e in manifest.models.items()}
-    if manifest.scorer:
-        manifest.scorer = renamed[SCORER]
     try:
-        blobs.write_json(models_container, target + MANIFEST, manifest.to_json(), overwrite=False)
-    except BlobExists:
+        for name, digest in expected.items():
+            blobs.write_bytes(models_container, target + renamed[name],
+                              _verified(blobs, output, manifest, name, digest))
+            written.append(target + renamed[name])
+        manifest.packs = [{**p, "blob": renamed[p["blob"]]} for p in manifest.packs]
+        manifest.models = {pc: dataclasses.replace(e, blob=renamed[e.blob]) for pc, e in manifest.models.items()}
+        if manifest.scorer:
+            manifest.scorer = renamed[SCORER]
+        try:
+            blobs.write_json(models_container, target + MANIFEST, manifest.to_json(), overwrite=False)
+        except BlobExists:
+            raise PublishRefused(f"version exists: model {model!r} version {version!r} was registered "
+                                 "concurrently") from None
+    except BaseException:
         for name in written:
             blobs.delete(models_container, name)
-        raise PublishRefused(f"version exists: model {model!r} version {version!r} was registered "
-                             "concurrently") from None
+        raise
     if champion:
         ModelStore(blobs, models_container).set_alias(model, version)
     return manifest

@@ -39,6 +39,10 @@ def tamper_pack(mem):
     mem.write_bytes("staging", f"{REG}/out/packs/00001.bin", b"CD")
 
 
+def tamper_size(mem):
+    mem.write_bytes("staging", f"{REG}/out/packs/00001.bin", b"CCC")
+
+
 def tamper_extra(mem):
     mem.write_bytes("staging", f"{REG}/out/packs/00002.bin", b"evil")
 
@@ -69,6 +73,7 @@ def tamper_other_version(mem):
 
 @pytest.mark.parametrize(("tamper", "reason"), [
     (tamper_pack, "packs/00001.bin does not match the sha256"),
+    (tamper_size, "packs/00001.bin has 3 bytes; its manifest says 2"),
     (tamper_extra, "files its manifest does not list: packs/00002.bin"),
     (tamper_escape, "names pack '../../other/v1/packs/00001.bin'"),
     (tamper_scorer_path, "names scorer '../champion.json'"),
