@@ -91,6 +91,8 @@ def command_register_staged(args: argparse.Namespace) -> int:
     try:
         if not args.output:
             raise ValueError("--from-blob needs --output <container>/<prefix>/ (the registration's staging area)")
+        if args.champion:  # the version is only built here; the app publishes it and moves the champion
+            raise ValueError("--champion does not apply to --from-blob: the app promotes after publishing")
         result = register_staged(blobs, args.model, args.version, args.from_blob, args.output,
                                  check_models=not args.no_check, slim=not args.no_slim,
                                  extra_packages=tuple(args.r_package))
