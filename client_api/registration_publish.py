@@ -98,7 +98,9 @@ def publish_staged(blobs: BlobStore, output: str, models_container: str, registr
     if blobs.exists(models_container, target + MANIFEST):
         raise PublishRefused(f"version exists: model {model!r} already has version {version!r}; versions are "
                              "immutable, register a new one")
-    renamed = {name: f"{registration_id}/{name}" for name in expected}
+    # packs/ stays the packs' folder (planning lists it); the registration's folder keeps concurrent ones apart
+    renamed = {name: f"packs/{registration_id}/{name.removeprefix('packs/')}" if name != SCORER
+               else f"{registration_id}/{SCORER}" for name in expected}
     blobs.ensure_container(models_container)
     written: list[str] = []
     try:

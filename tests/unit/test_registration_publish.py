@@ -24,13 +24,13 @@ def test_a_verified_version_is_published_under_its_own_folder_and_reads_back(mem
     manifest = store.read_manifest("parcels", "v1")
     assert manifest == published and manifest.postcodes == ["8001", "8002", "8003"]
     entry = manifest.models["8002"]
-    assert entry.blob == f"{REG}/packs/00000.bin"
+    assert entry.blob == f"packs/{REG}/00000.bin"
     assert store.read_pack_range(manifest, entry.blob, entry.offset, entry.offset + entry.length) == b"BBB"
     assert store.read_scorer(manifest) == b"s <- 1"
     assert store.resolve_version("parcels", "champion") == "v1"
     assert sorted(mem.names("models")) == sorted(["parcels/champion.json", "parcels/v1/manifest.json",
-                                                  f"parcels/v1/{REG}/packs/00000.bin",
-                                                  f"parcels/v1/{REG}/packs/00001.bin", f"parcels/v1/{REG}/scorer.R"])
+                                                  f"parcels/v1/packs/{REG}/00000.bin",
+                                                  f"parcels/v1/packs/{REG}/00001.bin", f"parcels/v1/{REG}/scorer.R"])
     delete_staged(mem, OUT)
     assert mem.names("staging") == []
 
