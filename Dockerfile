@@ -1,19 +1,21 @@
-# The scoring image: `python -m scoring run` as the entrypoint. R is pinned to the version we develop and
-# test on (Debian bookworm's 4.2.2), so development and production score identically.
-# tests/test_pins.py fails when this file and the requirements drift apart.
-FROM rocker/r-ver:4.2.2
+# The scoring image: `python -m scoring run` as the entrypoint. It is the CI environment: Debian bookworm
+# with the very Debian packages `make setup` installs on every development and CI machine (one pinned list,
+# apt-packages.txt: R 4.2.2, r-cran-forecast 8.20, ..., Python 3.11), and the same pinned Python wheels.
+# tests/test_image.py fails when this file, apt-packages.txt, the requirements or the machines drift apart,
+# and when scoring/ needs a newer Python than this image has. Installed size: see README "Scoring image".
+FROM debian:bookworm-slim
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    RPY2_CFFI_MODE=ABI
 
-# Python for rpy2, and the R packages the sample models need (forecast for ets; data.table, jsonlite for I/O).
-# rocker/r-ver pins its CRAN snapshot to the R release date, so these resolve to versions of that time.
+COPY apt-packages.txt /tmp/apt-packages.txt
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc libffi-dev \
- && rm -rf /var/lib/apt/lists/* \
- && install2.r --error --skipinstalled forecast data.table jsonlite
+ && grep -v '^\s*#' /tmp/apt-packages.txt | xargs apt-get install -y --no-install-recommends \
+ && rm -rf /var/lib/apt/lists/* /tmp/apt-packages.txt
 
+# rpy2 in ABI mode (RPY2_CFFI_MODE above, as in `make setup`): no compiler and no R headers needed.
 COPY scoring/requirements.txt /opt/scoring/requirements.txt
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir -r /opt/scoring/requirements.txt

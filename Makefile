@@ -3,20 +3,23 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := .make
-R_PACKAGES := r-base-core r-cran-forecast r-cran-jsonlite r-cran-data.table \
-  r-cran-curl r-cran-cli r-cran-testthat r-cran-ggplot2 r-cran-webfakes
+# R 4.2.2, the R packages and Python 3.11 from Debian: the same pinned list the Dockerfile installs.
+APT_PACKAGES := $(shell grep -v '^\s*\#' apt-packages.txt)
+# Development only (the R client package's tests), not in the scoring image.
+DEV_ONLY_PACKAGES := r-cran-curl r-cran-cli r-cran-testthat r-cran-ggplot2 r-cran-webfakes
 # Headless browser for the dashboard tests: Debian's chromium, driven by playwright (never `playwright install`).
+# Development only: not in the scoring image.
 BROWSER_PACKAGES := chromium
 N ?= 300
 
-.PHONY: setup test test-fast demo up bench lint clean
+.PHONY: setup test test-fast demo up bench bench-scale lint clean
 
 setup: $(STAMP)/apt $(STAMP)/npm $(STAMP)/venv
 
-# R 4.2 and the R packages from Debian; --no-install-recommends keeps forecast from pulling ~100 packages.
-$(STAMP)/apt: Makefile
+# --no-install-recommends keeps forecast from pulling ~100 packages.
+$(STAMP)/apt: apt-packages.txt Makefile
 	@mkdir -p $(STAMP)
-	@missing="$$(for p in $(R_PACKAGES) $(BROWSER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; \
+	@missing="$$(for p in $(APT_PACKAGES) $(DEV_ONLY_PACKAGES) $(BROWSER_PACKAGES); do dpkg -s $${p%%=*} >/dev/null 2>&1 || echo $$p; done; \
 	  command -v npm >/dev/null || echo 'nodejs npm')"; \
 	if [ -n "$$missing" ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
@@ -31,7 +34,7 @@ $(STAMP)/npm: package.json package-lock.json
 $(STAMP)/venv: requirements.txt requirements-dev.txt scoring/requirements.txt $(STAMP)/apt
 	@mkdir -p $(STAMP)
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	RPY2_CFFI_MODE=ABI $(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
 # Azure (infra/README.md). checkov pins packaging and python-dateutil below the app's pins: a venv of its own.
@@ -77,6 +80,10 @@ up: setup
 
 bench: setup
 	$(PY) bench/run.py
+
+# 30,000 postcodes, one run: pipeline steps, the Functions process's peak memory, e2e30k_vs_rscript.
+bench-scale: setup
+	$(PY) bench/run.py --scale
 
 lint: setup
 	$(VENV)/bin/ruff check .

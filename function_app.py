@@ -24,7 +24,8 @@ import azure.functions as func
 
 from client_api.blueprint import build_blueprint as build_client_api_blueprint
 from dashboard.routes import bp as dashboard_bp
-from pipeline import naming, sweeper
+from pipeline import naming, run_listing, sweeper
+from pipeline.accuracy_api import build_accuracy_blueprint
 from pipeline.payloads import CANCEL_EVENT, RunRequest, Stage, Trigger, decode
 from pipeline.planning import PlanError, dry_run_view, plan_run
 from pipeline.registration import build_blueprint
@@ -32,9 +33,11 @@ from pipeline.run_requests import RequestError, parse_run_body, scheduled_reques
 from pipeline.run_status import FINISHED, RUN_ORCHESTRATOR, run_progress, run_view
 from pipeline.runs_api import RetryRefused, check_model_version, retry_request
 from pipeline.services import container_groups, settings, storage
+from pipeline.trigger_support import blob_etag, scheduled_day, start_once
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(build_blueprint())
+app.register_functions(build_accuracy_blueprint())  # /api/runs/{id}/evaluate, /api/runs/{id}/accuracy, actuals
 app.register_functions(build_client_api_blueprint())  # models, registration, results, uploads (client_api/)
 app.register_functions(dashboard_bp)  # GET /api/dashboard: the run dashboard (dashboard/routes.py)
 log = logging.getLogger("function_app")
@@ -44,7 +47,7 @@ log = logging.getLogger("function_app")
 @app.durable_client_input(client_name="client")
 async def daily_scoring(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     s = settings()
-    run_id = naming.daily_run_id(s.default_model, datetime.now(UTC).date())
+    run_id = naming.daily_run_id(s.default_model, scheduled_day(timer, datetime.now(UTC)))
     await start_once(client, run_id, scheduled_request(s, Trigger.TIMER))
 
 
@@ -52,10 +55,11 @@ async def daily_scoring(timer: func.TimerRequest, client: df.DurableOrchestratio
                   source=func.BlobSource.EVENT_GRID)
 @app.durable_client_input(client_name="client")
 async def new_input_blob(blob: func.InputStream, client: df.DurableOrchestrationClient) -> None:
-    container, _, name = blob.name.partition("/")
-    etag = str((blob.blob_properties or {}).get("ETag", "")).strip('"')
-    if not etag:
-        log.error("blob event for %s carries no ETag; not started", blob.name)
+    _, _, name = blob.name.partition("/")
+    # The host's Properties.ETag is no plain string: ask storage (off the event loop, it blocks).
+    etag = await asyncio.to_thread(lambda: blob_etag(storage(), blob.name))
+    if etag is None:
+        log.warning("blob %s is gone since its event; not started", blob.name)
         return
     try:
         request = scheduled_request(settings(), Trigger.BLOB, input_blob=name)
@@ -89,6 +93,13 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
                          headers={"Location": f"{base}/api/runs/{run_id}"})
 
 
+@app.route(route="runs", methods=["GET"])
+@app.durable_client_input(client_name="client")
+async def list_runs(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """?top=&continuationToken=: every run of the last week, newest first, a page at a time."""
+    return await run_listing.list_runs(req, client)
+
+
 @app.route(route="runs/{id}", methods=["GET"])
 @app.durable_client_input(client_name="client")
 async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
@@ -96,16 +107,6 @@ async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
     if status is None:
         return json_response({"error": f"no run {req.route_params['id']!r}"}, 404)
     return json_response(run_view(status))
-
-
-@app.route(route="runs", methods=["GET"])
-@app.durable_client_input(client_name="client")
-async def list_runs(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    since = datetime.now(UTC) - timedelta(days=7)
-    statuses = await client.get_status_by(created_time_from=since)
-    runs = [run_view(s) for s in statuses if s.name == RUN_ORCHESTRATOR]
-    runs.sort(key=lambda r: r["created"] or "", reverse=True)
-    return json_response({"runs": runs[:100]})
 
 
 @app.route(route="runs/{id}/cancel", methods=["POST"])
@@ -150,18 +151,6 @@ async def retry_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-async def start_once(client: df.DurableOrchestrationClient, run_id: str, request: RunRequest) -> None:
-    """Start run_id unless it exists: a trigger that fires twice starts one run."""
-    existing = await client.get_status(run_id)
-    if existing and existing.runtime_status is not None:
-        log.info("run %s exists (%s); not started again", run_id, existing.runtime_status.value)
-        return
-    try:
-        await client.start_new(RUN_ORCHESTRATOR, run_id, request)
-    except Exception as e:  # noqa: BLE001 - a concurrent start of the same id lost the race: still one run
-        log.info("run %s not started: %s", run_id, e)
 
 
 async def find_run(client: df.DurableOrchestrationClient, run_id: str):

@@ -25,7 +25,7 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 
-from pipeline import naming, sweeper
+from pipeline import naming, run_listing, sweeper
 from pipeline.aci.spec import APP_TAG
 from pipeline.run_status import FINISHED, RUN_ORCHESTRATOR
 from pipeline.services import container_groups, settings, storage
@@ -144,7 +144,8 @@ async def cost(client: df.DurableOrchestrationClient) -> dict:
 
 
 async def recent_runs(client: df.DurableOrchestrationClient, now: datetime) -> list[dict]:
-    statuses = await client.get_status_by(created_time_from=now - timedelta(days=WINDOW_DAYS))
+    # Every page of the durable instance query (the SDK's get_status_by stops after the first 100).
+    statuses = await run_listing.all_instances(client, now - timedelta(days=WINDOW_DAYS))
     runs = sorted((s for s in statuses if s.name == RUN_ORCHESTRATOR),
                   key=lambda s: views.iso(s.created_time) or "", reverse=True)[:MAX_RUNS]
     # The list omits inputs; a run still going has no output yet, so its model comes from its input.

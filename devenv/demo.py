@@ -41,8 +41,11 @@ def main() -> int:
     models, input_csv = work / "models", work / "input.csv"
     start_day = datetime.now(UTC).date() + timedelta(days=1)
 
-    say(f"1/6 training {args.postcodes} sample models (glm, every 10th ets) ...")
-    train_sample_models(models, args.postcodes, "mixed", input_csv, start_day, args.horizon)
+    # Trained three days ago, scored from tomorrow: the ets models forecast 3 days further and publish only
+    # the input's dates (each model records its training end).
+    train_end = start_day - timedelta(days=4)
+    say(f"1/6 training {args.postcodes} sample models (glm, every 10th ets) on data up to {train_end} ...")
+    train_sample_models(models, args.postcodes, "mixed", input_csv, start_day, args.horizon, train_end=train_end)
 
     say("2/6 starting Azurite, the ARM stand-in for ACI and the Durable dev host ...")
     # The blob trigger would start a second run for the uploaded input; the demo shows the daily timer run.
@@ -113,6 +116,8 @@ def summarise(stack, run_id: str, view: dict, elapsed: float) -> int:
         f"rows {view['rows']}, shards {len(view['shards'])}")
     say(f"    results  {view['results']} (Azurite) -> copied to {local / 'results.csv'}")
     say(f"    manifest {view['manifest']} -> copied to {local / 'manifest.json'}")
+    say(f"    time series: each ets model records its training end; forecasts cover the input's dates only; "
+        f"warnings: {view.get('warnings') or 'none'}")
     say(f"    container groups left: {len(left)}")
     say(f"    dashboard {stack.base_url}/api/dashboard")
     return 0 if not left else 1

@@ -26,6 +26,7 @@ FAST_LOCAL_SETTINGS = {
     "ACI_RESOURCE_GROUP": "rg-local",
     "SCORING_IMAGE": "localhost/r-scoring:dev",
     "ARM_POLLING_INTERVAL_SECONDS": "0.1",
+    "POLL_FIRST_SECONDS": "0.1",
     "POLL_INTERVAL_SECONDS": "0.25",
     "ACI_RETRY_INTERVAL_SECONDS": "0.5",
     "CONTAINER_CPU": "2",
@@ -114,7 +115,7 @@ def start_stack(root: Path, overrides: dict[str, str] | None = None, host_args: 
                 "ARM_ENDPOINT": standin.endpoint, "ARM_CA_BUNDLE": str(standin.ca_file), **(overrides or {})}
     stack = LocalStack(root, azurite, standin, settings, host_args=list(host_args or []))
     blobs = stack.blobs
-    for name in ("MODELS_CONTAINER", "INPUT_CONTAINER", "RESULTS_CONTAINER"):
+    for name in ("MODELS_CONTAINER", "INPUT_CONTAINER", "RESULTS_CONTAINER", "STAGING_CONTAINER"):
         blobs.ensure_container(settings[name])
     if start_host:
         try:

@@ -31,6 +31,7 @@ from .payloads import (
 from .planning import plan_run as make_plan
 from .publish import publish_run as publish
 from .services import container_groups, settings, storage
+from .worker_env import worker_environment
 
 # The fields of the worker's status.json the orchestration keeps (the rest stays in the blob).
 REPORT_FIELDS = ("scored", "failed", "rows", "exit_code", "error", "timings", "started", "finished", "cores")
@@ -46,24 +47,16 @@ def create_container_group(shard: GroupRequest) -> CreateResult:
     (no blind retries); transient ones raise, and the orchestration retries them with durable timers."""
     s = settings()
     work = shard.shard
+    # The worker reads its job and writes its output in STAGING_CONTAINER only; the app publishes from there.
     job = Job(model=work.model, version=work.version, input_container=work.input.container,
               input_blob=work.input.blob, postcodes=tuple(work.postcodes),
-              output_container=s.results_container, output_prefix=shard.output_prefix, horizon=work.horizon,
+              output_container=s.staging_container, output_prefix=shard.output_prefix, horizon=work.horizon,
               models_container=s.models_container, run_id=work.run_id, shard=work.index,
-              input_etag=work.input.etag)
+              input_etag=work.input.etag, ts_max_gap_days=work.ts_max_gap_days)
     job_blob = naming.job_blob(work.run_id, work.index, shard.attempt)
-    storage().write_json(s.results_container, job_blob, job.to_json())
-    environment = {"SCORING_JOB_BLOB": f"{s.results_container}/{job_blob}",
-                   "SCORING_WORKERS": str(max(1, int(s.container_cpu)))}
-    secure = {}
-    if s.storage_account_url:
-        environment["SCORING_STORAGE_ACCOUNT_URL"] = s.storage_account_url
-    if s.storage_connection_string:  # development (Azurite) only; never a plain value
-        secure["SCORING_STORAGE_CONNECTION_STRING"] = s.storage_connection_string
-    if s.managed_identity_client_id:
-        environment["AZURE_CLIENT_ID"] = s.managed_identity_client_id
-    tags = {**APP_TAG, "run": work.run_id, "shard": str(work.index),
-            "created": now_seconds()}
+    storage().write_json(s.staging_container, job_blob, job.to_json())
+    environment, secure = worker_environment(s, job_blob)
+    tags = {**APP_TAG, "run": work.run_id, "shard": str(work.index), "created": now_seconds()}
     try:
         container_groups().create(scoring_spec(s, shard.group, environment, secure, tags))
     except AciError as e:
@@ -92,10 +85,10 @@ def delete_container_group(name: str) -> bool:
 
 def read_shard_status(prefix: str) -> ShardReport | None:
     s = settings()
-    info = storage().info(s.results_container, prefix + "status.json")
+    info = storage().info(s.staging_container, prefix + "status.json")
     if info is None:
         return None
-    status = storage().read_json(s.results_container, prefix + "status.json")
+    status = storage().read_json(s.staging_container, prefix + "status.json")
     return ShardReport.from_json({**{k: status[k] for k in REPORT_FIELDS if k in status}, "output_prefix": prefix})
 
 

@@ -51,11 +51,13 @@ def run_prefix(run_id: str) -> str:
 
 
 def staging_prefix(run_id: str, shard: int, attempt: int = 1) -> str:
-    return f"{run_prefix(run_id)}staging/shard-{shard:03d}-a{attempt}/"
+    """One attempt's folder in STAGING_CONTAINER: its job spec, and what its container writes."""
+    return f"{run_id}/shard-{shard:03d}-a{attempt}/"
 
 
 def job_blob(run_id: str, shard: int, attempt: int = 1) -> str:
-    return f"{run_prefix(run_id)}jobs/shard-{shard:03d}-a{attempt}.json"
+    """In STAGING_CONTAINER, where the worker reads it with its own identity."""
+    return staging_prefix(run_id, shard, attempt) + "job.json"
 
 
 def logs_blob(run_id: str, shard: int, attempt: int = 1) -> str:

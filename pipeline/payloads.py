@@ -219,6 +219,7 @@ class Timing(Payload):
     retry_attempts: int
     shard_attempts: int
     quota_waits: int
+    poll_first_seconds: float = 0.0  # the first poll interval, doubling up to poll_seconds (0: poll_seconds)
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,7 @@ class ShardInput(Payload):
     input: InputRef
     horizon: int
     timing: Timing
+    ts_max_gap_days: int | None = None
 
 
 @dataclass(frozen=True)
@@ -297,10 +299,13 @@ class Plan(Payload):
     estimate: Estimate
     shards: list[ShardPlan]
     timing: Timing
+    ts_max_gap_days: int | None = None  # how long after a time-series model's training end its input may start
+    warnings: list[str] = field(default_factory=list)  # e.g. time-series dates assumed (model_checks)
 
     def shard_input(self, shard: ShardPlan) -> ShardInput:
         return ShardInput(run_id=self.run_id, index=shard.index, postcodes=shard.postcodes, model=self.model,
-                          version=self.version, input=self.input, horizon=self.horizon, timing=self.timing)
+                          version=self.version, input=self.input, horizon=self.horizon, timing=self.timing,
+                          ts_max_gap_days=self.ts_max_gap_days)
 
 
 @dataclass(frozen=True)
@@ -325,6 +330,7 @@ class CreateResult(Payload):
 
 
 # Group states (properties.instanceView.state) after which nothing more happens under restart policy Never.
+# Only read from an instance view: a GET early in provisioning carries none.
 FINAL_GROUP_STATES = frozenset({"Succeeded", "Failed", "Stopped"})
 
 
@@ -332,7 +338,7 @@ FINAL_GROUP_STATES = frozenset({"Succeeded", "Failed", "Stopped"})
 class ContainerState(Payload):
     """get_container_state's answer: the group's and its container's state, as ARM reports them."""
 
-    group_state: str | None  # properties.instanceView.state (or provisioningState if absent)
+    group_state: str | None  # properties.instanceView.state; None while ARM shows no instance view
     provisioning_state: str | None
     state: str | None  # container instanceView.currentState.state: Waiting/Running/Terminated/...
     exit_code: int | None
@@ -344,9 +350,12 @@ class ContainerState(Payload):
     def terminated(self) -> bool:
         """The container will not run (again): it exited, was stopped, or the group failed to deploy.
 
-        Unknown or in-between states count as not terminated; callers keep a deadline for those.
+        Without an instance view only a Failed provisioning is final (a GET early in provisioning has no
+        instance view yet, whatever its provisioning state). Unknown or in-between states count as not
+        terminated; callers keep a deadline for those.
         """
-        return self.state == "Terminated" or self.group_state in FINAL_GROUP_STATES
+        return (self.state == "Terminated" or self.group_state in FINAL_GROUP_STATES
+                or self.provisioning_state == "Failed")
 
     @property
     def has_started(self) -> bool:
@@ -479,3 +488,4 @@ class RunResult(Payload):
     manifest: str | None = None
     rows: int | None = None
     cost: dict[str, float] | None = None
+    warnings: list[str] | None = None  # set when the plan has some (e.g. time-series dates assumed)

@@ -5,8 +5,6 @@ Everything that can be known to fail fails here, before any container group exis
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import re
 from collections import Counter
@@ -15,12 +13,13 @@ from datetime import date
 from scoring.blobstore import BlobNotFound, BlobStore
 from scoring.modelstore import Manifest, ModelStore, ModelStoreError, version_prefix
 
+from .input_scan import InputError, scan_input
+from .model_checks import check_input_against_models
 from .payloads import ContainerSize, Estimate, InputRef, Plan, RunRequest, ShardPlan, Timing
 from .run_requests import LATEST_INPUT
 from .settings import Settings
 
 MAX_SHARDS = 500
-ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class PlanError(ValueError):
@@ -51,37 +50,9 @@ def resolve_input(blobs: BlobStore, settings: Settings, input_blob: str) -> str:
 def input_postcodes(data: bytes, where: str, today: date | None = None) -> Counter:
     """Rows per postcode in the input CSV, after the checks a run needs before any container starts."""
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise PlanError(f"{where} is not UTF-8 text") from None
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if not header:
-        raise PlanError(f"{where} is empty")
-    missing = [c for c in ("postcode", "date") if c not in header]
-    if missing:
-        raise PlanError(f"{where} lacks column(s) {', '.join(missing)}; it has: {', '.join(header)}")
-    ip, idate = header.index("postcode"), header.index("date")
-    rows: Counter = Counter()
-    seen: set[tuple[str, str]] = set()
-    earliest = None
-    for number, row in enumerate(reader, start=2):
-        if len(row) != len(header):
-            raise PlanError(f"{where} line {number}: {len(row)} fields where the header has {len(header)}")
-        key = (row[ip], row[idate])
-        if key in seen:
-            raise PlanError(f"{where} line {number}: duplicate row for postcode {key[0]} on {key[1]}")
-        seen.add(key)
-        try:
-            if not ISO_DATE.fullmatch(key[1]):  # fromisoformat also takes 20261124 and 2026-W48-2; R does not
-                raise ValueError(key[1])
-            day = date.fromisoformat(key[1])
-        except ValueError:
-            raise PlanError(f"{where} line {number}: date {key[1]!r} is not YYYY-MM-DD") from None
-        earliest = day if earliest is None or day < earliest else earliest
-        rows[key[0]] += 1
-    if not rows:
-        raise PlanError(f"{where} has a header but no rows")
+        rows, earliest = scan_input(data, where)
+    except InputError as e:
+        raise PlanError(str(e)) from None
     if today is not None and earliest < today:
         raise PlanError(f"{where} has dates in the past (earliest {earliest}, today {today}): "
                         "scoring forecasts future days")
@@ -126,7 +97,8 @@ def run_timing(settings: Settings) -> Timing:
                   provisioning_deadline_minutes=settings.provisioning_deadline_minutes,
                   retry_interval_seconds=settings.aci_retry_interval_seconds,
                   retry_attempts=settings.aci_retry_attempts, shard_attempts=settings.shard_attempts,
-                  quota_waits=2 * settings.aci_retry_attempts)
+                  quota_waits=2 * settings.aci_retry_attempts,
+                  poll_first_seconds=min(settings.poll_first_seconds, settings.poll_interval_seconds))
 
 
 def dry_run_view(plan: Plan) -> dict:
@@ -170,6 +142,13 @@ def plan_run(request: RunRequest, run_id: str, settings: Settings, blobs: BlobSt
     if not scorable:
         raise PlanError(f"nothing to score: none of {len(wanted)} postcode(s) of {request.model}/{version} "
                         f"has rows in {where}")
+    # Input against each model's prototype and training end (model_checks.py).
+    model_failed, warnings = check_input_against_models(data, manifest, scorable, settings.ts_max_gap_days, where)
+    if len(model_failed) == len(scorable):
+        raise PlanError(f"nothing to score: every postcode's input fails its model, e.g. {scorable[0]}: "
+                        f"{model_failed[scorable[0]]}")
+    failed.update(model_failed)
+    scorable = [pc for pc in scorable if pc not in model_failed]
     missing_packs = {manifest.models[pc].blob for pc in scorable} - {
         b.name.removeprefix(version_prefix(request.model, version))
         for b in blobs.list(settings.models_container, version_prefix(request.model, version) + "packs/")}
@@ -196,4 +175,6 @@ def plan_run(request: RunRequest, run_id: str, settings: Settings, blobs: BlobSt
         estimate=estimate_cost([len(s) for s in shards], settings),
         shards=[ShardPlan(index=i, postcodes=pcs) for i, pcs in enumerate(shards)],
         timing=run_timing(settings),
+        ts_max_gap_days=settings.ts_max_gap_days,
+        warnings=warnings,
     )

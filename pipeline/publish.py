@@ -73,7 +73,8 @@ def publish_run(plan: Plan, shards: list[ShardOutcome], failed: dict[str, str], 
         if not shard.state.ok or status is None:
             continue
         where = f"shard {shard.index} ({status.output_prefix}results.csv)"
-        text = blobs.read_bytes(container, status.output_prefix + "results.csv").decode()
+        # Staged by the container (worker identity); the app copies it into RESULTS_CONTAINER below.
+        text = blobs.read_bytes(settings.staging_container, status.output_prefix + "results.csv").decode()
         try:
             rows += validate_shard_rows(text, status.scored, horizon, where)
         except PublishError as e:  # this shard's rows are not published; its postcodes are failed, with why
@@ -114,6 +115,7 @@ def publish_run(plan: Plan, shards: list[ShardOutcome], failed: dict[str, str], 
                   "r_packages": manifest.r_packages,
                   "sha256": {pc: manifest.models[pc].sha256 for pc in sorted(scored) if pc in manifest.models}},
         "input": plan.input.to_json(),
+        "warnings": plan.warnings,
         "image": plan.container.image,
         "horizon": horizon,
         "rows": len(rows),

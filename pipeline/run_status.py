@@ -15,7 +15,7 @@ FINISHED = frozenset({OrchestrationRuntimeStatus.Completed.value, OrchestrationR
                       OrchestrationRuntimeStatus.Terminated.value})
 # What the view shows of a run's result, when the run has it.
 RESULT_FIELDS = ("model", "version", "trigger", "input", "results", "manifest", "rows", "postcodes_scored",
-                 "postcodes_failed", "shards", "cleanup_errors")
+                 "postcodes_failed", "shards", "cleanup_errors", "warnings")
 
 
 def run_result(status: Any) -> RunResult | None:

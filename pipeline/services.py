@@ -38,7 +38,8 @@ def container_groups() -> ContainerGroups:
 @cache
 def _storage() -> BlobStore:
     s = settings()
-    return BlobStore.connect(account_url=s.storage_account_url, connection_string=s.storage_connection_string)
+    return BlobStore.connect(account_url=s.storage_account_url, connection_string=s.storage_connection_string,
+                             client_id=s.app_identity_client_id or None)
 
 
 @cache

@@ -3,13 +3,17 @@
 #
 #   Rscript sample/train_models.R --out DIR --n 300 [--kind glm|ets|mixed] [--input FILE]
 #                                 [--start 2026-11-23] [--horizon 60] [--history 730] [--seed 1]
+#                                 [--train-end 2026-11-20]
 #
-# glm: Poisson regression on calendar features. ets: forecast::ets on the weekly-seasonal series.
-# mixed: every 10th postcode gets an ets model, the rest glm.
+# glm: Poisson regression on calendar features. ets: forecast::ets on the weekly-seasonal daily series,
+# with its last training day recorded on the model (attribute `training_end`), so scoring places the
+# forecast on the input's dates. mixed: every 10th postcode gets an ets model, the rest glm.
+# Training data ends on --train-end (default: the day before --start): models retrained less often than
+# they are scored.
 
 args <- commandArgs(trailingOnly = TRUE)
 opt <- list(out = NULL, n = "300", kind = "glm", input = "", start = "", horizon = "60", history = "730",
-            seed = "1")
+            seed = "1", "train-end" = "")
 for (i in seq(1, length(args), by = 2)) opt[[sub("^--", "", args[i])]] <- args[i + 1]
 if (is.null(opt$out)) stop("--out DIR is required")
 n <- as.integer(opt$n); horizon <- as.integer(opt$horizon); history <- as.integer(opt$history)
@@ -19,7 +23,9 @@ dir.create(opt$out, recursive = TRUE, showWarnings = FALSE)
 
 postcodes <- sprintf("%04d", 1000 + 2 * seq_len(n))
 holidays <- function(d) as.integer(format(d, "%m-%d") %in% c("01-01", "05-01", "08-01", "12-25", "12-26"))
-train_days <- seq(start - history, start - 1, by = "day")
+train_end <- if (nzchar(opt[["train-end"]])) as.Date(opt[["train-end"]]) else start - 1
+if (train_end >= start) stop("--train-end must be before --start")
+train_days <- seq(train_end - history + 1, train_end, by = "day")
 future_days <- seq(start, by = "day", length.out = horizon)
 
 simulate <- function(days, level, weekly, trend, season) {
@@ -36,7 +42,11 @@ fit_glm <- function(train) {
       family = poisson, data = train)
 }
 
-fit_ets <- function(train) forecast::ets(stats::ts(train$volume, frequency = 7), model = "ANA")
+fit_ets <- function(train) {
+  model <- forecast::ets(stats::ts(train$volume, frequency = 7), model = "ANA")
+  attr(model, "training_end") <- format(max(train$date))  # one step = one day after this date
+  model
+}
 
 fit_one <- function(i) {
   weekly <- c(0.25, 0.1, 0.05, 0.05, 0.15, -0.4, -1.6) + rnorm(7, 0, 0.05)

@@ -1,7 +1,7 @@
 """`python -m scoring`: the container's entrypoint (`run`) and the data scientists' CLI.
 
     python -m scoring run                       score the job in SCORING_JOB / SCORING_JOB_BLOB
-    python -m scoring register --model M --version V --from DIR [--champion]
+    python -m scoring register --model M --version V --from DIR [--champion] [--training-end YYYY-MM-DD]
     python -m scoring register --model M --version V --from-blob C/ARCHIVE --result-blob C/RESULT.json
         --output C/PREFIX/
                                                 (server-side registration of an uploaded version)
@@ -35,8 +35,10 @@ from .worker import FatalShardError, run_shard, write_failure_status
 
 
 def connect_storage(env=os.environ) -> BlobStore:
+    # AZURE_CLIENT_ID: in a container, the worker identity's client id (never the app's).
     return BlobStore.connect(account_url=env.get("SCORING_STORAGE_ACCOUNT_URL", ""),
-                             connection_string=env.get("SCORING_STORAGE_CONNECTION_STRING", ""))
+                             connection_string=env.get("SCORING_STORAGE_CONNECTION_STRING", ""),
+                             client_id=env.get("AZURE_CLIENT_ID") or None)
 
 
 def command_run(_args: argparse.Namespace) -> int:
@@ -74,12 +76,16 @@ def command_register(args: argparse.Namespace) -> int:
         return command_register_staged(args)
     store = ModelStore(connect_storage(), args.container)
     manifest = register_version(store, args.model, args.version, Path(args.source), champion=args.champion,
-                              check_models=not args.no_check, slim=not args.no_slim,
-                              extra_packages=tuple(args.r_package))
+                                check_models=not args.no_check, slim=not args.no_slim,
+                                extra_packages=tuple(args.r_package), training_end=args.training_end)
     slimmed = sum(e.slimmed for e in manifest.models.values())
     print(f"registered {args.model}/{args.version}: {len(manifest.models)} models in {len(manifest.packs)} "
           f"pack(s), {slimmed} slimmed for scoring, R {manifest.r_version}"
           + (", now champion" if args.champion else ""))
+    assumed = manifest.dates_assumed()
+    if assumed:
+        print(f"note: {len(assumed)} time-series model(s) have no training end date, e.g. {assumed[0]}; "
+              "their forecast dates will be assumed (pass --training-end or add training_end.csv)")
     return 0
 
 
@@ -142,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                                       "the app copies it into the models container")
     reg.add_argument("--champion", action="store_true", help="also make this version the champion")
     reg.add_argument("--r-package", action="append", default=[], help="an R package the models need")
+    reg.add_argument("--training-end", metavar="YYYY-MM-DD",
+                     help="last training day of the time-series models (training_end.csv sets it per postcode)")
     reg.add_argument("--no-slim", action="store_true", help="store the .rds files exactly as given")
     reg.add_argument("--no-check", action="store_true",
                      help="skip loading each model in R (stores the files as given, unverified)")

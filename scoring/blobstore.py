@@ -46,8 +46,12 @@ class BlobStore:
         self._service = service
 
     @classmethod
-    def connect(cls, account_url: str = "", connection_string: str = "") -> BlobStore:
-        """Connection string (Azurite) when given, otherwise the account URL with managed identity."""
+    def connect(cls, account_url: str = "", connection_string: str = "", *, client_id: str | None = None) -> BlobStore:
+        """Connection string (Azurite) when given, otherwise the account URL with managed identity.
+
+        client_id: the user-assigned identity to use (the app's in the Functions app, AZURE_CLIENT_ID = the
+        worker's in a container). Pass it: with several identities on a host, none is chosen by default.
+        """
         import requests
         from azure.core.pipeline.transport import RequestsTransport
 
@@ -63,7 +67,8 @@ class BlobStore:
             raise ValueError("no storage configured: set an account URL (managed identity) or a connection string")
         from azure.identity import DefaultAzureCredential
 
-        return cls(BlobServiceClient(account_url, credential=DefaultAzureCredential(), **options))
+        credential = DefaultAzureCredential(managed_identity_client_id=client_id)
+        return cls(BlobServiceClient(account_url, credential=credential, **options))
 
     def ensure_container(self, container: str) -> None:
         try:

@@ -8,7 +8,8 @@
 
 Job fields: model, version (a version or "champion"), input {container, blob, optional etag}, postcodes
 (list, or null for every postcode of the version), output {container, prefix}, optional horizon (rows expected
-per postcode) and models_container (default "models").
+per postcode), models_container (default "models") and ts_max_gap_days (how long after a time-series model's
+training end its input may start).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from .names import InvalidName, check_blob_path, check_model_name, check_postcodes, check_prefix, check_version
 
 KNOWN_FIELDS = {"model", "version", "input", "postcodes", "output", "horizon", "models_container", "run_id",
-                "shard"}
+                "shard", "ts_max_gap_days"}
 
 
 class JobError(ValueError):
@@ -41,6 +42,7 @@ class Job:
     input_etag: str = ""  # the input version the run was planned on; any other version is refused
     run_id: str = ""
     shard: int = 0
+    ts_max_gap_days: int | None = None
 
     @property
     def results_blob(self) -> str:
@@ -57,7 +59,7 @@ class Job:
             "postcodes": list(self.postcodes) if self.postcodes is not None else None,
             "output": {"container": self.output_container, "prefix": self.output_prefix},
             "horizon": self.horizon, "models_container": self.models_container,
-            "run_id": self.run_id, "shard": self.shard,
+            "run_id": self.run_id, "shard": self.shard, "ts_max_gap_days": self.ts_max_gap_days,
         }
 
 
@@ -86,6 +88,9 @@ def parse_job(raw: object) -> Job:
         horizon = raw.get("horizon")
         if horizon is not None and (not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1):
             raise JobError(f"job field 'horizon' must be a positive integer, got {horizon!r}")
+        gap = raw.get("ts_max_gap_days")
+        if gap is not None and (not isinstance(gap, int) or isinstance(gap, bool) or gap < 0):
+            raise JobError(f"job field 'ts_max_gap_days' must be a non-negative integer, got {gap!r}")
         return Job(
             model=model,
             version=version,
@@ -99,6 +104,7 @@ def parse_job(raw: object) -> Job:
             input_etag=str(inp.get("etag") or ""),
             run_id=str(raw.get("run_id", "")),
             shard=int(raw.get("shard", 0)),
+            ts_max_gap_days=gap,
         )
     except InvalidName as e:
         raise JobError(f"job spec: {e}") from None

@@ -12,7 +12,9 @@ version never write the same blob, and the manifest (create-only) names the file
     <model>/champion.json                the alias scheduled runs use: {"version": ..., "updated": ...}
 
 The manifest maps each postcode to its bytes (pack blob, offset, length, sha256), and records the R version,
-the R packages the models need and when the version was created.
+the R packages the models need and when the version was created. `profiles` lists the distinct model
+profiles (class, packages to load, formula packages to attach, input prototype; see R/model_profile.R); each
+model entry names its profile and, for time-series models, the date its training data ends.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ from .timestamps import now_seconds
 MANIFEST = "manifest.json"
 SCORER = "scorer.R"
 CHAMPION = "champion"
+TRAINING_END = "training_end.csv"  # optional: postcode,training_end (YYYY-MM-DD) for time-series models
+NOT_DAILY_FREQUENCIES = (4, 12, 52)  # quarterly, monthly, weekly series: no date alignment (R/model_profile.R)
+DATES_ASSUMED = ("no training end date: these time-series forecasts start the day after training ended and are "
+                 "labelled with the input's dates, which is assumed, not checked (register with --training-end "
+                 "or training_end.csv)")
 
 
 class ModelStoreError(ValueError):
@@ -46,6 +53,9 @@ class ModelEntry:
     source_sha256: str  # of the .rds file that was registered
     model_class: str
     slimmed: bool
+    profile: int | None = None  # index into Manifest.profiles
+    training_end: str | None = None  # time-series models: last training day (YYYY-MM-DD), if known
+    training_end_source: str | None = None
 
 
 @dataclass
@@ -59,10 +69,14 @@ class Manifest:
     scorer: str | None = None
     scorer_sha256: str | None = None
     packs: list[dict] = field(default_factory=list)
+    profiles: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["schema"] = 1
+        assumed = self.dates_assumed()
+        if assumed:
+            d["dates_assumed"] = {"postcodes": len(assumed), "first": assumed[:10], "note": DATES_ASSUMED}
         return d
 
     @classmethod
@@ -71,13 +85,24 @@ class Manifest:
             models = {pc: ModelEntry(**e) for pc, e in d["models"].items()}
             return cls(model=d["model"], version=d["version"], created=d["created"], r_version=d["r_version"],
                        r_packages=dict(d["r_packages"]), models=models, scorer=d.get("scorer"),
-                       scorer_sha256=d.get("scorer_sha256"), packs=list(d.get("packs", [])))
+                       scorer_sha256=d.get("scorer_sha256"), packs=list(d.get("packs", [])),
+                       profiles=list(d.get("profiles", [])))
         except (KeyError, TypeError) as e:
             raise ModelStoreError(f"manifest is malformed: {e!r}") from None
 
     @property
     def postcodes(self) -> list[str]:
         return sorted(self.models)
+
+    def profile_of(self, postcode: str) -> dict | None:
+        index = self.models[postcode].profile
+        return self.profiles[index] if index is not None and 0 <= index < len(self.profiles) else None
+
+    def dates_assumed(self) -> list[str]:
+        """Time-series postcodes without a training end: their forecasts start where training ended,
+        labelled with the input's dates (an assumption the manifest and run status state)."""
+        return [pc for pc in self.postcodes
+                if (self.profile_of(pc) or {}).get("time_series") and not self.models[pc].training_end]
 
 
 def version_prefix(model: str, version: str) -> str:

@@ -32,8 +32,8 @@ def _r():
     # R's console chatter would interleave with our logs; errors come back as exceptions instead.
     callbacks.consolewrite_print = lambda s: None
     callbacks.consolewrite_warnerror = lambda s: None
-    ro.r["source"](str(R_DIR / "score.R"))
-    ro.r["source"](str(R_DIR / "register.R"))
+    for script in ("score.R", "model_aware.R", "model_profile.R", "register.R"):
+        ro.r["source"](str(R_DIR / script))
     return ro
 
 

@@ -5,15 +5,22 @@ The manifest is written last and never overwritten: a version exists once its ma
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
 from .blobstore import BlobExists
 from .modelstore import (
     MANIFEST,
+    NOT_DAILY_FREQUENCIES,
     SCORER,
+    TRAINING_END,
     Manifest,
     ModelEntry,
     ModelStore,
@@ -30,14 +37,18 @@ PACK_MAX_BYTES = 16 * 1024 * 1024
 
 def register_version(store: ModelStore, model: str, version: str, folder: Path, champion: bool = False,
                      check_models: bool = True, slim: bool = True,
-                     extra_packages: tuple[str, ...] = ()) -> Manifest:
-    """Upload a folder of <postcode>.rds (and optional scorer.R) as a new version (direct storage access)."""
+                     extra_packages: tuple[str, ...] = (), training_end: str | None = None) -> Manifest:
+    """Upload a folder of <postcode>.rds (and optional scorer.R, training_end.csv) as a new version, with
+    direct access to the models container (the data scientists' CLI).
+
+    `training_end` (YYYY-MM-DD) is the last training day of every time-series model in the folder;
+    training_end.csv gives it per postcode. Either wins over what the model itself says."""
     prefix = version_prefix(model, version)
     if store.blobs.exists(store.container, prefix + MANIFEST):
         raise ModelStoreError(f"model {model!r} already has version {version!r}; versions are immutable, "
                               "register a new one")
     manifest = build_version(store, prefix, model, version, folder, check_models=check_models, slim=slim,
-                             extra_packages=extra_packages, exclusive=True)
+                             extra_packages=extra_packages, training_end=training_end, exclusive=True)
     if champion:
         store.set_alias(model, version)
     return manifest
@@ -45,7 +56,7 @@ def register_version(store: ModelStore, model: str, version: str, folder: Path, 
 
 def build_version(store: ModelStore, prefix: str, model: str, version: str, folder: Path,
                   check_models: bool = True, slim: bool = True, extra_packages: tuple[str, ...] = (),
-                  exclusive: bool = False) -> Manifest:
+                  training_end: str | None = None, exclusive: bool = False) -> Manifest:
     """Check the folder in R, write packs, scorer.R and finally the manifest under `prefix` of store.container.
 
     exclusive: the manifest is created only if absent (the models container); a registration container
@@ -54,12 +65,14 @@ def build_version(store: ModelStore, prefix: str, model: str, version: str, fold
     check_model_name(model)
     check_version(version)
     files, scorer = scan_model_folder(folder)
+    given_ends = read_training_ends(folder, files, training_end)
     with tempfile.TemporaryDirectory(prefix="register-") as tmp:
-        stored, classes, r_version, packages = _inspect(files, scorer, Path(tmp), check_models, slim,
-                                                       extra_packages)
+        stored, classes, r_version, packages, profiles = _inspect(files, scorer, Path(tmp), check_models, slim,
+                                                                 extra_packages)
         models, packs = _upload_packs(store, prefix, files, stored, classes)
+    distinct, models = _attach_profiles(models, profiles, given_ends)
     manifest = Manifest(model=model, version=version, created=now_seconds(), r_version=r_version,
-                        r_packages=packages, models=models, packs=packs)
+                        r_packages=packages, models=models, packs=packs, profiles=distinct)
     if scorer is not None:
         data = scorer.read_bytes()
         store.blobs.write_bytes(store.container, prefix + SCORER, data, content_type="text/plain")
@@ -109,6 +122,8 @@ def scan_model_folder(folder: Path) -> tuple[dict[str, Path], Path | None]:
     for path in sorted(folder.iterdir()):
         if path.name == SCORER:
             scorer = path
+        elif path.name == TRAINING_END:
+            continue
         elif path.suffix == ".rds" and path.is_file() and is_valid_postcode(path.stem, pattern):
             files[path.stem] = path
         else:
@@ -116,39 +131,111 @@ def scan_model_folder(folder: Path) -> tuple[dict[str, Path], Path | None]:
     if bad:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise ModelStoreError(f"{folder}: {len(bad)} file(s) are not <postcode>.rds (postcodes match "
-                              f"{pattern.pattern}) or scorer.R: {shown}")
+                              f"{pattern.pattern}), scorer.R or {TRAINING_END}: {shown}")
     if not files:
         raise ModelStoreError(f"{folder} holds no models: expected one <postcode>.rds per postcode")
     return files, scorer
 
 
 def _inspect(files: dict[str, Path], scorer: Path | None, tmp: Path, check_models: bool, slim: bool,
-             extra_packages: tuple[str, ...]) -> tuple[dict[str, Path], dict[str, tuple[str, bool]], str, dict]:
-    """Load every model in R: refuse unreadable ones, make slim copies, collect the R packages needed."""
+             extra_packages: tuple[str, ...]) -> tuple[dict[str, Path], dict[str, tuple[str, bool]], str, dict,
+                                                       dict[str, dict]]:
+    """Load every model in R: refuse unreadable ones, make slim copies, collect each model's profile and
+    the R packages needed."""
     from . import r_session
 
     postcodes = sorted(files)
     if not check_models:
-        return dict(files), {pc: ("unknown", False) for pc in postcodes}, r_session.r_version(), {}
+        return dict(files), {pc: ("unknown", False) for pc in postcodes}, r_session.r_version(), {}, {}
     slim_paths = [str(tmp / f"{pc}.rds") for pc in postcodes]
     result = r_session.call("inspect_models", [str(files[pc]) for pc in postcodes], slim_paths, slim)
     stored: dict[str, Path] = {}
     classes: dict[str, tuple[str, bool]] = {}
+    profiles: dict[str, dict] = {}
     errors: list[str] = []
     for pc, slim_path, outcome in zip(postcodes, slim_paths, result, strict=True):
         kind, _, detail = str(outcome).partition("|")
         if kind == "error":
             errors.append(f"{pc}.rds: {detail}")
             continue
-        slimmed = detail == "TRUE"
+        slimmed_text, _, profile = detail.partition("|")
+        slimmed = slimmed_text == "TRUE"
         classes[pc] = (kind, slimmed)
+        profiles[pc] = json.loads(profile)
         stored[pc] = Path(slim_path) if slimmed else files[pc]
     if errors:
         raise ModelStoreError(f"{len(errors)} model(s) do not load in R: " + "; ".join(errors[:5]))
     scorer_packages = _scorer_packages(scorer.read_text()) if scorer else []
-    versions = r_session.call("package_versions", list(extra_packages) + scorer_packages)
+    model_packages = sorted({p for prof in profiles.values() for p in _as_list(prof.get("packages"))})
+    versions = r_session.call("package_versions", list(extra_packages) + scorer_packages + model_packages)
     packages = dict(str(v).split("=", 1) for v in versions)
-    return stored, classes, r_session.r_version(), packages
+    return stored, classes, r_session.r_version(), packages, profiles
+
+
+def read_training_ends(folder: Path, files: dict[str, Path], default: str | None) -> dict[str, str]:
+    """postcode -> last training day, from training_end.csv and/or the version-wide default; checked."""
+    ends: dict[str, str] = {}
+    if default is not None:
+        ends = dict.fromkeys(files, _check_day(default, "--training-end"))
+    path = folder / TRAINING_END
+    if path.is_file():
+        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
+        if not rows or [c.strip() for c in rows[0]] != ["postcode", "training_end"]:
+            raise ModelStoreError(f"{path}: the header must be 'postcode,training_end'")
+        for number, row in enumerate(rows[1:], start=2):
+            if not row:
+                continue
+            if len(row) != 2 or row[0] not in files:
+                raise ModelStoreError(f"{path} line {number}: {row!r} is not '<postcode of a model here>,YYYY-MM-DD'")
+            ends[row[0]] = _check_day(row[1].strip(), f"{path} line {number}")
+    return ends
+
+
+def _check_day(text: str, where: str) -> str:
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        raise ModelStoreError(f"{where}: training end {text!r} is not YYYY-MM-DD")
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        raise ModelStoreError(f"{where}: training end {text!r} is not a calendar date") from None
+    return text
+
+
+def _attach_profiles(models: dict[str, ModelEntry], profiles: dict[str, dict],
+                     given_ends: dict[str, str]) -> tuple[list[dict], dict[str, ModelEntry]]:
+    """Distinct profiles (thousands of models share a handful) and each entry's index and training end."""
+    distinct: list[dict] = []
+    index: dict[str, int] = {}
+    out: dict[str, ModelEntry] = {}
+    for pc, entry in models.items():
+        profile = profiles.get(pc)
+        if profile is None:
+            out[pc] = entry
+            continue
+        shared = {k: v for k, v in profile.items() if k not in ("training_end", "training_end_source", "frequency")}
+        for key in ("class", "packages", "attach"):  # R gives a bare string for a vector of one
+            shared[key] = _as_list(shared.get(key))
+        key = json.dumps(shared, sort_keys=True)
+        if key not in index:
+            index[key] = len(distinct)
+            distinct.append(shared)
+        end, source = profile.get("training_end"), profile.get("training_end_source")
+        if shared.get("time_series") and pc in given_ends:
+            if profile.get("frequency") in NOT_DAILY_FREQUENCIES:
+                raise ModelStoreError(f"{pc}.rds: a training end is given for a series of frequency "
+                                      f"{profile['frequency']:g}; dated forecasts need a daily series "
+                                      "(one step = one day)")
+            end, source = given_ends[pc], "registration"
+        if not shared.get("time_series"):
+            end, source = None, None
+        out[pc] = replace(entry, profile=index[key], training_end=end, training_end_source=source)
+    return distinct, out
+
+
+def _as_list(value: object) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
 
 
 def _scorer_packages(source: str) -> list[str]:

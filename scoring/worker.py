@@ -18,6 +18,7 @@ from .errors import typed_one_line
 from .exit_codes import EXIT_FATAL, EXIT_OK, EXIT_PARTIAL
 from .job import Job
 from .modelstore import Manifest, ModelStore, ModelStoreError, sha256
+from .profiles import write_shard_profiles
 from .timestamps import now_micros
 
 DOWNLOAD_THREADS = 8
@@ -41,6 +42,7 @@ class ShardStatus:
     rows: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     cores: int = 1
+    shared_design: int = 0  # postcodes scored from a design shared with others (shared_design.R)
     input_etag: str = ""
     error: str = ""
     exit_code: int = EXIT_OK
@@ -85,7 +87,7 @@ def run_shard(job: Job, blobs: BlobStore, workdir: Path, cores: int | None = Non
         manifest_future = pool.submit(_read_manifest, store, job)
         input_future = pool.submit(blobs.download_to_file, job.input_container, job.input_blob, str(input_path),
                                    job.input_etag)
-        r_session.call("spawn_nodes", cores)
+        r_session.call("spawn_nodes", cores, str(r_session.R_DIR / "score.R"))
         try:
             status.version, manifest = manifest_future.result()
             requested = list(job.postcodes) if job.postcodes is not None else manifest.postcodes
@@ -108,6 +110,11 @@ def run_shard(job: Job, blobs: BlobStore, workdir: Path, cores: int | None = Non
                 raise FatalShardError(f"input data changed since the run was planned: {e}") from None
             status.timings["prepare"] = time.perf_counter() - t0
             try:
+                # Before start_nodes: the profiles say which input columns to read as text. A scorer.R gets
+                # the rows as they are, typed by nothing but the CSV reader.
+                profiles = write_shard_profiles(manifest, [] if scorer_path else todo, workdir / "profiles.json",
+                                                job.ts_max_gap_days)
+                r_session.call("prepare_models", str(profiles), str(r_session.R_DIR / "model_aware.R"))
                 r_session.call("start_nodes", str(r_session.R_DIR / "score.R"), str(input_path), todo,
                                scorer_path, job.horizon or 0)
             except r_session.RError as e:
@@ -127,6 +134,7 @@ def run_shard(job: Job, blobs: BlobStore, workdir: Path, cores: int | None = Non
             status.timings["scored"] = time.perf_counter() - t0
             results_path = workdir / "results.csv"
             status.rows = int(r_session.call("write_results", str(results_path), job.model, status.version)[0])
+            status.shared_design = int(r_session.call("shared_design_total")[0])
         finally:
             r_session.call("stop_nodes")
     blobs.upload_file(job.output_container, job.results_blob, str(results_path))

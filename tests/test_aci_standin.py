@@ -35,7 +35,8 @@ SUBSCRIPTION = "00000000-0000-0000-0000-0000000000aa"
 RESOURCE_GROUP = "rg-scoring-dev"
 SECRET = "s3cr3t-sas-token-value"
 IDENTITY = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
-            "Microsoft.ManagedIdentity/userAssignedIdentities/scoring")
+            "Microsoft.ManagedIdentity/userAssignedIdentities/scoring-worker")
+WORKER_CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 
 
 def settings_for(standin: Standin, **extra: str) -> Settings:
@@ -111,9 +112,14 @@ def arm_get(standin: Standin, path: str) -> str:
         return response.read().decode()
 
 
-def container_pid(standin: Standin, name: str) -> int:
-    runner = json.loads((standin.state_dir / "groups" / name / "runner.json").read_text())
-    return int(runner["child_pid"])
+def container_pid(standin: Standin, name: str, timeout: float = 10.0) -> int:
+    """The container's pid, once its image pull is over and it has started."""
+    runner_file = standin.state_dir / "groups" / name / "runner.json"
+    deadline = time.monotonic() + timeout
+    while not runner_file.exists():
+        assert time.monotonic() < deadline, f"group {name} never started its container"
+        time.sleep(0.05)
+    return int(json.loads(runner_file.read_text())["child_pid"])
 
 
 def process_gone(pid: int, timeout: float = 5.0) -> bool:
@@ -166,7 +172,8 @@ def test_create_run_logs_delete(aci_standin: Standin, aci_groups: ContainerGroup
 
 def test_group_sent_is_run_once_private_and_keyless(aci_standin: Standin) -> None:
     settings = settings_for(
-        aci_standin, MANAGED_IDENTITY_RESOURCE_ID=IDENTITY, REGISTRY_SERVER="scoringacr.azurecr.io",
+        aci_standin, WORKER_IDENTITY_RESOURCE_ID=IDENTITY, WORKER_IDENTITY_CLIENT_ID=WORKER_CLIENT_ID,
+        REGISTRY_SERVER="scoringacr.azurecr.io",
         ACI_SUBNET_ID=f"/subscriptions/{SUBSCRIPTION}/resourceGroups/net/providers/Microsoft.Network/"
                       "virtualNetworks/vnet/subnets/aci",
         ACI_LOCATION="northeurope")
@@ -205,6 +212,7 @@ def test_list_filters_by_tags_and_groups_run_concurrently(aci_groups: ContainerG
     assert sorted(g.name for g in aci_groups.list({"run": "a"})) == names[:3]
     assert [g.name for g in aci_groups.list({"run": "a", "shard": "1"})] == ["cg-list-1"]
     assert aci_groups.list({"run": "c"}) == []
+    wait_terminated(aci_groups, names[3])
     [summary] = aci_groups.list({"run": "b"})
     assert summary.tags == {"run": "b", "shard": "3"} and summary.provisioning_state == "Succeeded"
     for name in names:
@@ -277,12 +285,10 @@ def test_failed_create_operation_raises_with_its_code(
         aci_standin: Standin, aci_groups: ContainerGroups) -> None:
     aci_standin.inject({"kind": "lro_failed", "code": "InaccessibleImage", "message": "pull failed",
                         "match": "cg-lro", "times": 1})
-    with pytest.raises(AciError) as caught:
-        aci_groups.create(spec("cg-lro", python("print(1)")))
-    error = caught.value
-    assert (error.code, error.status, error.retryable) == ("InaccessibleImage", None, False)
+    aci_groups.create(spec("cg-lro", python("print(1)")))  # the PUT itself is accepted; the operation fails
     state = aci_groups.state("cg-lro")  # like ACI, a failed deployment leaves the group behind
     assert state is not None and state.provisioning_state == "Failed" and state.terminated
+    assert state.exit_code is None
     assert aci_groups.delete("cg-lro") is True
 
 
@@ -335,12 +341,73 @@ def test_hanging_container_runs_until_deleted(aci_standin: Standin, aci_groups: 
 
 def test_stuck_pending_never_starts(aci_standin: Standin, aci_groups: ContainerGroups) -> None:
     aci_standin.inject({"kind": "stuck_pending", "match": "cg-pending", "times": 1})
-    aci_groups.create(spec("cg-pending", python("print(1)")))  # the create LRO still succeeds
-    time.sleep(0.5)
+    started = time.monotonic()
+    assert aci_groups.create(spec("cg-pending", python("print(1)"))) == "Pending"  # returns at once
+    assert time.monotonic() - started < 5
+    time.sleep(1.0)
     state = aci_groups.state("cg-pending")
     assert state is not None and (state.state, state.group_state, state.terminated) == (
         "Waiting", "Pending", False)
+    assert state.provisioning_state in ("Pending", "Creating"), "a stuck pull never provisions"
+    assert "Pulling image" in (state.detail or "")
     assert aci_groups.delete("cg-pending") is True
+
+
+# ---- strict like ACI: the image pull, conflicts, missing instance views ---------------------------
+
+
+def test_create_returns_right_after_the_put_and_the_pull_shows(
+        aci_standin: Standin, aci_groups: ContainerGroups) -> None:
+    """ACI's create LRO lasts the image pull; create() must not wait for it (it did: poller.result())."""
+    aci_standin.inject({"kind": "slow_pull", "seconds": 4, "match": "cg-pull", "times": 1})
+    started = time.monotonic()
+    assert aci_groups.create(spec("cg-pull", python("print('pulled')"))) == "Pending"
+    assert time.monotonic() - started < 2.0, "create waited for the image pull"
+
+    early = aci_groups.state("cg-pull")  # early in the pull: no instance view at all, and not terminal
+    assert early is not None and (early.provisioning_state, early.group_state, early.state) == (
+        "Pending", None, None)
+    assert not early.terminated
+
+    # A second PUT while the group is transitioning: 409, which the orchestration retries.
+    with pytest.raises(AciError) as caught:
+        aci_groups.create(spec("cg-pull", python("print('pulled')")))
+    assert (caught.value.status, caught.value.code, caught.value.retryable) == (
+        409, "ContainerGroupTransitioning", True)
+
+    later = wait_until(aci_groups, "cg-pull", lambda s: s.group_state is not None, timeout=5)
+    assert (later.provisioning_state, later.group_state, later.state) == ("Creating", "Pending", "Waiting")
+    assert not later.terminated
+    done = wait_terminated(aci_groups, "cg-pull")
+    assert (done.provisioning_state, done.exit_code) == ("Succeeded", 0)
+    assert time.monotonic() - started >= 4, "the container started before its image was pulled"
+    # Once provisioned, a repeated PUT is an update (200), never a second run.
+    assert aci_groups.create(spec("cg-pull", python("print('pulled')"))) == "Succeeded"
+    assert aci_groups.logs("cg-pull").count("pulled") == 1
+    assert aci_groups.delete("cg-pull") is True
+
+
+def test_a_group_without_instance_view_is_not_terminal(aci_standin: Standin, aci_groups: ContainerGroups) -> None:
+    aci_standin.inject({"kind": "no_instance_view", "match": "cg-noview", "times": 1})
+    aci_groups.create(spec("cg-noview", python("print(1)")))
+    container_pid(aci_standin, "cg-noview")
+    time.sleep(0.5)
+    state = aci_groups.state("cg-noview")
+    assert state is not None and (state.provisioning_state, state.group_state, state.state) == (
+        "Succeeded", None, None)
+    assert not state.terminated, "a GET without instanceView was taken for the end of the container"
+    assert aci_groups.delete("cg-noview") is True
+
+
+def test_failed_provisioning_without_instance_view_is_terminal(
+        aci_standin: Standin, aci_groups: ContainerGroups) -> None:
+    aci_standin.inject({"kind": "lro_failed", "code": "InaccessibleImage", "message": "pull failed",
+                        "no_instance_view": True, "match": "cg-failed-noview", "times": 1})
+    aci_groups.create(spec("cg-failed-noview", python("print(1)")))
+    state = aci_groups.state("cg-failed-noview")
+    assert state is not None and (state.provisioning_state, state.group_state) == ("Failed", None)
+    assert state.terminated and state.exit_code is None
+    assert aci_groups.delete("cg-failed-noview") is True
 
 
 # ---- the stand-in restarts while containers run --------------------------------------------------

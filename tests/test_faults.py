@@ -29,7 +29,9 @@ def stack(tmp_path_factory, sample_models):
     with sample_stack(root, sample_models, {
         "MIN_SHARD_SIZE": "4", "DEFAULT_HORIZON_DAYS": str(HORIZON), "SHARD_ATTEMPTS": "2",
         "ACI_RETRY_INTERVAL_SECONDS": "0.3", "ACI_RETRY_ATTEMPTS": "5",
-        "SHARD_DEADLINE_MINUTES": "0.25", "PROVISIONING_DEADLINE_MINUTES": "0.05",
+        # Deadlines count from the create (image pull included) and this machine is shared: generous here;
+        # the deadline tests shorten them for themselves.
+        "SHARD_DEADLINE_MINUTES": "1.5", "PROVISIONING_DEADLINE_MINUTES": "0.25",
     }, host_args=["--blob-poll-interval", "3600"]) as s:
         yield s
 
@@ -59,12 +61,16 @@ class PublishWatch:
             if view.get("progress", {}).get("stage") not in ("planning", "scoring", "cancelling"):
                 time.sleep(0.05)
                 continue
-            for name in ("results.csv", "manifest.json", "_SUCCESS"):
-                if blobs.exists("results", f"runs/{self.run_id}/{name}"):
-                    self.seen_early.append(name)
+            seen = [name for name in ("results.csv", "manifest.json", "_SUCCESS")
+                    if blobs.exists("results", f"runs/{self.run_id}/{name}")]
             info = blobs.info("results", "latest/parcels.json")
             if info and blobs.read_json("results", "latest/parcels.json")["run_id"] == self.run_id:
-                self.seen_early.append("latest pointer")
+                seen.append("latest pointer")
+            # Only if the run is still before publishing now, after the blobs were seen: on a loaded machine
+            # the run may have published between the status read above and the blob reads.
+            if seen and self.stack.get(f"/api/runs/{self.run_id}").json().get("progress", {}).get(
+                    "stage") in ("planning", "scoring", "cancelling"):
+                self.seen_early += seen
             time.sleep(0.05)
 
     def stop(self) -> list[str]:
@@ -73,11 +79,11 @@ class PublishWatch:
         return self.seen_early
 
 
-def run_with_fault(stack, *faults: dict, during=None) -> dict:
+def run_with_fault(stack, *faults: dict, during=None, body: dict | None = None) -> dict:
     for fault in faults:
         stack.standin.inject(fault)
     try:
-        r = stack.post("/api/runs", {"input": "manual/input.csv"})
+        r = stack.post("/api/runs", body or {"input": "manual/input.csv"})
         assert r.status_code == 202, r.text
         run_id = r.json()["id"]
         watch = PublishWatch(stack, run_id)
@@ -101,13 +107,13 @@ def assert_invariants(stack, view: dict, early: list[str]) -> None:
     failed = view.get("postcodes_failed") or {}
     assert all(isinstance(reason, str) and reason.strip() for reason in failed.values())
     if view["state"] in ("completed", "completed_with_failures"):
-        assert view["postcodes_scored"] + len(failed) == POSTCODES
+        assert view["postcodes_scored"] + len(failed) == view["progress"]["postcodes_total"]
         manifest = stack.blobs.read_json("results", f"runs/{run_id}/manifest.json")
         assert manifest["postcodes_failed"] == failed
     elif view["state"] == "failed":
         assert view["errors"] and not stack.blobs.exists("results", f"runs/{run_id}/_SUCCESS")
         if view.get("shards"):  # the plan was made: every planned postcode is accounted for
-            assert len(failed) == POSTCODES
+            assert len(failed) == view["progress"]["postcodes_total"]
     assert_no_secret(stack, run_id)
 
 
@@ -144,7 +150,8 @@ def attempts(view: dict) -> list[dict]:
 def test_transient_arm_errors_are_retried_and_the_run_completes(stack, fault):
     view = run_with_fault(stack, fault)
     assert view["state"] == "completed", view["errors"]
-    assert all(a["attempt"] == 1 for a in attempts(view))  # retried in place: no container attempt was lost
+    # Retried in place: no container attempt was lost.
+    assert all(a["attempt"] == 1 for a in attempts(view)), [(a["group"], a["reason"]) for a in attempts(view)]
 
 
 def test_quota_reached_waits_retries_and_lowers_parallelism(stack):
@@ -157,12 +164,33 @@ def test_quota_reached_waits_retries_and_lowers_parallelism(stack):
 
 
 def test_inaccessible_image_fails_fast_without_blind_retries(stack):
-    view = run_with_fault(stack, {"kind": "lro_failed", "code": "InaccessibleImage",
+    # ACI refuses an image it cannot pull in the PUT itself (400 InaccessibleImage).
+    view = run_with_fault(stack, {"kind": "http", "method": "PUT", "status": 400, "code": "InaccessibleImage",
                                   "message": "The image 'localhost/r-scoring:dev' is not accessible."})
     assert view["state"] == "failed"
     assert all(len(shard["attempts"]) == 1 for shard in view["shards"])
     assert all("InaccessibleImage" in shard["reason"] for shard in view["shards"])
     assert all("InaccessibleImage" in reason for reason in view["postcodes_failed"].values())
+
+
+def test_failed_deployment_is_retried_in_a_new_group(stack):
+    view = run_with_fault(stack, {"kind": "lro_failed", "code": "ContainerGroupDeploymentFailed",
+                                  "message": "The deployment failed.", "match": "-s000", "times": 1,
+                                  "no_instance_view": True})
+    assert view["state"] == "completed", view["errors"]
+    first = view["shards"][0]["attempts"]
+    assert [a["state"] for a in first] == ["failed", "succeeded"]
+    assert "provisioning Failed" in first[0]["reason"]
+
+
+def test_create_whose_answer_was_lost_is_retried_through_409s(stack):
+    """The first PUT creates the group but its answer is lost; the retried PUT meets the group still pulling
+    its image (409 ContainerGroupTransitioning), which is transient: one group, one container run."""
+    view = run_with_fault(stack, {"kind": "slow_pull", "seconds": 1.5, "match": "-s000", "times": 1},
+                          {"kind": "http", "method": "PUT", "status": 504, "code": "GatewayTimeout", "after": True,
+                           "match": "-s000", "times": 1})
+    assert view["state"] == "completed", view["errors"]
+    assert [a["attempt"] for a in view["shards"][0]["attempts"]] == [1]
 
 
 def test_provisioning_stuck_in_waiting_hits_the_provisioning_deadline(stack):
@@ -181,10 +209,20 @@ def test_container_exiting_non_zero_is_retried_in_a_new_group(stack):
     assert retried[0]["group"] != retried[1]["group"] and "code 137" in retried[0]["reason"]
 
 
-def test_container_that_hangs_hits_the_deadline(stack):
-    view = run_with_fault(stack, {"kind": "hang", "match": "-s000"})
-    assert view["state"] == "completed_with_failures"
+def test_container_that_hangs_hits_the_deadline(stack, sample_models):
+    # One shard (two postcodes) under a short deadline: no other shard has to beat it on a loaded machine.
+    two = sorted(p.stem for p in sample_models[0].glob("*.rds"))[:2]
+    stack.settings["SHARD_DEADLINE_MINUTES"] = "0.1"
+    stack.restart_host(hard=False)
+    try:
+        view = run_with_fault(stack, {"kind": "hang", "match": "-s000"},
+                              body={"input": "manual/input.csv", "postcodes": two})
+    finally:
+        stack.settings["SHARD_DEADLINE_MINUTES"] = "1.5"
+        stack.restart_host(hard=False)
+    assert view["state"] == "failed" and len(view["shards"]) == 1
     assert view["shards"][0]["state"] == "timed_out"
+    assert set(view["postcodes_failed"]) == set(two)
     assert all("timed_out" in reason for reason in view["postcodes_failed"].values())
 
 

@@ -22,7 +22,8 @@ from pipeline.payloads import Attempt, Plan, ShardOutcome
 
 RUN_ID = "run-0f3a9c2b7d4e4a1b9c8d"
 TIMING = {"poll_seconds": 20, "deadline_minutes": 60, "provisioning_deadline_minutes": 15,
-          "retry_interval_seconds": 15, "retry_attempts": 5, "shard_attempts": 2, "quota_waits": 10}
+          "retry_interval_seconds": 15, "retry_attempts": 5, "shard_attempts": 2, "quota_waits": 10,
+          "poll_first_seconds": 0.0}  # 0: poll_seconds throughout (test_poll_backoff covers the first interval)
 INPUT = {"container": "input", "blob": "daily/2026-11-23.csv", "etag": "0x8DD0B5F3A2C41E7"}
 
 
@@ -30,7 +31,7 @@ def shard(index: int = 0, postcodes: list[str] | None = None, **timing: Any) -> 
     """A shard orchestration's input, as run_orchestrator.shard_input builds it."""
     return {"run_id": RUN_ID, "index": index, "postcodes": postcodes or ["8001", "8002", "8003"],
             "model": "parcels", "version": "v20261120", "input": INPUT, "horizon": 14,
-            "timing": {**TIMING, **timing}}
+            "timing": {**TIMING, **timing}, "ts_max_gap_days": None}
 
 
 def container(state: str | None, exit_code: int | None = None, group_state: str | None = None,
@@ -507,7 +508,7 @@ def make_plan(shards: int = 5, parallel_groups: int = 2, failed: dict | None = N
             "container": {"image": "scoringacr.azurecr.io/r-scoring:1.4.2", "cpu": 2.0, "memory_gb": 4.0},
             "estimate": {"groups": shards, "vcpu_seconds": 420.0 * shards, "gb_seconds": 840.0 * shards,
                          "price_usd": round(0.00481 * shards, 6)},
-            "shards": cut, "timing": TIMING}
+            "shards": cut, "timing": TIMING, "ts_max_gap_days": None, "warnings": []}
 
 
 def attempt_json(fields: dict) -> dict:
@@ -580,7 +581,8 @@ def test_run_fans_out_with_bounded_concurrency_then_publishes():
     assert {w.name for w in subs} == {"score_shard"}
     assert [w.input for w in subs] == [
         {"run_id": RUN_ID, "index": i, "postcodes": plan["shards"][i]["postcodes"], "model": "parcels",
-         "version": "v20261120", "input": INPUT, "horizon": 14, "timing": TIMING} for i in range(5)]
+         "version": "v20261120", "input": INPUT, "horizon": 14, "timing": TIMING, "ts_max_gap_days": None}
+        for i in range(5)]
     # The plan episode starts two shards; every later start follows one completion.
     assert [w.instance_id for w in replay.episodes[1].new_work] == [f"{RUN_ID}:shard-000", f"{RUN_ID}:shard-001"]
     assert max(len(e.pending_subs) for e in replay.episodes) == 2
@@ -594,7 +596,7 @@ def test_run_fans_out_with_bounded_concurrency_then_publishes():
                    "version": "v20261120", "input": INPUT, "shards_total": 5,
                    "shards": [{"index": i, "state": "succeeded", "reason": "",
                                "attempts": shard_outcome(subs[i].input)["attempts"]} for i in range(5)],
-                   "cleanup_errors": [], **published(plan)}
+                   "cleanup_errors": [], "warnings": None, **published(plan)}
     assert replay.custom_status == {"stage": "done", "shards_total": 5, "shards_done": 5, "shards_running": 0,
                                     "postcodes_total": 15, "postcodes_scored": 15, "postcodes_failed": 0,
                                     "parallel_groups": None}

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,16 @@ def test_http_run_publishes_what_r_computes(stack, sample_models, tmp_path):
     listed = stack.get("/api/runs").json()["runs"]
     assert run_id in [r["id"] for r in listed]
 
+    # Containers wrote only to staging (their job came from there too); results holds what the app published.
+    in_results = sorted(b.name[len(prefix):] for b in stack.blobs.list("results", prefix))
+    published = {n for n in in_results if not n.startswith("logs/")}
+    assert {"_SUCCESS", "manifest.json", "results.csv"} <= published
+    assert published <= {"_SUCCESS", "manifest.json", "results.csv", "results.index.json"}, published
+    staged = {b.name for b in stack.blobs.list("staging", f"{run_id}/")}
+    for shard in range(2):
+        for name in ("job.json", "results.csv", "status.json"):
+            assert f"{run_id}/shard-{shard:03d}-a1/{name}" in staged
+
 
 def test_subset_of_postcodes_and_unknown_postcode(stack, sample_models):
     models, _ = sample_models
@@ -132,6 +143,20 @@ def test_timer_fired_twice_makes_one_run(stack, sample_models):
     time.sleep(1)
     daily = [r for r in stack.get("/api/runs").json()["runs"] if r["id"].startswith("daily-")]
     assert [r["id"] for r in daily] == [run_id]
+
+
+def test_a_late_timer_runs_for_its_scheduled_day(stack, sample_models):
+    """The daily id comes from the schedule's occurrence (ScheduleStatus.Next as the host hands it), not from
+    the clock: yesterday's 02:00 occurrence, delivered late today, is yesterday's run."""
+    _, input_csv = sample_models
+    stack.blobs.write_bytes("input", "daily/late.csv", input_csv.read_bytes())
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    timer = {"IsPastDue": True, "Schedule": {"AdjustForDST": True},
+             "ScheduleStatus": {"Last": f"{yesterday - timedelta(days=1)}T02:00:00+00:00",
+                                "Next": f"{yesterday}T02:00:00+00:00", "LastUpdated": f"{yesterday}T02:00:00+00:00"}}
+    assert stack.post("/admin/functions/daily_scoring", {"input": json.dumps(timer)}).status_code == 202
+    view = stack.wait_for_run(f"daily-parcels-{yesterday.isoformat()}")
+    assert view["trigger"] == "timer" and view["state"] == "completed", view["errors"]
 
 
 def test_blob_event_starts_one_run(stack, sample_models):
@@ -188,20 +213,24 @@ def test_retry_reruns_only_the_failed_postcodes_into_the_same_run(stack):
 
 
 
-def test_container_that_never_finishes_hits_its_deadline(stack):
+def test_container_that_never_finishes_hits_its_deadline(stack, sample_models):
+    # One shard only (two postcodes): the deadline, which counts from the create, does not race another
+    # shard's scoring on a loaded machine.
+    first, second = sorted(p.stem for p in sample_models[0].glob("*.rds"))[:2]
     stack.settings["SHARD_DEADLINE_MINUTES"] = "0.05"
     stack.restart_host(hard=False)
     try:
         stack.standin.inject({"kind": "hang", "match": "-s000"})
-        run_id = start(stack, {"input": "manual/input.csv"})
+        run_id = start(stack, {"input": "manual/input.csv", "postcodes": [first, second]})
         view = stack.wait_for_run(run_id, timeout=120)
     finally:
         stack.settings["SHARD_DEADLINE_MINUTES"] = "2"
         stack.restart_host(hard=False)
-    assert view["state"] == "completed_with_failures"
+    assert view["state"] == "failed" and len(view["shards"]) == 1
     assert view["shards"][0]["state"] == "timed_out", view["shards"][0]
     assert "did not finish within 0.05 min" in view["shards"][0]["reason"]
     assert view["shards"][0]["attempts"][0]["deleted"] is True
+    assert set(view["postcodes_failed"]) == {first, second}
 
 
 def test_cancel_stops_the_run_and_deletes_its_groups(stack):

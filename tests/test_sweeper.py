@@ -187,6 +187,11 @@ def create(aci, name: str, tags: dict[str, str], output: str = "orphan output") 
     settings, groups = aci
     command = ["python", "-u", "-c", f"print({output!r}); import time; time.sleep(600)"]
     groups.create(scoring_spec(settings, name, {}, tags=tags, command=command))
+    # Create returns right after the PUT, as in ACI: wait until the container runs and has printed.
+    deadline = time.monotonic() + 30
+    while output not in groups.logs(name):
+        assert time.monotonic() < deadline, f"group {name} never printed its output"
+        time.sleep(0.1)
 
 
 def app_tags(run_id: str, created: datetime, shard: int = 0) -> dict[str, str]:

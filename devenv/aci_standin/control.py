@@ -36,6 +36,7 @@ class Standin:
     port: int
     endpoint: str
     process: subprocess.Popen
+    pull_seconds: float | None = None
 
     @property
     def ca_file(self) -> Path:
@@ -58,7 +59,7 @@ class Standin:
     def restart(self) -> None:
         """Stop and start the server again with the same state dir and port (groups are rediscovered)."""
         self.stop()
-        restarted = start_standin(self.state_dir, self.port)
+        restarted = start_standin(self.state_dir, self.port, self.pull_seconds)
         self.endpoint, self.process = restarted.endpoint, restarted.process
 
     # ---- fault injection and inspection --------------------------------------------------------
@@ -99,7 +100,7 @@ class Standin:
         return json.loads(payload) if payload else None
 
 
-def start_standin(state_dir: Path, port: int = 0) -> Standin:
+def start_standin(state_dir: Path, port: int = 0, pull_seconds: float | None = None) -> Standin:
     """Start `python -m devenv.aci_standin` and wait until it listens (DIR/endpoint appears)."""
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -107,7 +108,8 @@ def start_standin(state_dir: Path, port: int = 0) -> Standin:
     endpoint_file.unlink(missing_ok=True)  # a stale one from a killed run must not count
     with open(state_dir / "standin.out", "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "devenv.aci_standin", "--state-dir", str(state_dir), "--port", str(port)],
+            [sys.executable, "-m", "devenv.aci_standin", "--state-dir", str(state_dir), "--port", str(port),
+             *(["--pull-seconds", str(pull_seconds)] if pull_seconds is not None else [])],
             cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
@@ -117,7 +119,7 @@ def start_standin(state_dir: Path, port: int = 0) -> Standin:
                                f"see {state_dir / 'standin.out'}")
         if endpoint_file.exists():
             endpoint = endpoint_file.read_text().strip()
-            return Standin(state_dir, int(endpoint.rsplit(":", 1)[1]), endpoint, process)
+            return Standin(state_dir, int(endpoint.rsplit(":", 1)[1]), endpoint, process, pull_seconds)
         time.sleep(0.05)
     process.kill()
     process.wait()

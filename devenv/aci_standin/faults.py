@@ -3,11 +3,18 @@
 A fault is a JSON object with a "kind", an optional "match" (substring of the group name; absent
 means every group) and an optional "times" (how often it applies; absent means always):
   {"kind": "http", "method": "PUT", "status": 429, "code": "TooManyRequests", "message": "...",
-   "retry_after": 1}                          next matching ARM request(s) get this error
+   "retry_after": 1, "after": false}          next matching ARM request(s) get this error; with "after": true
+                                              the request is carried out first and its answer lost (a gateway
+                                              timeout after ARM accepted it: the client retries a PUT that
+                                              already created the group)
   {"kind": "hang"}                            the container runs and never finishes
   {"kind": "exit", "exit_code": 3, "output": "boom"}   the container prints output, exits with code
-  {"kind": "stuck_pending"}                   create succeeds, the container stays Waiting forever
-  {"kind": "lro_failed", "code": "InaccessibleImage", "message": "..."}  the create operation fails
+  {"kind": "stuck_pending"}                   the image pull never ends: provisioning stays Pending/Creating,
+                                              the create operation InProgress, the container Waiting
+  {"kind": "slow_pull", "seconds": 5}         the image pull of this group takes that long
+  {"kind": "no_instance_view"}                GETs of the group never carry an instanceView
+  {"kind": "lro_failed", "code": "InaccessibleImage", "message": "...", "no_instance_view": true}
+                                              the create operation fails (optionally with no instance view)
 Faults live in memory: a restart of the stand-in clears them.
 """
 
@@ -18,7 +25,7 @@ import threading
 from typing import Any
 
 HTTP = "http"
-CONTAINER_KINDS = frozenset({"hang", "exit", "stuck_pending", "lro_failed"})
+CONTAINER_KINDS = frozenset({"hang", "exit", "stuck_pending", "slow_pull", "no_instance_view", "lro_failed"})
 KINDS = CONTAINER_KINDS | {HTTP}
 METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "PATCH"})
 
@@ -45,6 +52,8 @@ def validate(fault: Any) -> dict[str, Any]:
         status = fault.get("status")
         if not isinstance(status, int) or not 400 <= status <= 599:
             raise FaultError("an http fault needs a status from 400 to 599")
+    if kind == "slow_pull" and not isinstance(fault.get("seconds"), int | float):
+        raise FaultError("a slow_pull fault needs seconds (a number)")
     if kind == "exit" and not isinstance(fault.get("exit_code", 1), int):
         raise FaultError("exit_code must be an integer")
     return dict(fault)

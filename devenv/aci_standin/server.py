@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 import trustme
 
 from devenv.aci_standin.faults import FaultError, Faults
-from devenv.aci_standin.store import ArmError, GroupStore
+from devenv.aci_standin.store import DEFAULT_PULL_SECONDS, ArmError, GroupStore
 
 API_VERSION = "2023-05-01"
 _SUB = r"/subscriptions/(?P<sub>[^/]+)"
@@ -72,14 +72,15 @@ class StandinServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], state_dir: Path, tls: ssl.SSLContext) -> None:
+    def __init__(self, address: tuple[str, int], state_dir: Path, tls: ssl.SSLContext,
+                 pull_seconds: float = DEFAULT_PULL_SECONDS) -> None:
         host = address[0]
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__(address, StandinHandler)
         # No handshake in accept(): each handler thread does its own, so one slow client can't block.
         self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
         self.state_dir = state_dir
-        self.store = GroupStore(state_dir)
+        self.store = GroupStore(state_dir, pull_seconds)
         self.faults = Faults()
         self.access_log = open(state_dir / "access.log", "a", buffering=1)
         self.log_lock = threading.Lock()
@@ -161,22 +162,24 @@ class StandinHandler(BaseHTTPRequestHandler):
             match = pattern.match(path)
             if match:
                 params = match.groupdict()
-                self._inject_http_fault(params)
-                handler(params)
+                fault = self._http_fault(params)
+                if fault is None:
+                    handler(params)
+                    return
+                if not fault.get("after"):
+                    raise fault_answer(fault)
+                try:  # carried out, then the answer is lost: the client sees only the error
+                    handler(params)
+                except (Answer, ArmError):
+                    pass
+                raise fault_answer(fault)
 
-    def _inject_http_fault(self, params: dict[str, str]) -> None:
+    def _http_fault(self, params: dict[str, str]) -> dict[str, Any] | None:
         group = params.get("name")
         if params.get("op"):
             group = self.server.store.group_of_operation(params["op"])
-        fault = self.server.faults.take_http(self.command, group)
-        if fault is None:
-            return
-        headers = {}
-        if fault.get("retry_after") is not None:
-            headers["Retry-After"] = str(fault["retry_after"])
-        code = fault.get("code") or "InjectedFault"
-        message = fault.get("message") or f"Injected by the stand-in (fault {fault['id']})."
-        raise Answer(int(fault["status"]), arm_error(code, message), headers)
+        return self.server.faults.take_http(self.command, group)
+
 
     # ---- ARM handlers --------------------------------------------------------------------------
 
@@ -298,6 +301,15 @@ class StandinHandler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
 
+def fault_answer(fault: dict[str, Any]) -> Answer:
+    headers = {}
+    if fault.get("retry_after") is not None:
+        headers["Retry-After"] = str(fault["retry_after"])
+    code = fault.get("code") or "InjectedFault"
+    message = fault.get("message") or f"Injected by the stand-in (fault {fault['id']})."
+    return Answer(int(fault["status"]), arm_error(code, message), headers)
+
+
 def arm_error(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
@@ -329,15 +341,16 @@ def require_loopback(host: str) -> None:
         raise SystemExit(f"the ACI stand-in listens on loopback addresses only, not {host!r}")
 
 
-def bind(state_dir: Path, host: str, port: int, tls: ssl.SSLContext) -> StandinServer:
+def bind(state_dir: Path, host: str, port: int, tls: ssl.SSLContext,
+         pull_seconds: float = DEFAULT_PULL_SECONDS) -> StandinServer:
     """Port 0 means: the port of the previous run in this state dir if it is free, else any."""
     previous = _read_port(state_dir / "port")
     if port == 0 and previous:
         try:
-            return StandinServer((host, previous), state_dir, tls)
+            return StandinServer((host, previous), state_dir, tls, pull_seconds)
         except OSError:
             pass
-    return StandinServer((host, port), state_dir, tls)
+    return StandinServer((host, port), state_dir, tls, pull_seconds)
 
 
 def _read_port(path: Path) -> int | None:
@@ -347,13 +360,14 @@ def _read_port(path: Path) -> int | None:
         return None
 
 
-def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 0,
+          pull_seconds: float = DEFAULT_PULL_SECONDS) -> None:
     require_loopback(host)
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     endpoint_file = state_dir / "endpoint"
     endpoint_file.unlink(missing_ok=True)
-    server = bind(state_dir, host, port, tls_context(state_dir))
+    server = bind(state_dir, host, port, tls_context(state_dir), pull_seconds)
     (state_dir / "port").write_text(f"{server.server_address[1]}\n")
 
     def shut_down(signum: int, _frame: Any) -> None:

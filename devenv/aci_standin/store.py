@@ -5,6 +5,24 @@ Each group lives in STATE_DIR/groups/<name>/:
   meta.json     what the stand-in decided (ARM ids, operation id, fault, runner pid, stopped)
   output.log, runner.json, exit.json   written by devenv.aci_standin.runner
 so that a restarted stand-in finds every group again while the processes keep running.
+
+A new group goes through an image pull before its container starts, as in ACI (each behaviour below is
+what azure-mgmt-containerinstance 10.1.0 / api-version 2023-05-01 must cope with in Azure):
+  - the PUT answers 201 with provisioningState "Pending" and an Azure-AsyncOperation URL; the operation
+    stays "InProgress" and the group's provisioningState "Pending", then "Creating", for the whole pull
+    (REST spec: containerInstance.json, containerGroups PUT is x-ms-long-running-operation with
+    final-state-via azure-async-operation; provisioningState is read-only and "only appears in the
+    response"); only when the container has started does provisioning become "Succeeded";
+  - early in the pull a GET carries NO instanceView at all, neither the group's nor the container's
+    (both are read-only and optional in the spec; ACI fills them in only once it has placed the group);
+  - a PUT to a group whose provisioning is still transitioning (Pending/Creating) answers 409 Conflict,
+    code ContainerGroupTransitioning (ARM RPC: a resource provider may reject a write that conflicts with
+    an operation in progress with 409; the code is the one ACI uses for this case), never a second start;
+  - the "stuck_pending" fault keeps the pull going for ever: provisioning never reaches "Succeeded" and the
+    create operation never completes, which is what a slow or hung image pull looks like;
+  - the "no_instance_view" fault omits the instance views for the group's whole life (with "lro_failed":
+    a Failed provisioning that has no instance view, as a deployment that never got placed shows it).
+The pull lasts --pull-seconds (default 0.5 s), or the "slow_pull" fault's "seconds" for one group.
 """
 
 from __future__ import annotations
@@ -21,6 +39,7 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +57,9 @@ HANG_SCRIPT = "import time\nwhile True:\n    time.sleep(3600)"
 EXIT_SCRIPT = "import sys\nprint(sys.argv[1], flush=True)\nsys.exit(int(sys.argv[2]))"
 EXIT_KILLED = 128 + signal.SIGKILL
 LOG_LIMIT_BYTES = 4 * 1024 * 1024  # ACI returns at most about 4 MB of logs
+DEFAULT_PULL_SECONDS = 0.5
+# Provisioning states during which ACI refuses another write to the group (409 ContainerGroupTransitioning).
+TRANSITIONING = frozenset({"Pending", "Creating", "Updating", "Repairing", "Deleting"})
 
 
 class ArmError(Exception):
@@ -67,6 +89,7 @@ class Meta:
     runner_pid: int | None = None
     stopped: bool = False
     secure_names: list[str] = field(default_factory=list)
+    pull_seconds: float = 0.0  # the simulated image pull: no container process before it is over
 
 
 @dataclass
@@ -80,7 +103,8 @@ class View:
 
 
 class GroupStore:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, pull_seconds: float = DEFAULT_PULL_SECONDS) -> None:
+        self.pull_seconds = pull_seconds
         self.root = state_dir / "groups"
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
@@ -161,6 +185,11 @@ class GroupStore:
                         subscription.lower(), resource_group.lower()):
                     raise ArmError(409, "Conflict", f"The stand-in already has a group named '{name}' "
                                                     "in another resource group.")
+                provisioning = self._view(existing).provisioning
+                if provisioning in TRANSITIONING:
+                    raise ArmError(409, "ContainerGroupTransitioning",
+                                   f"The container group '{name}' is still transitioning "
+                                   f"(provisioning state {provisioning}); please retry later.")
                 request = self._request(existing)
                 request["tags"] = body.get("tags") or {}
                 write_json_atomic(self._dir(name) / "request.json", request)
@@ -169,15 +198,23 @@ class GroupStore:
             shutil.rmtree(group_dir, ignore_errors=True)
             group_dir.mkdir(parents=True)
             plain, secure = environment_of(body)
+            kind = (fault or {}).get("kind")
+            pull = float(fault.get("seconds", 0)) if kind == "slow_pull" else self.pull_seconds
             meta = Meta(name=name, subscription=subscription, resource_group=resource_group,
                         location=str(body.get("location") or ""), operation_id=str(uuid.uuid4()),
-                        created=utc_now(), fault=fault, secure_names=sorted(secure))
+                        created=utc_now(), fault=fault, secure_names=sorted(secure), pull_seconds=pull)
             write_json_atomic(group_dir / "request.json", redacted(body))
             self._metas[name] = meta
             self._secure_env[name] = secure
-            if not fault or fault["kind"] not in ("stuck_pending", "lro_failed"):
-                self._spawn(meta, plain | secure)
             self._save_meta(meta)
+            if kind not in ("stuck_pending", "lro_failed"):
+                if pull <= 0:
+                    self._spawn(meta, plain | secure)
+                    self._save_meta(meta)
+                else:  # the pull ends by itself, whether or not anyone GETs the group meanwhile
+                    timer = threading.Timer(pull, self._end_pull, [name, meta.operation_id])
+                    timer.daemon = True
+                    timer.start()
             return True, self._arm_body(meta), meta.operation_id
 
     def update_tags(self, subscription: str, resource_group: str, name: str,
@@ -238,6 +275,27 @@ class GroupStore:
             return names
 
     # ---- processes -----------------------------------------------------------------------------
+
+    def _pulling(self, meta: Meta) -> float | None:
+        """Seconds since the create while the simulated pull is on, else None."""
+        if meta.runner_pid is not None or meta.stopped or (meta.fault or {}).get("kind") == "lro_failed":
+            return None
+        elapsed = (datetime.now(UTC) - datetime.fromisoformat(meta.created)).total_seconds()
+        if (meta.fault or {}).get("kind") == "stuck_pending" or elapsed < meta.pull_seconds:
+            return elapsed
+        return None
+
+    def _end_pull(self, name: str, operation_id: str) -> None:
+        with self._lock:
+            meta = self._metas.get(name)
+            if meta is None or meta.operation_id != operation_id or meta.runner_pid is not None or meta.stopped:
+                return
+            secure = self._secure_env.get(name)
+            if secure is None and meta.secure_names:
+                return  # the stand-in restarted mid-pull: the view reports the group failed
+            plain, _ = environment_of(self._request(meta))
+            self._spawn(meta, plain | (secure or {}))
+            self._save_meta(meta)
 
     def _spawn(self, meta: Meta, env_vars: dict[str, str]) -> None:
         command = container_command(self._request(meta), meta.fault)
@@ -305,9 +363,19 @@ class GroupStore:
             message = meta.fault.get("message") or f"The container group deployment failed: {code}."
             return View("Failed", "Stopped" if meta.stopped else "Failed", waiting(message),
                         failed_operation(meta.operation_id, code, message))
-        if kind == "stuck_pending":
-            return View("Succeeded", "Stopped" if meta.stopped else "Pending",
-                        waiting("Pulling image; the stand-in was told this never finishes."), succeeded)
+        in_progress = {"id": meta.operation_id, "status": "InProgress"}
+        elapsed = self._pulling(meta)
+        if elapsed is not None:
+            early = kind == "stuck_pending" and elapsed < 0.2 or elapsed < meta.pull_seconds / 2
+            provisioning = "Pending" if early else "Creating"
+            return View(provisioning, "Pending", waiting(f"Pulling image {self._image(meta)}"), in_progress)
+        if meta.runner_pid is None and not meta.stopped and kind != "lro_failed":
+            # The pull is over but nothing started it (the stand-in restarted mid-pull).
+            if self._secure_env.get(meta.name) is None and meta.secure_names:
+                message = "The stand-in restarted during the image pull and lost the secure values."
+                return View("Failed", "Failed", waiting(message),
+                            failed_operation(meta.operation_id, "ContainerGroupDeploymentFailed", message))
+            self._end_pull(meta.name, meta.operation_id)
         started = read_json(group_dir / "runner.json")
         finished = read_json(group_dir / "exit.json")
         if finished is None and started is not None and not self._runner_alive(meta):
@@ -331,13 +399,16 @@ class GroupStore:
             message = "The stand-in's runner exited before starting the container; see runner.err."
             return View("Failed", "Failed", waiting(message),
                         failed_operation(meta.operation_id, "ContainerGroupDeploymentFailed", message))
-        return View("Pending", "Pending", waiting("ContainerCreating"),
-                    {"id": meta.operation_id, "status": "InProgress"})
+        return View("Creating", "Pending", waiting("ContainerCreating"), in_progress)
+
+    def _image(self, meta: Meta) -> str:
+        return str(first_container(self._request(meta)).get("image") or "")
 
     def _arm_body(self, meta: Meta) -> dict[str, Any]:
         """The group as ARM shows it: no secureValue, no registry password."""
         request = self._request(meta)
         view = self._view(meta)
+        show_views = not self._omits_instance_view(meta)
         properties = copy.deepcopy(request.get("properties") or {})
         properties["provisioningState"] = view.provisioning
         properties.setdefault("restartPolicy", "Always")  # ACI's default: recorded, not enforced
@@ -349,11 +420,12 @@ class GroupStore:
                 {"name": v["name"]} if "secureValue" in v else {"name": v["name"], "value": v.get("value")}
                 for v in props.get("environmentVariables") or []
             ]
-            if index == 0:
+            if index == 0 and show_views:
                 props["instanceView"] = {"restartCount": 0, "currentState": view.container, "events": []}
         for credential in properties.get("imageRegistryCredentials") or []:
             credential.pop("password", None)
-        properties["instanceView"] = {"state": view.group_state, "events": []}
+        if show_views:
+            properties["instanceView"] = {"state": view.group_state, "events": []}
         body: dict[str, Any] = {
             "id": (f"/subscriptions/{meta.subscription}/resourceGroups/{meta.resource_group}"
                    f"/providers/{GROUP_TYPE}/{meta.name}"),
@@ -366,6 +438,13 @@ class GroupStore:
         if request.get("identity"):
             body["identity"] = shown_identity(request["identity"])
         return body
+
+    def _omits_instance_view(self, meta: Meta) -> bool:
+        """Early in the pull (its first half, at least 0.2 s of it) and under the no_instance_view fault."""
+        if (meta.fault or {}).get("kind") == "no_instance_view" or (meta.fault or {}).get("no_instance_view"):
+            return True
+        elapsed = self._pulling(meta)
+        return elapsed is not None and elapsed < max(0.2, meta.pull_seconds / 2)
 
     # ---- files ---------------------------------------------------------------------------------
 

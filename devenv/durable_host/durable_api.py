@@ -1,8 +1,24 @@
 """The durable HTTP API under /runtime/webhooks/durabletask/, as called by the SDK's
-DurableOrchestrationClient (through rpcBaseUrl) and by plain clients following the management URLs."""
+DurableOrchestrationClient (through rpcBaseUrl) and by plain clients following the management URLs.
+
+Listing instances (GET .../instances) pages exactly as the Durable Functions extension does, so that code
+which reads only the first page is caught here, not in Azure:
+  - a page holds at most `top` instances, 100 when `top` is absent (HttpApiHandler.HandleGetStatusRequestAsync
+    copies `top` into OrchestrationStatusQueryCondition.PageSize, whose default is 100);
+  - the next page is asked for with the request header x-ms-continuation-token; every answer carries that
+    header, empty on the last page (HttpApiHandler adds it unconditionally, from ListInstancesAsync's
+    ContinuationToken);
+  - sub-orchestrations are instances like any other and take their place on a page;
+  - pages come in instance-id order, not creation order (the Azure Storage provider's Instances table is
+    keyed, and so read, by instance id).
+azure-functions-durable 1.7's get_status_by / get_status_all send neither `top` nor the token and ignore the
+answer's header, so they return the first page only (azure-functions-durable-python issue #580).
+"""
 
 from __future__ import annotations
 
+import base64
+import json
 import sqlite3
 from datetime import datetime
 from typing import Any
@@ -14,6 +30,9 @@ from .engine import ACTIVE_STATUSES, InstanceExists, OrchestrationEngine, Unknow
 from .json_text import body_to_json_text, loads_or_none
 from .web import WebRequest, WebResponse, json_response
 
+PAGE_SIZE = 100  # the extension's default page size for instance queries
+CONTINUATION_HEADER = "x-ms-continuation-token"
+
 # Event types in the status API's history, by name (OrchestratorStarted/Completed are left out, as in Azure).
 EVENT_TYPE_NAMES = {
     0: "ExecutionStarted", 1: "ExecutionCompleted", 2: "ExecutionFailed", 3: "ExecutionTerminated",
@@ -22,6 +41,19 @@ EVENT_TYPE_NAMES = {
     11: "TimerFired", 14: "EventSent", 15: "EventRaised", 16: "ContinueAsNew",
 }
 OUTCOME_STATUS = {"accepted": 202, "not_found": 404, "gone": 410}
+
+
+def _encode_token(last_instance_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": last_instance_id}).encode()).decode()
+
+
+def _decode_token(token: str) -> str | None:
+    if not token or token == "null":
+        return None
+    try:
+        return str(json.loads(base64.urlsafe_b64decode(token.encode()))["after"])
+    except (ValueError, KeyError, TypeError):
+        return None  # a token from elsewhere: start over, as a fresh query would
 
 
 def _flag(query: dict[str, str], name: str, default: bool) -> bool:
@@ -132,15 +164,21 @@ class DurableApi:
 
     def list_instances(self, request: WebRequest) -> WebResponse:
         where, params = self._filters(request.query)
-        rows = self.engine.query_instances(where, params)
-        start = int(request.headers.get("x-ms-continuation-token") or 0)
-        top = int(request.query.get("top") or 0)
-        page = rows[start:start + top] if top else rows[start:]
-        headers = {}
-        if top and start + top < len(rows):
-            headers["x-ms-continuation-token"] = str(start + top)
+        try:
+            top = int(request.query.get("top") or 0)
+        except ValueError:
+            top = 0  # the extension ignores a `top` it cannot parse (TryGetIntQueryParameterValue)
+        page_size = top if top > 0 else PAGE_SIZE
+        sent = next((v for k, v in request.headers.items() if k.lower() == CONTINUATION_HEADER), "")
+        after = _decode_token(sent)
+        if after is not None:
+            where += (" AND " if where else "WHERE ") + "instance_id > ?"
+            params = [*params, after]
+        rows = self.engine.query_instances(where, params, order_by="instance_id", limit=page_size + 1)
+        page = rows[:page_size]
+        token = _encode_token(page[-1]["instance_id"]) if len(rows) > page_size else ""
         show_input = _flag(request.query, "showInput", False)
-        return json_response(200, [self.status_json(r, show_input) for r in page], headers)
+        return json_response(200, [self.status_json(r, show_input) for r in page], {CONTINUATION_HEADER: token})
 
     def purge_by(self, request: WebRequest) -> WebResponse:
         where, params = self._filters(request.query)

@@ -144,8 +144,11 @@ class OrchestrationEngine:
         rows = self.store.query("SELECT event FROM history WHERE instance_id=? ORDER BY seq", (instance_id,))
         return [json.loads(r["event"]) for r in rows]
 
-    def query_instances(self, where: str, params: list[Any]) -> list[sqlite3.Row]:
-        return self.store.query(f"SELECT * FROM instances {where} ORDER BY created_time, instance_id", params)
+    def query_instances(self, where: str, params: list[Any], order_by: str = "created_time, instance_id",
+                        limit: int | None = None) -> list[sqlite3.Row]:
+        assert order_by in ("created_time, instance_id", "instance_id"), order_by
+        tail = f" LIMIT {int(limit)}" if limit is not None else ""
+        return self.store.query(f"SELECT * FROM instances {where} ORDER BY {order_by}{tail}", params)
 
     def raise_event(self, instance_id: str, event_name: str, input_text: str | None) -> str:
         """Returns 'accepted', 'not_found' or 'gone'. Events wait in the inbox until someone waits on them."""

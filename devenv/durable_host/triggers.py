@@ -1,7 +1,20 @@
-"""Non-HTTP triggers: timer schedules, blob polling, and Core Tools' admin endpoint that runs one now."""
+"""Non-HTTP triggers: timer schedules, blob polling, and Core Tools' admin endpoint that runs one now.
+
+What the functions receive is what the Functions host sends, decoded by the azure-functions library's own
+converters (TimerRequestConverter, BlobConverter), so the app meets the shapes it meets in Azure:
+  - timer: {"IsPastDue", "Schedule", "ScheduleStatus": {"Last", "Next", "LastUpdated"}} where the status is
+    the one recorded BEFORE this invocation: Next is the occurrence now firing, Last the one before
+    (WebJobs' TimerListener hands the function its current status and records the new one afterwards).
+  - blob: the content as bytes, with trigger metadata BlobTrigger (container/name), Uri, Metadata and
+    Properties, the storage extension's BlobProperties serialized by Json.NET: ContentLength (not Length,
+    which is why InputStream.length reads both), ContentType, LastModified, CreatedOn, ContentHash (base64),
+    BlobType as a number, and ETag as {}: Azure.ETag is a struct without public properties, so Json.NET
+    writes an empty object. Code that reads the ETag from the properties gets no ETag.
+"""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -16,7 +29,7 @@ from typing import Any
 
 import azure.functions as func
 from azure.functions import meta
-from azure.functions.blob import InputStream
+from azure.functions.blob import BlobConverter, InputStream
 from azure.functions.durable_functions import ActivityTriggerConverter
 from azure.functions.timer import TimerRequestConverter
 
@@ -77,6 +90,11 @@ def admin_trigger_value(info: FunctionInfo, input_text: str,
                         blob_reader: Callable[[FunctionInfo, str], Any]) -> Any:
     """What POST /admin/functions/{name} {"input": ...} passes to the function, per trigger type."""
     if info.trigger_type == "timerTrigger":
+        # Core Tools ignores the input here; the dev host takes a timer info object (IsPastDue, ScheduleStatus)
+        # when one is given, so that tests can fire an occurrence other than "now".
+        given = json.loads(input_text) if input_text.strip().startswith("{") else None
+        if isinstance(given, dict):
+            return TimerRequestConverter.decode(meta.Datum(type="json", value=json.dumps(given)), trigger_metadata={})
         return timer_request(past_due=False)
     if info.trigger_type == "blobTrigger":
         return blob_reader(info, input_text)
@@ -118,7 +136,8 @@ class TimerScheduler:
                 if planned <= now:
                     past_due = (now - planned).total_seconds() > PAST_DUE_AFTER_SECONDS
                     following = schedule.next_after(now)
-                    self.runner.submit(info, timer_request(past_due, last[info.name], following),
+                    # The status as recorded before this run: Next is the occurrence firing now.
+                    self.runner.submit(info, timer_request(past_due, last[info.name], planned),
                                        f"timer {planned:%H:%M:%S}")
                     last[info.name], due[info.name] = planned, following
             wait = min((d - h.utc_now()).total_seconds() for d in due.values())
@@ -155,15 +174,33 @@ def read_blob(binding: BlobBinding, blob_name: str) -> InputStream:
 
     service = BlobServiceClient.from_connection_string(binding.connection_string())
     blob = service.get_blob_client(binding.container, blob_name)
-    data = blob.download_blob().readall()
-    properties = blob.get_blob_properties()
-    # func.InputStream is the abstract type; the worker builds azure.functions.blob.InputStream.
-    return InputStream(data=data, name=f"{binding.container}/{blob_name}", uri=blob.url,
-                       length=len(data),
-                            blob_properties={"ETag": properties.etag, "ContentType":
-                                             properties.content_settings.content_type,
-                                             "Length": properties.size},
-                            metadata=dict(properties.metadata or {}))
+    downloader = blob.download_blob()
+    data = downloader.readall()
+    return BlobConverter.decode(meta.Datum(type="bytes", value=data),
+                                trigger_metadata=blob_trigger_metadata(binding.container, blob_name, blob.url,
+                                                                       downloader.properties))
+
+
+def blob_trigger_metadata(container: str, blob_name: str, url: str, properties: Any) -> dict[str, meta.Datum]:
+    """The trigger metadata the Functions host sends with a blob trigger (see the module docstring)."""
+    settings = properties.content_settings
+    host_properties = {
+        "LastModified": properties.last_modified.isoformat(),
+        "CreatedOn": properties.creation_time.isoformat() if properties.creation_time else None,
+        "BlobType": 0,  # BlobType.Block, an enum Json.NET writes as its number
+        "ContentLength": properties.size,
+        "ContentType": settings.content_type,
+        "ContentEncoding": settings.content_encoding,
+        "ContentHash": base64.b64encode(settings.content_md5).decode() if settings.content_md5 else None,
+        "ETag": {},  # Azure.ETag: no public properties, so Json.NET writes {}
+        "Metadata": dict(properties.metadata or {}),
+    }
+    return {
+        "BlobTrigger": meta.Datum(type="string", value=f"{container}/{blob_name}"),
+        "Uri": meta.Datum(type="string", value=url),
+        "Properties": meta.Datum(type="json", value=json.dumps(host_properties)),
+        "Metadata": meta.Datum(type="json", value=json.dumps(dict(properties.metadata or {}))),
+    }
 
 
 def read_blob_for_admin(info: FunctionInfo, input_text: str) -> InputStream:

@@ -7,12 +7,10 @@ loopback stand-in in devenv/aci_standin (selected only by Settings.arm_endpoint)
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlparse
 
 from azure.core.credentials import AccessToken, TokenCredential
 from azure.core.exceptions import ResourceNotFoundError
@@ -24,7 +22,7 @@ from azure.mgmt.containerinstance.models import ContainerGroup
 from scoring.timestamps import iso_or_none
 
 from ..payloads import ContainerState
-from ..settings import Settings
+from ..settings import Settings, is_loopback_url
 from .errors import arm_errors
 from .spec import CONTAINER_NAME, ContainerGroupSpec, build_container_group
 
@@ -62,13 +60,7 @@ class LoopbackCredential:
 
 
 def is_loopback_endpoint(endpoint: str) -> bool:
-    host = urlparse(endpoint).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_url(endpoint)
 
 
 def default_credential(settings: Settings) -> TokenCredential:
@@ -77,7 +69,9 @@ def default_credential(settings: Settings) -> TokenCredential:
     # Imported here so that development runs never need azure-identity's credential chain.
     from azure.identity import DefaultAzureCredential
 
-    return DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id or None)
+    # The app's own user-assigned identity, named explicitly: with several identities on the app, an implicit
+    # choice fails or picks another one. Never the worker's.
+    return DefaultAzureCredential(managed_identity_client_id=settings.app_identity_client_id or None)
 
 
 class FailFastRetryPolicy(RetryPolicy):
@@ -118,12 +112,18 @@ class ContainerGroups:
         self._client = make_client(settings, credential or default_credential(settings))
         self._rg = settings.aci_resource_group
 
-    def create(self, spec: ContainerGroupSpec) -> None:
-        """Create (or update) the group; returns when ACI reports the container started."""
+    def create(self, spec: ContainerGroupSpec) -> str | None:
+        """Send the PUT and return at once with the provisioning state ARM answered (usually Pending).
+
+        No waiting on the long-running operation: it lasts the whole image pull, longer than an activity
+        should hold a worker slot (or than functionTimeout). The orchestration polls state() instead, with
+        its provisioning deadline counted from here.
+        """
         group = build_container_group(self._settings, spec)
         with arm_errors("create", spec.name, secrets=spec.secure_environment.values()):
-            poller = self._client.container_groups.begin_create_or_update(self._rg, spec.name, group)
-            poller.result()
+            poller = self._client.container_groups.begin_create_or_update(self._rg, spec.name, group, polling=False)
+        created = poller.result()  # NoPolling: the initial PUT's answer, nothing more is requested
+        return created.provisioning_state if created is not None else None
 
     def state(self, name: str) -> ContainerState | None:
         """The group's and its container's state; None when the group does not exist."""
@@ -180,7 +180,7 @@ class ContainerGroups:
 def container_state(group: ContainerGroup) -> ContainerState:
     provisioning = group.provisioning_state
     group_view = group.instance_view
-    group_state = (group_view.state if group_view else None) or provisioning
+    group_state = group_view.state if group_view else None
     container = next((c for c in group.containers or [] if c.name == CONTAINER_NAME), None)
     if container is None and group.containers:
         container = group.containers[0]

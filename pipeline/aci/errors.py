@@ -83,7 +83,8 @@ def is_quota_error(code: str | None) -> bool:
 def is_retryable(status: int | None, code: str | None) -> bool:
     if code in PERMANENT_CODES:
         return False
-    if status is not None and (status in (408, 429) or status >= 500):
+    # 409: a PUT while an earlier one is still provisioning (ContainerGroupTransitioning), or capacity.
+    if status is not None and (status in (408, 409, 429) or status >= 500):
         return True
     return code is not None and (code in TRANSIENT_CODES or "quota" in code.lower())
 

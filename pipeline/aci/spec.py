@@ -69,7 +69,7 @@ def build_container_group(settings: Settings, spec: ContainerGroupSpec) -> Conta
         resources=ResourceRequirements(requests=ResourceRequests(memory_in_gb=spec.memory_gb, cpu=spec.cpu)),
         environment_variables=env,
     )
-    identity_id = settings.managed_identity_resource_id
+    identity_id = settings.worker_identity_resource_id  # never the app's: containers run model code
     identity = None
     registry_credentials = None
     if identity_id:

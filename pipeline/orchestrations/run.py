@@ -101,6 +101,7 @@ def score_run(context: df.DurableOrchestrationContext):
         result.errors = [f"plan: {one_line(e)}"]
         return result.to_json()
     result.version, result.input, result.shards_total = plan.version, plan.input, len(plan.shards)
+    result.warnings = plan.warnings or None  # e.g. time-series dates assumed (model_checks)
     progress.stage, progress.shards_total = Stage.SCORING, len(plan.shards)
     progress.postcodes_total, progress.postcodes_failed = plan.postcodes_total, len(plan.failed)
 

@@ -55,10 +55,18 @@ class ContainerEnd:
 
 
 def wait_for_container(context: df.DurableOrchestrationContext, name: str, timing: Timing, cancel: df.Task):
-    """Poll until the container terminates, a deadline passes or the run is cancelled."""
+    """Poll until the container terminates, a deadline passes or the run is cancelled.
+
+    Called right after the create PUT (which does not wait for the image pull), so both deadlines count
+    from the create. Until the container runs, ACI shows provisioning Pending/Creating, a group state
+    Pending (or no instance view at all) and a container Waiting: all of it waits against the
+    provisioning deadline. A Failed provisioning is terminal (the attempt fails, with ACI's detail).
+    """
     started_at = context.current_utc_datetime
     deadline = started_at + timedelta(minutes=timing.deadline_minutes)
     provisioning_deadline = started_at + timedelta(minutes=timing.provisioning_deadline_minutes)
+    # Short first interval, doubling up to poll_seconds (a plan made before this setting has none).
+    interval = timing.poll_first_seconds or timing.poll_seconds
     while True:
         # Retried: an ARM hiccup (or the stand-in restarting) must not fail a container that is fine.
         state: ContainerState | None = yield context.call_activity_with_retry(
@@ -67,7 +75,8 @@ def wait_for_container(context: df.DurableOrchestrationContext, name: str, timin
             return ContainerEnd(ShardState.FAILED, "the container group disappeared while running")
         if state.terminated:
             if state.exit_code is None:
-                return ContainerEnd(ShardState.FAILED, f"the container group ended {state.group_state}: "
+                ended = state.group_state or f"with provisioning {state.provisioning_state}"
+                return ContainerEnd(ShardState.FAILED, f"the container group ended {ended}: "
                                                        f"{state.detail or 'no detail'}")
             return ContainerEnd(ShardState.EXITED, exit_code=state.exit_code, started=state.start_time,
                                 finished=state.finish_time)
@@ -75,11 +84,13 @@ def wait_for_container(context: df.DurableOrchestrationContext, name: str, timin
         if not state.has_started and now >= provisioning_deadline:
             return ContainerEnd(ShardState.TIMED_OUT, f"the container did not start within "
                                                       f"{timing.provisioning_deadline_minutes:g} min (state "
-                                                      f"{state.state or state.group_state}: {state.detail})")
+                                                      f"{state.state or state.group_state or state.provisioning_state}"
+                                                      f": {state.detail})")
         if now >= deadline:
             return ContainerEnd(ShardState.TIMED_OUT, f"the container did not finish within "
                                                       f"{timing.deadline_minutes:g} min", started=state.start_time)
-        timer = context.create_timer(min(now + timedelta(seconds=timing.poll_seconds), deadline))
+        timer = context.create_timer(min(now + timedelta(seconds=interval), deadline))
+        interval = min(2 * interval, timing.poll_seconds)
         winner = yield context.task_any([timer, cancel])
         if winner is cancel:
             timer.cancel()

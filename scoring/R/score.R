@@ -15,10 +15,18 @@ TS_CLASSES <- c("ets", "Arima", "ARIMA", "forecast_ARIMA", "tbats", "bats", "Str
                 "nnetar", "stlm", "ar", "baggedModel", "fracdiff", "arfima")
 INTERVAL_COLUMNS <- c("lower_80", "upper_80", "lower_95", "upper_95")
 
+# The shared-design fast path for glm/lm models (shared_design.R), next to this file.
+local({
+  files <- Filter(Negate(is.null), lapply(rev(seq_len(sys.nframe())), function(i) sys.frame(i)$ofile))
+  source(file.path(dirname(files[[1]]), "shared_design.R"))
+})
+
 # Load the shard's input once; keep one data.frame per postcode. Errors here are fatal for the shard.
 load_input <- function(path, postcodes) {
   dt <- tryCatch(
-    data.table::fread(path, colClasses = list(character = "postcode"), showProgress = FALSE, na.strings = c("", "NA")),
+    # Columns a model was fitted with as factor/character/logical are read as text (model_aware.R).
+    data.table::fread(path, colClasses = list(character = c("postcode", getOption("scoring.text_columns"))),
+                      showProgress = FALSE, na.strings = c("", "NA")),
     error = function(e) stop("input data is not a readable CSV: ", conditionMessage(e), call. = FALSE))
   missing <- setdiff(c("postcode", "date"), names(dt))
   if (length(missing)) stop("input data lacks column(s) ", paste(missing, collapse = ", "),
@@ -137,35 +145,59 @@ normalise_output <- function(out, n) {
   res
 }
 
-score_one <- function(postcode, path) {
+# Everything per postcode up to predict: its input rows (checked), its model.
+prepare_one <- function(postcode, path) {
   newdata <- newdata_for(postcode)
   if (is.null(newdata)) stop("no input rows for this postcode")
   n <- nrow(newdata)
   if (.scoring$horizon > 0 && n != .scoring$horizon)
     stop("input has ", n, " rows for this postcode, expected ", .scoring$horizon, " (the horizon)")
   model <- tryCatch(readRDS(path), error = function(e) stop("cannot read model: ", conditionMessage(e), call. = FALSE))
-  out <- if (!is.null(.scoring$user_score)) {
+  # model_aware.R: packages loaded, columns typed as fitted, forecast steps from the input's dates.
+  if (exists("model_aware_newdata", mode = "function")) newdata <- model_aware_newdata(postcode, model, newdata)
+  list(postcode = postcode, model = model, newdata = newdata)
+}
+
+# Score one prepared postcode (`out`: what the shared-design path computed for it, else NULL) and check it.
+finish_one <- function(p, out = NULL) {
+  model <- p$model
+  newdata <- p$newdata
+  n <- nrow(newdata)
+  if (is.null(out)) out <- if (!is.null(.scoring$user_score)) {
     .scoring$user_score(model, newdata)
   } else if (is_ts_model(model)) {
-    forecast_model(model, n)
+    steps <- attr(newdata, "forecast_steps")
+    if (is.null(steps)) forecast_model(model, n) else forecast_on_steps(model, steps)
   } else {
     predict_model(model, newdata)
   }
   res <- normalise_output(out, n)
   # A plain list, not a data.frame: rbindlist takes lists, and data.frame() costs more than predict here.
-  frame <- list(postcode = rep(postcode, n), date = newdata$date, volume = res$volume)
+  frame <- list(postcode = rep(p$postcode, n), date = newdata$date, volume = res$volume)
   for (col in INTERVAL_COLUMNS) frame[[col]] <- if (is.null(res[[col]])) rep(NA_real_, n) else res[[col]]
   frame
 }
 
+score_one <- function(postcode, path) finish_one(prepare_one(postcode, path))
+
 # Score a chunk of (postcode, path) pairs. One failure never stops the others.
 score_chunk <- function(postcodes, paths) {
   frames <- vector("list", length(postcodes))
+  prepared <- vector("list", length(postcodes))
   failures <- character(0)
+  fail <- function(pc, e) failures[pc] <<- gsub("[\r\n]+", " ", conditionMessage(e))
   for (i in seq_along(postcodes)) {
-    pc <- postcodes[[i]]
-    r <- tryCatch(suppressWarnings(score_one(pc, paths[[i]])), error = function(e) e)
-    if (inherits(r, "error")) failures[pc] <- gsub("[\r\n]+", " ", conditionMessage(r)) else frames[[i]] <- r
+    r <- tryCatch(suppressWarnings(prepare_one(postcodes[[i]], paths[[i]])), error = function(e) e)
+    if (inherits(r, "error")) fail(postcodes[[i]], r) else prepared[[i]] <- r
+  }
+  # glm/lm models sharing a formula: one model frame for all their rows (shared_design.R); the rest: NULL.
+  shared <- if (is.null(.scoring$user_score))
+    tryCatch(suppressWarnings(shared_design_predict(prepared)), error = function(e) list()) else list()
+  for (i in seq_along(postcodes)) {
+    if (is.null(prepared[[i]])) next
+    r <- tryCatch(suppressWarnings(finish_one(prepared[[i]], shared[i][[1]])), error = function(e) e)
+    if (inherits(r, "error")) fail(postcodes[[i]], r) else frames[[i]] <- r
+    prepared[i] <- list(NULL)
   }
   list(results = data.table::rbindlist(frames), failures = failures)
 }
@@ -187,19 +219,29 @@ prepare_session <- function(input_path, postcodes, scorer_path, horizon) {
 # a serialized copy of the driver's .scoring instead of the node's own.
 # Errors come back as values, so the driver can report the node's own message (not checkForRemoteErrors').
 init_node <- function(script, input_path, postcodes, scorer_path, horizon) {
-  source(script)
+  if (!identical(get0(".warm_script", envir = globalenv()), script)) source(script)
   data.table::setDTthreads(1)
   tryCatch(list(ok = TRUE, postcodes = prepare_session(input_path, postcodes, scorer_path, horizon)),
            error = function(e) list(ok = FALSE, message = conditionMessage(e)))
 }
 
-# Spawning the nodes comes first, so it overlaps with the worker fetching the manifest and the input.
-spawn_nodes <- function(n) {
+# On each node as soon as it is up: this file and data.table, so that init_node only reads the input.
+warm_node <- function(script) {
+  source(script)
+  assign(".warm_script", script, envir = globalenv())
+  data.table::setDTthreads(1)
+  TRUE
+}
+
+# Spawning the nodes (and warming them: `script` is this file) comes first, so it overlaps with the worker
+# fetching the manifest and the input.
+spawn_nodes <- function(n, script = "") {
   .scoring$results <- list()
   # Scoring allocates many small objects; letting the heap grow faster cuts ~12% per model. The nodes
   # inherit it from here (R reads it at start-up).
   Sys.setenv(R_GC_MEM_GROW = "3")
   .scoring$cluster <- if (n > 1) parallel::makePSOCKcluster(n) else NULL
+  if (!is.null(.scoring$cluster) && nzchar(script)) parallel::clusterCall(.scoring$cluster, warm_node, script)
   invisible(n)
 }
 

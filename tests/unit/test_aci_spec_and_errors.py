@@ -39,7 +39,8 @@ def test_secrets_reach_the_container_only_as_secure_values():
 
 def test_keyless_pull_and_vnet_when_configured():
     identity = "/subscriptions/x/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id"
-    settings, s = spec(MANAGED_IDENTITY_RESOURCE_ID=identity, REGISTRY_SERVER="scoringacr.azurecr.io",
+    settings, s = spec(WORKER_IDENTITY_RESOURCE_ID=identity, WORKER_IDENTITY_CLIENT_ID="worker-client-id",
+                       REGISTRY_SERVER="scoringacr.azurecr.io",
                        ACI_SUBNET_ID="/subscriptions/x/subnets/aci")
     group = build_container_group(settings, s)
     assert group.identity.type == "UserAssigned" and list(group.identity.user_assigned_identities) == [identity]

@@ -98,8 +98,9 @@ def test_group_names_fit_aci_even_for_the_longest_run_id():
 
 
 def test_blob_paths_of_a_run():
-    assert naming.staging_prefix("run-a", 2, 3) == "runs/run-a/staging/shard-002-a3/"
-    assert naming.job_blob("run-a", 2) == "runs/run-a/jobs/shard-002-a1.json"
+    # In STAGING_CONTAINER, the only container a worker may write to.
+    assert naming.staging_prefix("run-a", 2, 3) == "run-a/shard-002-a3/"
+    assert naming.job_blob("run-a", 2) == "run-a/shard-002-a1/job.json"
     assert naming.logs_blob("run-a", 2) == "runs/run-a/logs/shard-002-a1.log"
     assert naming.shard_instance_id("run-a", 7) == "run-a:shard-007"
     assert naming.latest_pointer("parcels") == "latest/parcels.json"

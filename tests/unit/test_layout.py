@@ -78,7 +78,8 @@ def test_the_function_app_adds_its_triggers_to_the_blueprint():
     client_app = df.DFApp()
     client_app.register_functions(build_client_api_blueprint())
     client_api = {f.get_function_name() for f in client_app.get_functions()}
-    assert set(json.loads(out.stdout)) == ORCHESTRATORS | ACTIVITIES | client_api | {
+    accuracy = {"evaluate", "get_accuracy", "new_actuals_blob", "evaluate_run", "evaluate_accuracy"}
+    assert set(json.loads(out.stdout)) == ORCHESTRATORS | ACTIVITIES | client_api | accuracy | {
         "daily_scoring", "new_input_blob", "start_run", "get_run", "list_runs", "cancel_run", "retry_run",
         "sweep_orphan_groups", *DASHBOARD}
 

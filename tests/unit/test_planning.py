@@ -146,7 +146,8 @@ def test_plan_resolves_the_champion_and_cuts_the_scorable_postcodes(mem):
     assert plan.postcodes_total == 4 and plan.failed == {} and plan.not_in_input == 1
     assert plan.parallel_groups == 2 and plan.subset is False
     assert plan.timing == p.Timing(poll_seconds=20.0, deadline_minutes=60.0, provisioning_deadline_minutes=15.0,
-                                   retry_interval_seconds=15.0, retry_attempts=5, shard_attempts=2, quota_waits=10)
+                                   retry_interval_seconds=15.0, retry_attempts=5, shard_attempts=2, quota_waits=10,
+                                   poll_first_seconds=2.0)
     assert plan.container == p.ContainerSize("scoringacr.azurecr.io/r-scoring:1.4.2", 2.0, 4.0)
     assert p.Plan.from_json(plan.to_json()) == plan
 

@@ -32,7 +32,7 @@ def staged(mem, run_id: str, index: int, scored: list[str], failed: dict | None 
            state: p.ShardState = p.ShardState.SUCCEEDED) -> p.ShardOutcome:
     """A shard whose worker staged its results, and its outcome."""
     prefix = naming.staging_prefix(run_id, index)
-    mem.write_bytes("results", prefix + "results.csv", (text if text is not None else rows_csv(scored)).encode())
+    mem.write_bytes("staging", prefix + "results.csv", (text if text is not None else rows_csv(scored)).encode())
     report = p.ShardReport(output_prefix=prefix, scored=scored, failed=failed or {}, rows=2 * len(scored),
                            exit_code=3 if failed else 0)
     attempt = p.Attempt(attempt=1, group=naming.group_name(run_id, index), state=state, exit_code=report.exit_code,
@@ -121,7 +121,8 @@ def test_nothing_valid_publishes_nothing(mem, settings, model):
     shards = [staged(mem, "run-d", 0, ["8001"], text=rows_csv(["8001"], volume="NA"))]
     with pytest.raises(PublishError, match="no shard produced valid results"):
         publish_run(plan, shards, {}, settings, mem)
-    assert mem.names("results", "runs/run-d/") == ["runs/run-d/staging/shard-000-a1/results.csv"]
+    assert mem.names("results", "runs/run-d/") == []  # nothing published; the staged output stays in staging
+    assert mem.names("staging", "run-d/") == ["run-d/shard-000-a1/results.csv"]
 
 
 def test_failed_shards_are_skipped(mem, settings, model):

@@ -1,0 +1,157 @@
+"""Plan checks from the models themselves: does the input fit what each postcode's model was fitted with?
+
+Every postcode's model has a profile in the version's manifest (scoring/R/model_profile.R): the columns it
+reads with their fitted types and factor levels, and for time-series models the last training day. Before any
+container group exists, a postcode fails here, with the column and the values, when the input
+    - lacks a column its model reads,
+    - has values that cannot become the fitted type (numbers, TRUE/FALSE, YYYY-MM-DD),
+    - has factor levels the model never saw,
+    - (time series) starts on or before the training end, or more than TS_MAX_GAP_DAYS after it.
+The worker applies the same rules in R (scoring/R/model_aware.R), so what passes here scores there.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from datetime import date
+
+from scoring.modelstore import DATES_ASSUMED, Manifest
+
+# What R's as.numeric() reads from CSV text (plus Inf/NaN, which predict turns into a failed postcode).
+R_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|Inf|NaN|0[xX][0-9a-fA-F]+)\s*")
+LOGICAL = {"TRUE", "T", "true", "True", "1", "FALSE", "F", "false", "False", "0"}
+MISSING = {"", "NA"}
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def shown(values: list[str], at_most: int = 5) -> str:
+    unique = list(dict.fromkeys(values))
+    text = ", ".join(f"'{v}'" for v in unique[:at_most])
+    return text + (f" and {len(unique) - at_most} more" if len(unique) > at_most else "")
+
+
+def _as_number(text: str) -> float | None:
+    if not R_NUMBER.fullmatch(text):
+        return None
+    t = text.strip()
+    try:
+        return float(int(t, 16)) if t.lower().lstrip("+-").startswith("0x") else float(t)
+    except ValueError:
+        return None
+
+
+def _is_date(text: str) -> bool:
+    if not ISO_DATE.fullmatch(text):
+        return False
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def column_problem(column: dict, values: set[str]) -> str | None:
+    """Why these input values do not fit a prototype column, or None."""
+    name, kind = column["name"], column["type"]
+    # data.table::fread strips the blanks around unquoted fields; so does this check.
+    present = sorted({v.strip() for v in values} - MISSING)
+    levels = column.get("levels")
+    if levels is not None and not isinstance(levels, list):
+        levels = [levels]
+    if column.get("levels_of") and levels is not None:
+        numeric_levels = {_as_number(x) for x in levels} - {None}
+        unseen = [v for v in present if v not in levels and _as_number(v) not in numeric_levels]
+        if unseen:
+            return (f"column '{name}' has value(s) not among the fitted levels of {column['levels_of']} "
+                    f"({shown(levels, 12)}): {shown(unseen)}")
+    if kind == "numeric":
+        wrong = [v for v in present if _as_number(v) is None]
+        if wrong:
+            return f"column '{name}' (fitted as numeric) has values that are not numbers: {shown(wrong)}"
+    elif kind == "logical":
+        wrong = [v for v in present if v not in LOGICAL]
+        if wrong:
+            return f"column '{name}' (fitted as logical) has values that are not TRUE/FALSE: {shown(wrong)}"
+    elif kind == "Date":
+        wrong = [v for v in present if not _is_date(v)]
+        if wrong:
+            return f"column '{name}' (fitted as Date) has values that are not YYYY-MM-DD dates: {shown(wrong)}"
+    elif kind in ("factor", "ordered", "character") and levels is not None and not column.get("levels_of"):
+        unseen = [v for v in present if v not in levels]
+        if unseen:
+            return (f"column '{name}' (fitted as {kind}) has level(s) not seen in fitting: {shown(unseen)} "
+                    f"(fitted levels: {shown(levels, 12)})")
+    return None
+
+
+def check_input_against_models(data: bytes, manifest: Manifest, postcodes: list[str], max_gap_days: int,
+                               where: str) -> tuple[dict[str, str], list[str]]:
+    """(failed postcodes with their reason, warnings for the run). `data` is the input CSV, already
+    checked for shape and dates by planning.input_postcodes. A version with scorer.R types and dates its
+    input itself: nothing to check here."""
+    if manifest.scorer:
+        return {}, []
+    profiled = {pc: manifest.profile_of(pc) for pc in postcodes}
+    profiled = {pc: p for pc, p in profiled.items() if p is not None}
+    warnings: list[str] = []
+    no_end = set(manifest.dates_assumed())
+    assumed = [pc for pc in postcodes if pc in no_end]
+    if assumed:
+        warnings.append(f"dates assumed for {len(assumed)} time-series postcode(s), e.g. {assumed[0]}: "
+                        + DATES_ASSUMED)
+    if not profiled:
+        return {}, warnings
+    reader = csv.reader(io.StringIO(data.decode("utf-8-sig")))
+    header = next(reader)
+    needed = {col["name"] for p in profiled.values() for col in (p.get("prototype") or [])}
+    index = {name: i for i, name in enumerate(header) if name in needed}
+    ip, idate = header.index("postcode"), header.index("date")
+    values: dict[str, dict[str, set[str]]] = {}
+    first_date: dict[str, str] = {}
+    for row in reader:
+        pc = row[ip]
+        if pc not in profiled:
+            continue
+        seen = values.setdefault(pc, {})
+        for name, i in index.items():
+            seen.setdefault(name, set()).add(row[i])
+        if pc not in first_date or row[idate] < first_date[pc]:
+            first_date[pc] = row[idate]
+
+    failed: dict[str, str] = {}
+    for pc, profile in profiled.items():
+        if profile.get("time_series"):
+            reason = _time_series_problem(manifest.models[pc].training_end, first_date.get(pc), max_gap_days)
+        else:
+            reason = _prototype_problem(profile.get("prototype") or [], values.get(pc, {}), header)
+        if reason:
+            failed[pc] = f"{reason} ({where})"
+    return failed, warnings
+
+
+def _prototype_problem(prototype: list[dict], values: dict[str, set[str]], header: list[str]) -> str | None:
+    missing = [col["name"] for col in prototype if col["name"] not in header]
+    if missing:
+        return (f"input lacks column(s) the model was fitted with: {', '.join(missing)}; "
+                f"it has: {', '.join(header)}")
+    for column in prototype:
+        problem = column_problem(column, values.get(column["name"], set()))
+        if problem:
+            return problem
+    return None
+
+
+def _time_series_problem(training_end: str | None, first: str | None, max_gap_days: int) -> str | None:
+    if not training_end or not first:
+        return None
+    end, start = date.fromisoformat(training_end), date.fromisoformat(first)
+    if start <= end:
+        return f"input starts on {start}, on or before the model's training end {end}"
+    gap = (start - end).days - 1
+    if not math.isinf(max_gap_days) and gap > max_gap_days:
+        return (f"input starts on {start}, {gap} days after the model's training end {end}; at most "
+                f"{max_gap_days} days are allowed (TS_MAX_GAP_DAYS; retrain the model)")
+    return None

@@ -1,0 +1,148 @@
+"""Two identities: the app's never reaches a container, the worker's is the only one a container gets, and no
+account key leaves loopback development.
+
+The container-creation test runs the real create_container_group activity against Azurite and the ARM
+stand-in and reads the PUT body the stand-in received. Credential tests look inside azure-identity's
+DefaultAzureCredential (pinned 1.27) for the client id it was given: a managed identity endpoint cannot exist
+here, so which identity a token would come from is read from the credential itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+from devenv.aci_standin.control import Standin, start_standin
+from pipeline import activities, naming, services
+from pipeline.aci.client import ContainerGroups, default_credential
+from pipeline.payloads import GroupRequest, InputRef, ShardInput, Timing
+from pipeline.settings import Settings, connection_string_is_loopback
+from pipeline.worker_env import ContainerSecretRefused, worker_environment
+from scoring.blobstore import BlobStore
+
+APP_ID = "aaaaaaaa-0000-4000-8000-000000000001"
+WORKER_ID = "bbbbbbbb-0000-4000-8000-000000000002"
+WORKER_RESOURCE = ("/subscriptions/00000000-0000-0000-0000-0000000000aa/resourceGroups/rg/providers/"
+                   "Microsoft.ManagedIdentity/userAssignedIdentities/scoring-worker")
+PUBLIC_KEY = ("DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=c2VjcmV0LWtleQ==;"
+              "EndpointSuffix=core.windows.net")
+AZURITE = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=c2VjcmV0LWtleQ==;"
+           "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1")
+
+
+def managed_identity_client_id(credential: DefaultAzureCredential) -> str | None:
+    [mi] = [c for c in credential.credentials if isinstance(c, ManagedIdentityCredential)]
+    identity = mi._credential._msal_client._managed_identity  # azure-identity 1.27 internals
+    return identity.get("Id") if identity.get("ManagedIdentityIdType") == "ClientId" else None
+
+
+@pytest.mark.parametrize("connection_string", [
+    PUBLIC_KEY,
+    "BlobEndpoint=https://acct.blob.core.windows.net/;AccountKey=c2VjcmV0LWtleQ==",
+    # One loopback endpoint is not enough: every endpoint must be.
+    "BlobEndpoint=http://127.0.0.1:10000/a;QueueEndpoint=https://acct.queue.core.windows.net;AccountKey=eA==",
+    "BlobEndpoint=https://127.0.0.1.nip.io:10000/a;AccountKey=eA==",
+    "BlobEndpoint=https://acct.blob.core.windows.net/;SharedAccessSignature=sv=2024&sig=abc",
+])
+def test_a_key_for_a_real_account_is_refused(connection_string: str) -> None:
+    with pytest.raises(ValueError, match="STORAGE holds an account key"):
+        Settings.from_env({"STORAGE": connection_string})
+
+
+@pytest.mark.parametrize("connection_string", [AZURITE, "UseDevelopmentStorage=true",
+                                               "BlobEndpoint=http://localhost:10000/a;AccountKey=eA=="])
+def test_loopback_development_storage_is_accepted(connection_string: str) -> None:
+    assert connection_string_is_loopback(connection_string)
+    assert Settings.from_env({"STORAGE": connection_string}).storage_connection_string == connection_string
+
+
+def test_the_two_identities_are_distinct_and_complete() -> None:
+    with pytest.raises(ValueError, match="identity of their own"):
+        Settings.from_env({"APP_IDENTITY_CLIENT_ID": APP_ID, "WORKER_IDENTITY_CLIENT_ID": APP_ID,
+                           "WORKER_IDENTITY_RESOURCE_ID": WORKER_RESOURCE})
+    with pytest.raises(ValueError, match="go together"):
+        Settings.from_env({"WORKER_IDENTITY_RESOURCE_ID": WORKER_RESOURCE})
+    with pytest.raises(ValueError, match="STAGING_CONTAINER"):
+        Settings.from_env({"STAGING_CONTAINER": "results"})
+
+
+def azure_settings(**extra: str) -> Settings:
+    return Settings.from_env({"STORAGE__blobServiceUri": "https://acct.blob.core.windows.net",
+                              "APP_IDENTITY_CLIENT_ID": APP_ID, "WORKER_IDENTITY_CLIENT_ID": WORKER_ID,
+                              "WORKER_IDENTITY_RESOURCE_ID": WORKER_RESOURCE, **extra})
+
+
+def test_containers_get_the_worker_identity_and_no_secret() -> None:
+    plain, secure = worker_environment(azure_settings(), naming.job_blob("run-x", 0))
+    assert plain["AZURE_CLIENT_ID"] == WORKER_ID
+    assert plain["SCORING_JOB_BLOB"] == "staging/run-x/shard-000-a1/job.json"
+    assert plain["SCORING_STORAGE_ACCOUNT_URL"] == "https://acct.blob.core.windows.net"
+    assert secure == {}
+    assert APP_ID not in json.dumps([plain, secure])
+
+
+def test_a_non_loopback_connection_string_never_reaches_a_container() -> None:
+    # Settings.validate refuses one with a key; even without a key it is not handed to a container.
+    settings = Settings.from_env({"STORAGE": "BlobEndpoint=https://acct.blob.core.windows.net/"})
+    with pytest.raises(ContainerSecretRefused, match="non-loopback"):
+        worker_environment(settings, "run-x/shard-000-a1/job.json")
+
+
+def test_each_side_names_its_own_identity() -> None:
+    settings = azure_settings()
+    assert managed_identity_client_id(default_credential(settings)) == APP_ID  # ARM, as the app
+    app_storage = BlobStore.connect(account_url=settings.storage_account_url, client_id=APP_ID)
+    assert managed_identity_client_id(app_storage._service.credential) == APP_ID
+    from scoring.__main__ import connect_storage
+
+    worker_storage = connect_storage({"SCORING_STORAGE_ACCOUNT_URL": "https://acct.blob.core.windows.net",
+                                      "AZURE_CLIENT_ID": WORKER_ID})
+    assert managed_identity_client_id(worker_storage._service.credential) == WORKER_ID
+
+
+@pytest.fixture
+def standin(tmp_path) -> Iterator[Standin]:
+    server = start_standin(tmp_path / "aci")
+    yield server
+    server.stop(kill_containers=True)
+
+
+def test_the_create_activity_sends_the_worker_identity_only(standin: Standin, azurite, monkeypatch) -> None:
+    """The real activity: job spec into staging, group created with the worker identity; the PUT body the
+    stand-in received carries neither the app's client id nor a key in plain text."""
+    env = {"STORAGE": azurite.connection_string, "ARM_ENDPOINT": standin.endpoint,
+           "ARM_CA_BUNDLE": str(standin.ca_file), "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-0000000000aa",
+           "ACI_RESOURCE_GROUP": "rg", "SCORING_IMAGE": "registry.example/r-scoring:1",
+           "REGISTRY_SERVER": "registry.example", "APP_IDENTITY_CLIENT_ID": APP_ID,
+           "WORKER_IDENTITY_CLIENT_ID": WORKER_ID, "WORKER_IDENTITY_RESOURCE_ID": WORKER_RESOURCE}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for cached in (services.settings, services._storage, services._container_groups):
+        cached.cache_clear()
+    try:
+        services.storage().ensure_container("staging")
+        timing = Timing(poll_seconds=1, deadline_minutes=1, provisioning_deadline_minutes=1,
+                        retry_interval_seconds=1, retry_attempts=1, shard_attempts=1, quota_waits=1)
+        work = ShardInput(run_id="run-identity", index=0, postcodes=["8001"], model="parcels", version="v1",
+                          input=InputRef(container="input", blob="x.csv", etag="0x1"), horizon=3, timing=timing)
+        request = GroupRequest(shard=work, attempt=1, group="run-identity-s000",
+                               output_prefix=naming.staging_prefix("run-identity", 0))
+        assert activities.create_container_group(request).ok
+        job = services.storage().read_json("staging", "run-identity/shard-000-a1/job.json")
+        assert (job["output"]["container"], job["output"]["prefix"]) == ("staging", "run-identity/shard-000-a1/")
+        sent = standin.received("run-identity-s000")
+        assert sent["identity"]["userAssignedIdentities"] == {WORKER_RESOURCE: {}}
+        assert sent["properties"]["imageRegistryCredentials"] == [{"server": "registry.example",
+                                                                  "identity": WORKER_RESOURCE}]
+        variables = {v["name"]: v for v in sent["properties"]["containers"][0]["properties"]["environmentVariables"]}
+        assert variables["AZURE_CLIENT_ID"] == {"name": "AZURE_CLIENT_ID", "value": WORKER_ID}
+        assert variables["SCORING_STORAGE_CONNECTION_STRING"] == {"name": "SCORING_STORAGE_CONNECTION_STRING",
+                                                                 "secureValue": "***"}
+        assert APP_ID not in json.dumps(sent)
+        assert ContainerGroups(services.settings()).delete("run-identity-s000") is True
+    finally:
+        for cached in (services.settings, services._storage, services._container_groups):
+            cached.cache_clear()
