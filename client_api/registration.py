@@ -32,6 +32,7 @@ from pipeline.payloads import (
     decode,
 )
 from pipeline.services import container_groups, settings, storage
+from pipeline.worker_env import worker_environment
 from scoring.errors import one_line
 from scoring.modelstore import ModelStoreError
 from scoring.timestamps import now_seconds
@@ -174,14 +175,10 @@ def register_version(context: df.DurableOrchestrationContext):
 def create_registration_group(request: RegistrationRequest) -> CreateResult:
     """Create the group. Transient ARM errors (and a full quota) raise: the orchestration retries them."""
     s = settings()
-    environment = {"SCORING_WORKERS": str(max(1, int(s.container_cpu)))}
-    secure = {}
-    if s.storage_account_url:
-        environment["SCORING_STORAGE_ACCOUNT_URL"] = s.storage_account_url
-    if s.storage_connection_string:  # development (Azurite) only; never a plain value
-        secure["SCORING_STORAGE_CONNECTION_STRING"] = s.storage_connection_string
-    if s.managed_identity_client_id:
-        environment["AZURE_CLIENT_ID"] = s.managed_identity_client_id
+    # The scoring containers' environment (worker identity, storage endpoint; never the app's identity),
+    # without a job blob: the command says what to do.
+    environment, secure = worker_environment(s, f"{request.id}/job.json")
+    environment.pop("SCORING_JOB_BLOB")
     tags = {**APP_TAG, "run": request.id, "shard": "0", "created": now_seconds()}
     try:
         container_groups().create(scoring_spec(s, request.id, environment, secure, tags,
