@@ -1,69 +1,77 @@
-"""Actuals and accuracy beside a published run, overlaid on its forecasts when they exist.
+"""Actuals and accuracy overlaid on one postcode's forecast, from the accuracy feature's own output.
 
-    runs/<run>/actuals.csv     postcode,date,actual   (observed volumes; any extra columns are ignored)
-    runs/<run>/accuracy.csv    postcode,<metric>,...  (one row per postcode, e.g. mae, mape, coverage_80)
+pipeline/accuracy.py publishes runs/<run>/accuracy/<evaluation>/{metrics.csv,pairs.csv} and writes the
+pointer runs/<run>/accuracy.json last; the pointer names both files ("container/blob"). This module follows
+the pointer through pipeline.accuracy.read_accuracy (one definition of where things are) and takes:
 
-Whatever writes them (an accuracy job, or a person) may also write `actuals.index.json` (same format as
-results.index.json, see results_index.py): one postcode is then one ranged read; without it the file is
-read whole. Absent files mean no overlay, never an error.
+    actuals   date -> actual, from the postcode's rows of pairs.csv (PAIR_COLUMNS)
+    metrics   the postcode's row of metrics.csv (level == "postcode", key == the postcode; METRIC_COLUMNS
+              without level/key: n, me, mae, rmse, wape, mase, n_80, coverage_80, winkler_80, ...); NA -> None
+
+No pointer means no evaluation yet: no overlay, never an error. A pointer to missing or unreadable files
+means no overlay and a logged warning (the page still shows the forecast).
+
+Cost: metrics.csv is small (one row per postcode, lead and version) and pairs.csv is as large as the run's
+results; both are read whole, once per forecast view, because the accuracy feature writes no index for them.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 
+from pipeline.accuracy import METRIC_COLUMNS, read_accuracy
 from scoring.blobstore import BlobNotFound, BlobStore
 
-from .results_index import PostcodeNotFound, ResultsIndexError, index_blob, read_postcode_rows
+log = logging.getLogger(__name__)
 
-ACTUALS, ACCURACY = "actuals.csv", "accuracy.csv"
-
-
-def read_overlays(blobs: BlobStore, container: str, prefix: str, postcode: str) -> tuple[dict[str, float], dict | None]:
-    return read_actuals(blobs, container, prefix + ACTUALS, postcode), read_accuracy(blobs, container,
-                                                                                     prefix + ACCURACY, postcode)
+METRIC_NAMES = [c for c in METRIC_COLUMNS if c not in ("level", "key")]
+COUNTS = {"n", "n_80", "n_95"}
 
 
-def read_actuals(blobs: BlobStore, container: str, name: str, postcode: str) -> dict[str, float]:
-    """date -> actual volume for one postcode; {} without an actuals file."""
-    if blobs.exists(container, index_blob(name)):
-        try:
-            rows = read_postcode_rows(blobs, container, name, postcode)
-        except PostcodeNotFound:
-            return {}
-        except ResultsIndexError:
-            rows = _rows_of(blobs, container, name, postcode)
-    else:
-        rows = _rows_of(blobs, container, name, postcode)
-    out = {}
-    for row in rows:
-        value = row.get("actual") or row.get("volume")
-        try:
-            out[row["date"]] = float(value)
-        except (TypeError, ValueError, KeyError):
-            continue
-    return out
-
-
-def read_accuracy(blobs: BlobStore, container: str, name: str, postcode: str) -> dict | None:
-    rows = _rows_of(blobs, container, name, postcode)
-    if not rows:
-        return None
-    metrics = {}
-    for key, value in rows[0].items():
-        if key == "postcode" or key is None:
-            continue
-        try:
-            metrics[key] = float(value)
-        except (TypeError, ValueError):
-            metrics[key] = value
-    return metrics
-
-
-def _rows_of(blobs: BlobStore, container: str, name: str, postcode: str) -> list[dict]:
+def read_overlays(blobs: BlobStore, container: str, run_id: str, postcode: str) -> tuple[dict[str, float],
+                                                                                       dict | None]:
+    """(date -> actual, metrics) for one postcode of a run; ({}, None) when there is nothing to overlay."""
     try:
-        text = blobs.read_bytes(container, name).decode("utf-8", errors="replace")
-    except BlobNotFound:
-        return []
-    return [r for r in csv.DictReader(io.StringIO(text)) if r.get("postcode") == postcode]
+        pointer = read_accuracy(blobs, container, run_id)
+    except ValueError as e:  # not JSON: the pointer is written whole, so this is damage, not a race
+        log.warning("run %s: accuracy pointer unreadable, no overlay: %s", run_id, e)
+        return {}, None
+    if pointer is None:
+        return {}, None
+    try:
+        metrics_text = _read(blobs, pointer["metrics"])
+        pairs_text = _read(blobs, pointer["pairs"])
+        return postcode_actuals(pairs_text, postcode), postcode_metrics(metrics_text, postcode)
+    except (KeyError, TypeError, ValueError, BlobNotFound) as e:
+        log.warning("run %s: accuracy pointer %s names files that cannot be read, no overlay: %s",
+                    run_id, pointer.get("evaluation") if isinstance(pointer, dict) else pointer, e)
+        return {}, None
+
+
+def _read(blobs: BlobStore, where: str) -> str:
+    container, _, name = where.partition("/")
+    if not container or not name:
+        raise ValueError(f"{where!r} is not container/blob")
+    return blobs.read_bytes(container, name).decode("utf-8")
+
+
+def postcode_actuals(pairs_csv: str, postcode: str) -> dict[str, float]:
+    """date -> actual for the postcode's rows of pairs.csv."""
+    return {r["date"]: float(r["actual"]) for r in csv.DictReader(io.StringIO(pairs_csv))
+            if r.get("postcode") == postcode}
+
+
+def postcode_metrics(metrics_csv: str, postcode: str) -> dict | None:
+    """The postcode's metrics row (counts as int, NA as None), or None when the postcode had no actuals."""
+    for row in csv.DictReader(io.StringIO(metrics_csv)):
+        if row.get("level") == "postcode" and row.get("key") == postcode:
+            return {name: _value(name, row.get(name, "NA")) for name in METRIC_NAMES}
+    return None
+
+
+def _value(name: str, text: str | None) -> float | int | None:
+    if text in (None, "", "NA"):
+        return None
+    return int(text) if name in COUNTS else float(text)

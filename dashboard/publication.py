@@ -4,8 +4,8 @@
                                                            published atomically behind one pointer)
     runs/<run>/_SUCCESS                                    files in runs/<run>/ (one publication per run)
 
-The pointer wins when both exist. Actuals and accuracy (overlays.py) sit beside the run, in runs/<run>/,
-whatever the revision: they are about the days forecast, not about one revision of the forecast.
+The pointer wins when both exist. Accuracy (pipeline/accuracy.py, read by overlays.py) has its own pointer,
+runs/<run>/accuracy.json, whatever the revision.
 """
 
 from __future__ import annotations

@@ -237,8 +237,7 @@ async def run_forecast(client: df.DurableOrchestrationClient, run_id: str, postc
         raise ViewError(409, str(e)) from None
     except ResultsIndexError as e:
         raise ViewError(409, f"run {run_id}: {e}") from None
-    actuals, accuracy = await asyncio.to_thread(overlays.read_overlays, storage(), container, found.run_prefix,
-                                                postcode)
+    actuals, accuracy = await asyncio.to_thread(overlays.read_overlays, storage(), container, run_id, postcode)
     return views.forecast_view(run_id, postcode, rows, actuals, accuracy)
 
 

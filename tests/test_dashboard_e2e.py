@@ -106,14 +106,29 @@ def test_forecast_is_one_ranged_read_with_overlays_when_present(stack, published
     mine = [r for r in results if r["postcode"] == postcode]
     assert f["volume"] == [float(r["volume"]) for r in mine] and f["dates"] == [r["date"] for r in mine]
 
-    # Actuals and accuracy written beside the run appear on the next read.
-    stack.blobs.write_bytes("results", f"runs/{published}/actuals.csv",
-                            f"postcode,date,actual\n{postcode},{mine[0]['date']},42\n9999,{mine[0]['date']},1\n".encode())
-    stack.blobs.write_bytes("results", f"runs/{published}/accuracy.csv", f"postcode,mae\n{postcode},1.5\n".encode())
+    # Actuals evaluated through the accuracy feature's own route appear on the next read.
+    evaluate(stack, published, f"{postcode},{mine[0]['date']},42\n")
     f = api(stack, f"/runs/{published}/forecast/{postcode}").json()
-    assert f["actual"][0] == 42.0 and f["actual"][1:] == [None] * (HORIZON - 1) and f["accuracy"] == {"mae": 1.5}
-    stack.blobs.delete("results", f"runs/{published}/actuals.csv")
-    stack.blobs.delete("results", f"runs/{published}/accuracy.csv")
+    assert f["actual"][0] == 42.0 and f["actual"][1:] == [None] * (HORIZON - 1)
+    error = 42 - float(mine[0]["volume"])
+    assert f["accuracy"]["n"] == 1 and f["accuracy"]["me"] == pytest.approx(error)
+    assert f["accuracy"]["mae"] == pytest.approx(abs(error)) and f["accuracy"]["rmse"] == pytest.approx(abs(error))
+    other = api(stack, f"/runs/{published}/postcodes").json()["postcodes"][1]
+    assert api(stack, f"/runs/{published}/forecast/{other}").json()["accuracy"] is None  # not in the actuals
+
+
+def evaluate(stack, run_id: str, rows: str, timeout: float = 60) -> dict:
+    """Post actuals to POST /api/runs/{id}/evaluate and wait until the run's accuracy pointer names them."""
+    r = stack.post(f"/api/runs/{run_id}/evaluate", data=("postcode,date,volume\n" + rows).encode(),
+                   headers={"Content-Type": "text/csv"})
+    assert r.status_code == 202, r.text
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = stack.get(f"/api/runs/{run_id}/accuracy")
+        if done.status_code == 200 and done.json()["evaluation"] == r.json()["id"]:
+            return done.json()
+        time.sleep(0.3)
+    raise TimeoutError(f"evaluation {r.json()['id']} of {run_id} not published within {timeout} s")
 
 
 @pytest.mark.parametrize(("path", "status", "says"), [
@@ -207,18 +222,23 @@ def test_page_in_chromium(stack, browser, broken):
     page.wait_for_selector("#chart canvas", timeout=30_000)
     page.wait_for_function(f"() => document.querySelector('#chart').dataset.points === '{HORIZON}'")
     assert _painted(page) > 500, "the forecast chart drew (almost) nothing"
-    # The ets postcode has 80/95% intervals: pick it and the bands are drawn; actuals and accuracy written
-    # beside the run are overlaid.
+    # The ets postcode has 80/95% intervals: pick it and the bands are drawn; actuals posted to the accuracy
+    # route (POST /api/runs/{id}/evaluate) are overlaid with the postcode's metrics.
     ets = _ets_postcode(stack, run_id)
     forecast = api(stack, f"/runs/{run_id}/forecast/{ets}").json()
-    actuals = "".join(f"{ets},{d},{v * (1.1 if i % 2 else 0.9):.1f}\n"
-                      for i, (d, v) in enumerate(zip(forecast["dates"][:10], forecast["volume"][:10], strict=True)))
-    stack.blobs.write_bytes("results", f"runs/{run_id}/actuals.csv", ("postcode,date,actual\n" + actuals).encode())
-    stack.blobs.write_bytes("results", f"runs/{run_id}/accuracy.csv", f"postcode,mape\n{ets},0.1\n".encode())
+    observed = {d: round(v * (1.1 if i % 2 else 0.9), 1)
+                for i, (d, v) in enumerate(zip(forecast["dates"][:10], forecast["volume"][:10], strict=True))}
+    evaluate(stack, run_id, "".join(f"{ets},{d},{y!r}\n" for d, y in observed.items()))
+    mae = sum(abs(y - v) for y, v in zip(observed.values(), forecast["volume"], strict=False)) / len(observed)
     page.select_option("#postcode", ets)
     page.wait_for_function(f"() => document.querySelector('#chart').dataset.postcode === '{ets}'")
     page.wait_for_selector("#forecast-note:has-text('bands: 80%')")
-    assert page.text_content("#accuracy") == "accuracy: mape 0.100"
+    page.wait_for_selector("#accuracy:has-text('accuracy: n 10,')")
+    text = page.text_content("#accuracy")
+    for metric in ("me", "rmse", "wape", "mase", "coverage_80", "winkler_80", "coverage_95", "winkler_95"):
+        assert f", {metric} " in text, text
+    assert f", mae {mae:.3f}," in text, text
+    assert page.evaluate("() => document.querySelector('#chart').dataset.actuals") == "10"
     page.locator("#run").scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "3-finished.png"), full_page=True)
     page.locator("#chart").screenshot(path=str(ARTIFACTS / "4-forecast.png"))

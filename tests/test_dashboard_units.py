@@ -12,7 +12,7 @@ import pytest
 from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 from conftest import REPO
 
-from dashboard import views
+from dashboard import overlays, views
 from dashboard.results_index import (
     PostcodeNotFound,
     ResultsChanged,
@@ -24,6 +24,7 @@ from dashboard.results_index import (
     read_postcode_rows,
     write_results_index,
 )
+from pipeline.accuracy import METRIC_COLUMNS, evaluate_run
 from pipeline.aci.client import GroupSummary
 from pipeline.publish import RESULT_COLUMNS
 
@@ -318,3 +319,42 @@ def test_the_app_package_ships_the_dashboard_and_its_vendored_files():
     files = {p.as_posix() for p in artifacts.package_files()}
     assert {"dashboard/routes.py", "dashboard/static/index.html", "dashboard/static/app.js",
             "dashboard/static/vendor/uPlot.iife.min.js", "dashboard/static/vendor/uPlot.min.css"} <= files
+
+
+# --------------------------------------------------------------------- overlays from the accuracy feature
+
+
+def _evaluated_run(blobs, run_id: str, actuals: str) -> dict:
+    """A published run (results.csv + _SUCCESS) evaluated by the accuracy feature itself (evaluate_run)."""
+    blobs.write_bytes("results", f"runs/{run_id}/results.csv", results_csv(["1000", "1002"]))
+    blobs.write_bytes("results", f"runs/{run_id}/_SUCCESS", b"2026-11-23T00:00:00Z")
+    blobs.write_bytes("input", f"actuals/{run_id}/a.csv", ("postcode,date,volume\n" + actuals).encode())
+    return evaluate_run(run_id, "eval-test", blobs, "results", "input", "actuals/")
+
+
+def test_overlay_follows_the_accuracy_pointer_to_pairs_and_the_postcode_metrics(blobs):
+    run_id = "run-overlay-ok"
+    assert overlays.read_overlays(blobs, "results", run_id, "1000") == ({}, None)  # not evaluated: no overlay
+    # 1000 forecasts 30.5, 31.5, 32.5 with 80% band [1, 2]; 1002 forecasts 32.5, 33.5 (day 3 not observed).
+    _evaluated_run(blobs, run_id, "1000,2026-12-01,33.5\n1000,2026-12-02,29.5\n"
+                                  "1002,2026-12-01,32.5\n1002,2026-12-02,30.5\n")
+    actuals, metrics = overlays.read_overlays(blobs, "results", run_id, "1000")
+    assert actuals == {"2026-12-01": 33.5, "2026-12-02": 29.5}
+    assert metrics["n"] == 2 and metrics["me"] == pytest.approx(0.5) and metrics["mae"] == pytest.approx(2.5)
+    assert metrics["rmse"] == pytest.approx(6.5 ** 0.5)  # errors +3 and -2
+    assert metrics["wape"] == pytest.approx(5 / 63) and metrics["mase"] is None  # no 7-day pair: scale is NA
+    assert metrics["n_80"] == 2 and metrics["coverage_80"] == 0.0
+    assert set(metrics) == {c for c in METRIC_COLUMNS if c not in ("level", "key")}
+    other, other_metrics = overlays.read_overlays(blobs, "results", run_id, "1002")
+    assert other == {"2026-12-01": 32.5, "2026-12-02": 30.5} and other_metrics["me"] == pytest.approx(-1.5)
+    # A postcode the actuals did not cover has neither.
+    assert overlays.read_overlays(blobs, "results", run_id, "1150") == ({}, None)
+
+
+def test_overlay_pointer_to_missing_files_is_no_overlay_and_a_warning(blobs, caplog):
+    run_id = "run-overlay-gone"
+    pointer = _evaluated_run(blobs, run_id, "1000,2026-12-01,33.5\n")
+    blobs.delete("results", pointer["pairs"].partition("/")[2])
+    with caplog.at_level("WARNING", logger="dashboard.overlays"):
+        assert overlays.read_overlays(blobs, "results", run_id, "1000") == ({}, None)
+    assert any(run_id in r.getMessage() and "pairs.csv" in r.getMessage() for r in caplog.records), caplog.text

@@ -230,6 +230,12 @@ function clearChart(note) {
   $("accuracy").textContent = "";
 }
 
+// Metrics come from the accuracy feature's metrics.csv: counts are integers, NA arrives as null.
+function metricText(name, v) {
+  if (v === null || v === undefined) return "NA";
+  return name === "n" || name.startsWith("n_") ? String(v) : v.toFixed(3);
+}
+
 async function drawForecast(runId, postcode) {
   const f = await get(`/runs/${runId}/forecast/${postcode}`);
   const key = `${runId}/${postcode}`;
@@ -260,9 +266,10 @@ async function drawForecast(runId, postcode) {
   chartKey = key;
   $("chart").dataset.postcode = postcode;
   $("chart").dataset.points = String(xs.length);
+  $("chart").dataset.actuals = String(actual.filter((v) => v !== null).length);  // for tests and a11y tools
   $("forecast-note").textContent = hasBands ? "bands: 80% (dark) and 95% (light)" : "this model gives no intervals";
   $("accuracy").textContent = f.accuracy
-    ? "accuracy: " + Object.entries(f.accuracy).map(([k, v]) => `${k} ${typeof v === "number" ? v.toFixed(3) : v}`).join(", ")
+    ? "accuracy: " + Object.entries(f.accuracy).map(([k, v]) => `${k} ${metricText(k, v)}`).join(", ")
     : (f.actual ? "" : "no actuals yet");
 }
 
