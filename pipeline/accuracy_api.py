@@ -113,7 +113,13 @@ def get_accuracy(req: func.HttpRequest) -> func.HttpResponse:
 async def new_actuals_blob(blob: func.InputStream, client: df.DurableOrchestrationClient) -> None:
     _, _, name = blob.name.partition("/")
     run_id = name.removeprefix(settings().actuals_prefix).split("/", 1)[0]
-    etag = str((blob.blob_properties or {}).get("ETag", "")).strip('"')
+    # The trigger's ETag property arrives as {} (Azure.ETag serializes to an empty object, see
+    # devenv/durable_host/triggers.py): read it from storage, so this names the same evaluation as the POST.
+    etag = (blob.blob_properties or {}).get("ETag")
+    if not isinstance(etag, str) or not etag.strip('"'):
+        found = await asyncio.to_thread(storage().info, settings().input_container, name)
+        etag = found.etag if found else ""
+    etag = etag.strip('"')
     if not etag or not await asyncio.to_thread(_published, run_id):
         log.error("actuals blob %s: not evaluated (expected %s<published run id>/<name>.csv with an ETag)",
                   blob.name, settings().actuals_prefix)
