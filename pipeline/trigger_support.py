@@ -58,14 +58,15 @@ def blob_etag(blobs: BlobStore, blob_path: str) -> str | None:
     return info.etag if info is not None else None
 
 
-async def start_once(client: df.DurableOrchestrationClient, run_id: str, request: Any) -> bool:
-    """Start run_id unless it exists. True: started here. Raises when the start failed for any reason
-    other than the same run having been started meanwhile."""
+async def start_once(client: df.DurableOrchestrationClient, run_id: str, request: Any,
+                     orchestrator: str = RUN_ORCHESTRATOR) -> bool:
+    """Start `orchestrator` as run_id unless it exists. True: started here. Raises when the start failed for any
+    reason other than the same instance having been started meanwhile (so the host retries the event)."""
     if await _exists(client, run_id):
         log.info("run %s exists; not started again", run_id)
         return False
     try:
-        await client.start_new(RUN_ORCHESTRATOR, run_id, request)
+        await client.start_new(orchestrator, run_id, request)
     except Exception:
         if await _exists(client, run_id):  # a concurrent start of the same id won the race: still one run
             log.info("run %s was started concurrently; not started again", run_id)
