@@ -48,7 +48,8 @@ log = logging.getLogger("function_app")
 async def daily_scoring(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     s = settings()
     run_id = naming.daily_run_id(s.default_model, scheduled_day(timer, datetime.now(UTC)))
-    await start_once(client, run_id, scheduled_request(s, Trigger.TIMER), storage(), s.results_container)
+    await start_once(client, run_id, scheduled_request(s, Trigger.TIMER), blobs=storage(),
+                     results_container=s.results_container)
 
 
 @app.blob_trigger(arg_name="blob", path="%INPUT_CONTAINER%/%INPUT_PREFIX%{name}", connection="STORAGE",
@@ -66,7 +67,8 @@ async def new_input_blob(blob: func.InputStream, client: df.DurableOrchestration
     except RequestError as e:
         log.error("blob %s cannot be scored: %s", blob.name, e)
         return
-    await start_once(client, naming.blob_run_id(name, etag), request, storage(), settings().results_container)
+    await start_once(client, naming.blob_run_id(name, etag), request, blobs=storage(),
+                     results_container=settings().results_container)
 
 
 @app.route(route="runs", methods=["POST"])

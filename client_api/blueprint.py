@@ -28,6 +28,7 @@ def build_blueprint() -> df.Blueprint:
     route("runs/{id}/results", "GET", results_routes.run_results, durable_client=True)
     route("runs/{id}/manifest", "GET", results_routes.run_manifest, durable_client=True)
     route("runs/{id}/failures", "GET", results_routes.run_failures, durable_client=True)
+    route("runs/{id}/accuracy/{table}", "GET", results_routes.accuracy_table)
     route("inputs/{name}", "PUT", results_routes.upload_input)
     route("uploads", "POST", uploads_routes.start_upload)
     route("uploads/{id}/parts/{n}", "PUT", uploads_routes.upload_part)

@@ -17,6 +17,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
+from client_api.registration_publish import PublishRefused, delete_staged, publish_staged
 from pipeline.aci.errors import AciError, is_quota_error
 from pipeline.aci.spec import APP_TAG, scoring_spec
 from pipeline.orchestrations.shard import aci_retry, wait_for_container
@@ -31,7 +32,9 @@ from pipeline.payloads import (
     decode,
 )
 from pipeline.services import container_groups, settings, storage
+from pipeline.worker_env import worker_environment
 from scoring.errors import one_line
+from scoring.modelstore import ModelStoreError
 from scoring.timestamps import now_seconds
 
 REGISTRATION_ORCHESTRATOR = "register_version"
@@ -78,6 +81,7 @@ class RegistrationRequest(Payload):
     result: str  # <container>/<blob>: where the container writes its outcome
     logs: str  # blob in RESULTS_CONTAINER keeping the container's logs
     timing: Timing
+    output: str = ""  # <container>/<prefix>/ in staging where the container builds the version
 
 
 @dataclass(frozen=True)
@@ -119,14 +123,17 @@ def registration_request(model: str, version: str, champion: bool, staged: str =
     return RegistrationRequest(id=reg_id, model=model, version=version, champion=champion,
                                staged=staged or f"{s.staging_container}/{reg_id}/upload.bin",
                                result=f"{s.staging_container}/{reg_id}/result.json",
-                               logs=f"registrations/{reg_id}/container.log", timing=timing)
+                               logs=f"registrations/{reg_id}/container.log", timing=timing,
+                               output=f"{s.staging_container}/{reg_id}/out/")
 
 
-def registration_command(request: RegistrationRequest, models_container: str) -> list[str]:
-    """Overrides the image's entrypoint (ACI `command` semantics): the image's own `python -m scoring`."""
-    command = ["python", "-m", "scoring", "register", "--model", request.model, "--version", request.version,
-               "--from-blob", request.staged, "--result-blob", request.result, "--container", models_container]
-    return command + (["--champion"] if request.champion else [])
+def registration_command(request: RegistrationRequest) -> list[str]:
+    """Overrides the image's entrypoint (ACI `command` semantics): the image's own `python -m scoring`.
+
+    Every blob it writes is in staging (the worker identity may not write `models`); the app publishes the
+    built version and moves the champion afterwards (finish_registration)."""
+    return ["python", "-m", "scoring", "register", "--model", request.model, "--version", request.version,
+            "--from-blob", request.staged, "--result-blob", request.result, "--output", request.output]
 
 
 # --------------------------------------------------------------------------------------- orchestration
@@ -168,18 +175,14 @@ def register_version(context: df.DurableOrchestrationContext):
 def create_registration_group(request: RegistrationRequest) -> CreateResult:
     """Create the group. Transient ARM errors (and a full quota) raise: the orchestration retries them."""
     s = settings()
-    environment = {"SCORING_WORKERS": str(max(1, int(s.container_cpu)))}
-    secure = {}
-    if s.storage_account_url:
-        environment["SCORING_STORAGE_ACCOUNT_URL"] = s.storage_account_url
-    if s.storage_connection_string:  # development (Azurite) only; never a plain value
-        secure["SCORING_STORAGE_CONNECTION_STRING"] = s.storage_connection_string
-    if s.managed_identity_client_id:
-        environment["AZURE_CLIENT_ID"] = s.managed_identity_client_id
+    # The scoring containers' environment (worker identity, storage endpoint; never the app's identity),
+    # without a job blob: the command says what to do.
+    environment, secure = worker_environment(s, f"{request.id}/job.json")
+    environment.pop("SCORING_JOB_BLOB")
     tags = {**APP_TAG, "run": request.id, "shard": "0", "created": now_seconds()}
     try:
         container_groups().create(scoring_spec(s, request.id, environment, secure, tags,
-                                               command=registration_command(request, s.models_container)))
+                                               command=registration_command(request)))
     except AciError as e:
         if e.retryable or is_quota_error(e.code):
             raise
@@ -188,17 +191,21 @@ def create_registration_group(request: RegistrationRequest) -> CreateResult:
 
 
 def finish_registration(job: FinishRequest) -> RegistrationOutcome:
-    """Read what the container wrote, then remove the staged upload: the outcome of the registration."""
+    """Read what the container wrote; if it built the version, verify it and publish it into `models` (the
+    app identity may write there, the container's may not); then remove everything staged."""
     reg, waited = job.request, job.waited
     blobs = storage()
     container, _, name = reg.result.partition("/")
     result = blobs.read_json(container, name) if blobs.exists(container, name) else None
-    for staged in (reg.staged, reg.result):
-        c, _, n = staged.partition("/")
-        blobs.delete(c, n)
-    if result is not None and result.get("ok"):
-        return RegistrationOutcome(RegistrationState.REGISTERED,
-                                   details={k: v for k, v in result.items() if k != "ok"})
+    try:
+        if result is not None and result.get("ok"):
+            return _publish(blobs, reg, result)
+    finally:
+        for staged in (reg.staged, reg.result):
+            c, _, n = staged.partition("/")
+            blobs.delete(c, n)
+        if reg.output:
+            delete_staged(blobs, reg.output)
     if result is not None:
         return RegistrationOutcome(RegistrationState.REFUSED, error=str(result.get("error", "")))
     if waited.state == ShardState.EXITED:
@@ -206,6 +213,18 @@ def finish_registration(job: FinishRequest) -> RegistrationOutcome:
     else:
         reason = waited.reason or "the registration container did not finish"
     return RegistrationOutcome(RegistrationState.FAILED, error=reason)
+
+
+def _publish(blobs, reg: RegistrationRequest, result: dict) -> RegistrationOutcome:
+    if not reg.output:
+        return RegistrationOutcome(RegistrationState.FAILED, error="the registration names no staging output")
+    try:
+        publish_staged(blobs, reg.output, settings().models_container, reg.id, reg.model, reg.version,
+                       reg.champion)
+    except (PublishRefused, ModelStoreError) as e:
+        return RegistrationOutcome(RegistrationState.REFUSED, error=one_line(e))
+    details = {k: v for k, v in result.items() if k not in ("ok", "output")}
+    return RegistrationOutcome(RegistrationState.REGISTERED, details={**details, "champion": reg.champion})
 
 
 def registration_view(status) -> dict:

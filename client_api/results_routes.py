@@ -3,6 +3,8 @@
     GET /api/runs/{id}/results    the published results.csv (404 unknown run, 409 not published yet)
     GET /api/runs/{id}/manifest   the run manifest (lineage, shards, cost, failed postcodes)
     GET /api/runs/{id}/failures   {"failures": [{"postcode", "reason"}]}
+    GET /api/runs/{id}/accuracy/{table}   metrics.csv or pairs.csv of the run's latest evaluation (the
+                                  pointer GET /api/runs/{id}/accuracy names them; 404 says what is missing)
     PUT /api/inputs/{name}        a CSV body (postcode, date, features), checked as a run would check it,
                                   stored once at INPUT_CONTAINER/UPLOAD_PREFIX<name> (never overwritten)
 
@@ -18,6 +20,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from pipeline import naming
+from pipeline.accuracy import read_accuracy
 from pipeline.payloads import PayloadError, RunRequest, decode
 from pipeline.planning import PlanError, input_postcodes
 from pipeline.revisions import current_revision
@@ -87,6 +90,33 @@ async def run_failures(req: func.HttpRequest, client: df.DurableOrchestrationCli
     failed = manifest.get("postcodes_failed") or {}
     return json_response({"run_id": manifest.get("run_id"),
                           "failures": [{"postcode": pc, "reason": failed[pc]} for pc in sorted(failed)]})
+
+
+ACCURACY_TABLES = ("metrics", "pairs")
+
+
+def accuracy_table(req: func.HttpRequest) -> func.HttpResponse:
+    """One CSV of the evaluation the run's accuracy pointer names (the pointer is written last, so both
+    CSVs exist once it names them; a missing one is reported, not papered over)."""
+    try:
+        run_id = req.route_params.get("id", "")
+        table = req.route_params.get("table", "").removesuffix(".csv")
+        if not naming.is_run_id(run_id):
+            raise ApiError("id", f"{run_id!r} is not a run id (lowercase letters, digits and '-')")
+        if table not in ACCURACY_TABLES:
+            raise ApiError("table", f"{table!r}: use one of {', '.join(ACCURACY_TABLES)}", 404)
+        pointer = read_accuracy(storage(), settings().results_container, run_id)
+        if pointer is None:
+            raise ApiError("id", f"no accuracy for run {run_id!r} yet: POST actuals to /api/runs/{run_id}/evaluate",
+                           404)
+        container, _, blob = str(pointer.get(table, "")).partition("/")
+        if not blob or not storage().exists(container, blob):
+            raise ApiError("table", f"{table}.csv of evaluation {pointer.get('evaluation')!r} of run {run_id!r} "
+                                    f"is missing ({pointer.get(table)!r})", 404)
+    except ApiError as e:
+        return error_response(e)
+    return csv_response(storage().read_bytes(container, blob),
+                        headers={"X-Evaluation": str(pointer.get("evaluation", ""))})
 
 
 def check_input_name(name: str) -> str:

@@ -28,6 +28,7 @@ from . import accuracy, naming
 from .accuracy import AccuracyError, actuals_prefix, evaluation_id, parse_actuals, published_results, read_accuracy
 from .payloads import Payload
 from .services import settings, storage
+from .trigger_support import blob_etag, start_once
 
 log = logging.getLogger(__name__)
 EVALUATE_ORCHESTRATOR = "evaluate_run"
@@ -66,17 +67,6 @@ def _published(run_id: str) -> bool:
     return naming.is_run_id(run_id) and published_results(storage(), settings().results_container, run_id) is not None
 
 
-async def _start_once(client: df.DurableOrchestrationClient, instance_id: str, payload: EvaluationRequest) -> None:
-    existing = await client.get_status(instance_id)
-    if existing and existing.runtime_status is not None:
-        log.info("evaluation %s exists (%s); not started again", instance_id, existing.runtime_status.value)
-        return
-    try:
-        await client.start_new(EVALUATE_ORCHESTRATOR, instance_id, payload)
-    except Exception as e:  # noqa: BLE001 - a concurrent start of the same id lost the race: still one
-        log.info("evaluation %s not started: %s", instance_id, e)
-
-
 async def evaluate(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     run_id = req.route_params["id"]
     # Storage calls block: off the event loop, which the host shares between requests.
@@ -91,7 +81,13 @@ async def evaluate(req: func.HttpRequest, client: df.DurableOrchestrationClient)
     name = actuals_prefix(s.actuals_prefix, run_id) + datetime.now(UTC).strftime("posted-%Y%m%dT%H%M%S%fZ.csv")
     etag = await asyncio.to_thread(storage().write_bytes, s.input_container, name, body, content_type="text/csv")
     instance_id = evaluation_id(name, str(etag).strip('"'))
-    await _start_once(client, instance_id, EvaluationRequest(run_id=run_id, evaluation=instance_id))
+    try:
+        await start_once(client, instance_id, EvaluationRequest(run_id=run_id, evaluation=instance_id),
+                         EVALUATE_ORCHESTRATOR)
+    except Exception as e:  # noqa: BLE001 - the stored blob's event starts the same evaluation id later
+        log.warning("evaluation %s not started now: %s", instance_id, one_line(e))
+        return _json({"error": f"actuals stored as {s.input_container}/{name}, but the evaluation could not start "
+                               "now; their blob event will start it"}, 503, headers={"Retry-After": "30"})
     base = req.url.split("/api/")[0]
     return _json({"id": instance_id, "run_id": run_id, "actuals": f"{s.input_container}/{name}",
                   "accuracyUrl": f"{base}/api/runs/{run_id}/accuracy"}, 202,
@@ -113,13 +109,16 @@ def get_accuracy(req: func.HttpRequest) -> func.HttpResponse:
 async def new_actuals_blob(blob: func.InputStream, client: df.DurableOrchestrationClient) -> None:
     _, _, name = blob.name.partition("/")
     run_id = name.removeprefix(settings().actuals_prefix).split("/", 1)[0]
-    etag = str((blob.blob_properties or {}).get("ETag", "")).strip('"')
+    # The host's ETag property is not a usable string (see pipeline/trigger_support.py): read it from storage,
+    # so this names the same evaluation as the POST that wrote the blob.
+    etag = await asyncio.to_thread(blob_etag, storage(), blob.name) or ""
     if not etag or not await asyncio.to_thread(_published, run_id):
         log.error("actuals blob %s: not evaluated (expected %s<published run id>/<name>.csv with an ETag)",
                   blob.name, settings().actuals_prefix)
         return
     instance_id = evaluation_id(name, etag)
-    await _start_once(client, instance_id, EvaluationRequest(run_id=run_id, evaluation=instance_id))
+    await start_once(client, instance_id, EvaluationRequest(run_id=run_id, evaluation=instance_id),
+                     EVALUATE_ORCHESTRATOR)
 
 
 def evaluate_run(context: df.DurableOrchestrationContext):

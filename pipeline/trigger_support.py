@@ -61,10 +61,11 @@ def blob_etag(blobs: BlobStore, blob_path: str) -> str | None:
 
 
 async def start_once(client: df.DurableOrchestrationClient, run_id: str, request: Any,
-                     blobs: BlobStore | None = None, results_container: str = "") -> bool:
-    """Start run_id unless it exists or (given blobs) has published already, which also covers an event
-    redelivered after the run's history was purged. True: started here. Raises when the start failed for any
-    reason other than the same run having been started meanwhile."""
+                     orchestrator: str = RUN_ORCHESTRATOR, blobs: BlobStore | None = None,
+                     results_container: str = "") -> bool:
+    """Start `orchestrator` as run_id unless it exists or (given blobs) has published already, which also covers
+    an event redelivered after the run's history was purged. True: started here. Raises when the start failed for
+    any reason other than the same instance having been started meanwhile (so the host retries the event)."""
     if await _exists(client, run_id):
         log.info("run %s exists; not started again", run_id)
         return False
@@ -72,7 +73,7 @@ async def start_once(client: df.DurableOrchestrationClient, run_id: str, request
         log.info("run %s has published already; not started again", run_id)
         return False
     try:
-        await client.start_new(RUN_ORCHESTRATOR, run_id, request)
+        await client.start_new(orchestrator, run_id, request)
     except Exception:
         if await _exists(client, run_id):  # a concurrent start of the same id won the race: still one run
             log.info("run %s was started concurrently; not started again", run_id)

@@ -3,6 +3,7 @@
     python -m scoring run                       score the job in SCORING_JOB / SCORING_JOB_BLOB
     python -m scoring register --model M --version V --from DIR [--champion] [--training-end YYYY-MM-DD]
     python -m scoring register --model M --version V --from-blob C/ARCHIVE --result-blob C/RESULT.json
+        --output C/PREFIX/
                                                 (server-side registration of an uploaded version)
     python -m scoring champion --model M --version V
     python -m scoring versions --model M
@@ -95,7 +96,11 @@ def command_register_staged(args: argparse.Namespace) -> int:
 
     blobs = connect_storage()
     try:
-        result = register_staged(blobs, args.container, args.model, args.version, args.from_blob, args.champion,
+        if not args.output:
+            raise ValueError("--from-blob needs --output <container>/<prefix>/ (the registration's staging area)")
+        if args.champion:  # the version is only built here; the app publishes it and moves the champion
+            raise ValueError("--champion does not apply to --from-blob: the app promotes after publishing")
+        result = register_staged(blobs, args.model, args.version, args.from_blob, args.output,
                                  check_models=not args.no_check, slim=not args.no_slim,
                                  extra_packages=tuple(args.r_package))
         code = 0
@@ -153,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--from", dest="source", help="folder of <postcode>.rds [+ scorer.R]")
     source.add_argument("--from-blob", help="<container>/<blob>: a tar/zip of <postcode>.rds [+ scorer.R]")
     reg.add_argument("--result-blob", help="<container>/<blob> to write the outcome to (with --from-blob)")
+    reg.add_argument("--output", help="<container>/<prefix>/ to build the version in (with --from-blob); "
+                                      "the app copies it into the models container")
     reg.add_argument("--champion", action="store_true", help="also make this version the champion")
     reg.add_argument("--r-package", action="append", default=[], help="an R package the models need")
     reg.add_argument("--training-end", metavar="YYYY-MM-DD",

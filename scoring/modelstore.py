@@ -6,6 +6,9 @@ Layout, in the models container:
     <model>/<version>/manifest.json      written last: a version exists once its manifest does
     <model>/<version>/packs/NNNNN.bin    models concatenated, ~250 a pack (few requests, not one per model)
     <model>/<version>/scorer.R           optional: the version's own score(model, newdata)
+A version published by the app after a server-side registration keeps its files in the registration's own
+folders (packs/<registration id>/NNNNN.bin, <registration id>/scorer.R): two concurrent registrations of one
+version never write the same blob, and the manifest (create-only) names the files of the one that won.
     <model>/champion.json                the alias scheduled runs use: {"version": ..., "updated": ...}
 
 The manifest maps each postcode to its bytes (pack blob, offset, length, sha256), and records the R version,

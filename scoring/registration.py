@@ -38,18 +38,34 @@ PACK_MAX_BYTES = 16 * 1024 * 1024
 def register_version(store: ModelStore, model: str, version: str, folder: Path, champion: bool = False,
                      check_models: bool = True, slim: bool = True,
                      extra_packages: tuple[str, ...] = (), training_end: str | None = None) -> Manifest:
-    """Upload a folder of <postcode>.rds (and optional scorer.R, training_end.csv) as a new version.
+    """Upload a folder of <postcode>.rds (and optional scorer.R, training_end.csv) as a new version, with
+    direct access to the models container (the data scientists' CLI).
 
     `training_end` (YYYY-MM-DD) is the last training day of every time-series model in the folder;
     training_end.csv gives it per postcode. Either wins over what the model itself says."""
-    check_model_name(model)
-    check_version(version)
-    files, scorer = scan_model_folder(folder)
-    given_ends = read_training_ends(folder, files, training_end)
     prefix = version_prefix(model, version)
     if store.blobs.exists(store.container, prefix + MANIFEST):
         raise ModelStoreError(f"model {model!r} already has version {version!r}; versions are immutable, "
                               "register a new one")
+    manifest = build_version(store, prefix, model, version, folder, check_models=check_models, slim=slim,
+                             extra_packages=extra_packages, training_end=training_end, exclusive=True)
+    if champion:
+        store.set_alias(model, version)
+    return manifest
+
+
+def build_version(store: ModelStore, prefix: str, model: str, version: str, folder: Path,
+                  check_models: bool = True, slim: bool = True, extra_packages: tuple[str, ...] = (),
+                  training_end: str | None = None, exclusive: bool = False) -> Manifest:
+    """Check the folder in R, write packs, scorer.R and finally the manifest under `prefix` of store.container.
+
+    exclusive: the manifest is created only if absent (the models container); a registration container
+    builds into its own staging prefix instead, and the app copies the version into `models` (the worker
+    identity may not write there)."""
+    check_model_name(model)
+    check_version(version)
+    files, scorer = scan_model_folder(folder)
+    given_ends = read_training_ends(folder, files, training_end)
     with tempfile.TemporaryDirectory(prefix="register-") as tmp:
         stored, classes, r_version, packages, profiles = _inspect(files, scorer, Path(tmp), check_models, slim,
                                                                  extra_packages)
@@ -63,11 +79,9 @@ def register_version(store: ModelStore, model: str, version: str, folder: Path, 
         manifest.scorer, manifest.scorer_sha256 = SCORER, sha256(data)
     store.blobs.ensure_container(store.container)
     try:
-        store.blobs.write_json(store.container, prefix + MANIFEST, manifest.to_json(), overwrite=False)
+        store.blobs.write_json(store.container, prefix + MANIFEST, manifest.to_json(), overwrite=not exclusive)
     except BlobExists:
         raise ModelStoreError(f"model {model!r} version {version!r} was registered concurrently") from None
-    if champion:
-        store.set_alias(model, version)
     return manifest
 
 

@@ -2,8 +2,9 @@
 files and an optional `scorer.R`, all at the top level.
 
 The Functions app checks the member names at the door (`check_members`) and stages the archive in Blob
-Storage; the registration container unpacks it (`unpack`) and registers it with the image's own R
-(`register_staged`). Archives are hostile input: links, folders, absolute or `..` paths, duplicate names and
+Storage; the registration container unpacks it (`unpack`) and checks and builds it with the image's own R
+(`register_staged`) into its own staging prefix; the app then copies it into `models`. Archives are hostile
+input: links, folders, absolute or `..` paths, duplicate names and
 more unpacked bytes than allowed are refused, and unpacking counts the bytes it actually writes (a zip's
 declared sizes can lie).
 """
@@ -22,7 +23,7 @@ from typing import BinaryIO
 from .blobstore import BlobStore
 from .modelstore import SCORER, ModelStore
 from .names import is_valid_postcode, postcode_pattern
-from .registration import register_version
+from .registration import build_version
 
 MAX_UNPACKED_BYTES = 4 * 1024**3
 MAX_MEMBERS = 100_000
@@ -145,20 +146,24 @@ def unpack(source: Source, dest: Path, max_unpacked: int = MAX_UNPACKED_BYTES) -
     return dest
 
 
-def register_staged(blobs: BlobStore, models_container: str, model: str, version: str, staged: str,
-                    champion: bool, **options) -> dict:
-    """Register the archive at `staged` (<container>/<path>) and describe the new version."""
+def register_staged(blobs: BlobStore, model: str, version: str, staged: str, output: str,
+                    **options) -> dict:
+    """Check the archive at `staged` (<container>/<path>) and build the version under `output`
+    (<container>/<prefix>/ in staging): packs, scorer.R, manifest. Nothing is written to the models container:
+    the worker identity running this may not, and the app copies the checked version there afterwards."""
     container, _, name = staged.partition("/")
+    out_container, _, out_prefix = output.partition("/")
+    if not out_container or not out_prefix.endswith("/"):
+        raise ValueError(f"--output {output!r}: expected <container>/<prefix>/")
     with tempfile.TemporaryDirectory(prefix="staged-") as tmp:
         archive = Path(tmp) / "upload.bin"
         blobs.download_to_file(container, name, str(archive))
         folder = unpack(archive, Path(tmp) / "version")
-        manifest = register_version(ModelStore(blobs, models_container), model, version, folder,
-                                    champion=champion, **options)
+        manifest = build_version(ModelStore(blobs, out_container), out_prefix, model, version, folder, **options)
     return {"ok": True, "model": model, "version": version, "models": len(manifest.models),
             "packs": len(manifest.packs), "slimmed": sum(e.slimmed for e in manifest.models.values()),
-            "r_version": manifest.r_version, "r_packages": manifest.r_packages, "champion": champion,
-            "created": manifest.created}
+            "r_version": manifest.r_version, "r_packages": manifest.r_packages, "created": manifest.created,
+            "output": output}
 
 
 def write_result(blobs: BlobStore, result_blob: str, result: dict) -> None:

@@ -8,6 +8,7 @@ Nothing is mocked.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -19,8 +20,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from support.unit_data import stage_built_version
 
+from client_api.registration_publish import PublishRefused, delete_staged, publish_staged
 from devenv.stack import start_stack
+from scoring.modelstore import ModelStore
 
 pytestmark = pytest.mark.integration  # Azurite, R, the stand-in or the dev host
 
@@ -187,6 +191,79 @@ def wait_registration(stack, reg_id: str, timeout: float = 120) -> dict:
     raise TimeoutError(reg_id)
 
 
+def rds_files(tmp: Path, postcodes: list[str]) -> dict[str, bytes]:
+    script = "; ".join(f'saveRDS(lm(y ~ x, data.frame(x = 1:10, y = (1:10) * {i + 2})), "{tmp}/{pc}.rds")'
+                       for i, pc in enumerate(postcodes))
+    subprocess.run(["Rscript", "-e", script], check=True, capture_output=True)
+    return {f"{pc}.rds": (tmp / f"{pc}.rds").read_bytes() for pc in postcodes}
+
+
+def spec_while_running(stack, reg_id: str, timeout: float = 60) -> dict:
+    """The create body the stand-in received; only readable while the group exists (it is always deleted)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return stack.standin.received(reg_id)
+        except Exception:  # noqa: BLE001 - not created yet
+            time.sleep(0.05)
+    raise TimeoutError(reg_id)
+
+
+def test_the_container_builds_in_staging_and_the_app_publishes_once(stack, tmp_path):
+    """Two registrations of one version at once: both containers check and build in staging only (the
+    worker identity may not write `models`); the app publishes the first, refuses the second."""
+    archive = tar_of(rds_files(tmp_path, ["1000", "2000"]))
+    first = call(stack, "POST", "models/published/versions/v1", archive, params={"champion": "true"})
+    second = call(stack, "POST", "models/published/versions/v1", archive)
+    assert first.status_code == 202 and second.status_code == 202, (first.text, second.text)
+    ids = [first.json()["id"], second.json()["id"]]
+    for reg_id in ids:
+        container = spec_while_running(stack, reg_id)["properties"]["containers"][0]["properties"]
+        command = container["command"]
+        assert "models" not in command and "--container" not in command, command
+        flags = {command[i]: command[i + 1] for i in range(len(command) - 1) if command[i].startswith("--")}
+        assert all(flags[f].startswith(f"staging/{reg_id}/") for f in ("--from-blob", "--result-blob", "--output"))
+        assert not any(v.get("value") == "models" for v in container.get("environmentVariables", []))
+    views = [wait_registration(stack, reg_id) for reg_id in ids]
+    states = sorted(v["state"] for v in views)
+    assert states == ["refused", "registered"], views
+    loser = next(v for v in views if v["state"] == "refused")
+    assert "version exists" in loser["error"], loser
+    store = ModelStore(stack.blobs, "models")
+    manifest = store.read_manifest("published", "v1")
+    assert manifest.postcodes == ["1000", "2000"]
+    for entry in manifest.models.values():
+        data = store.read_pack_range(manifest, entry.blob, entry.offset, entry.offset + entry.length)
+        assert hashlib.sha256(data).hexdigest() == entry.sha256
+    winner = next(v for v in views if v["state"] == "registered")
+    listed = {b.name for b in stack.blobs.list("models", "published/")}
+    assert all(winner["id"] in n for n in listed if not n.endswith(("manifest.json", "champion.json"))), listed
+    promoted = stack.blobs.exists("models", "published/champion.json")
+    assert promoted == (winner["id"] == ids[0])  # only the first asked for promotion
+    if promoted:
+        assert store.resolve_version("published", "champion") == "v1"
+    assert list(stack.blobs.list("staging")) == []  # uploads, outcomes and built outputs are gone
+
+
+@pytest.mark.parametrize("tamper", ["sha", "extra", "escape"])
+def test_a_tampered_staged_output_is_refused_on_azurite(stack, tamper):
+    reg_id = "reg-" + os.urandom(10).hex()
+    out = f"staging/{reg_id}/out/"
+    stage_built_version(stack.blobs, out, model="tampered", version="v1")
+    if tamper == "sha":
+        stack.blobs.write_bytes("staging", f"{reg_id}/out/packs/00000.bin", b"AAAABBX")
+    elif tamper == "extra":
+        stack.blobs.write_bytes("staging", f"{reg_id}/out/run.sh", b"curl evil")
+    else:
+        manifest = stack.blobs.read_json("staging", f"{reg_id}/out/manifest.json")
+        manifest["packs"][0]["blob"] = "../../published/v1/packs/00000.bin"
+        stack.blobs.write_json("staging", f"{reg_id}/out/manifest.json", manifest)
+    with pytest.raises(PublishRefused, match={"sha": "sha256", "extra": "run.sh", "escape": "names pack"}[tamper]):
+        publish_staged(stack.blobs, out, "models", reg_id, "tampered", "v1", champion=True)
+    delete_staged(stack.blobs, out)
+    assert list(stack.blobs.list("models", "tampered/")) == []
+
+
 # ---------------------------------------------------------------------------------- models and results
 
 
@@ -203,6 +280,10 @@ def test_model_and_result_refusals_name_the_field(stack):
     for what in ("results", "manifest", "failures"):
         refused(call(stack, "GET", f"runs/run-0123456789abcdef0123/{what}"), 404, "id", "no run")
         refused(call(stack, "GET", f"runs/Not_A_Run/{what}"), 400, "id")
+    for table in ("metrics", "pairs"):
+        refused(call(stack, "GET", f"runs/run-0123456789abcdef0123/accuracy/{table}"), 404, "id", "no accuracy")
+    refused(call(stack, "GET", "runs/run-0123456789abcdef0123/accuracy/scores"), 404, "table", "metrics, pairs")
+    refused(call(stack, "GET", "runs/Not_A_Run/accuracy/metrics"), 400, "id")
 
 
 # ------------------------------------------------------------------------------------------------- R

@@ -348,6 +348,8 @@ def test_nothing_broader_is_granted_anywhere():
             assert role_id not in text, f"{path.name} grants {role}"
     worker = {a for a in role_assignments() if a[0] == "workerIdentity"}
     assert not {a for a in worker if a[3] in ("storage", "resultsContainer")}, "the worker may not reach results"
+    # Registration builds in staging and the app publishes: the worker only ever reads models and input.
+    assert {a[1] for a in worker if a[3] in ("modelsContainer", "inputContainer")} == {"Storage Blob Data Reader"}
     app_rbac = [a for a in role_assignments() if a[2] == "resourceGroup"]
     assert [a[1] for a in app_rbac] == ["Azure Container Instances Contributor Role"]
 

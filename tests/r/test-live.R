@@ -79,6 +79,33 @@ test_that("register from R, run from a data frame, wait, fetch: equal to R's pre
   drawn <- forecast_plot(results, postcodes[1:2], engine = "base")
   dev.off()
   expect_identical(unique(drawn$postcode), postcodes[1:2])
+
+  # Accuracy: actuals for all but the last day of one postcode, off the forecast by known amounts.
+  actuals <- results[!(results$postcode == "10004" & results$date == max(results$date)),
+                     c("postcode", "date", "volume")]
+  actuals$volume <- actuals$volume + sin(seq_len(nrow(actuals))) * 3
+  expect_error(run_accuracy(conn, run), "no accuracy", class = "scoring_error")
+  acc <- run_evaluate(conn, run, actuals, timeout = 120, interval = 0.3)
+  expect_s3_class(acc, "scoring_accuracy")
+  expect_identical(acc$run_id, run$id)
+  expect_identical(acc$rows, nrow(actuals))
+  forecast <- results$volume[match(paste(actuals$postcode, actuals$date), paste(results$postcode, results$date))]
+  expect_lt(abs(acc$overall$mae - mean(abs(actuals$volume - forecast))), 1e-9)
+  expect_lt(abs(acc$overall$me - mean(actuals$volume - forecast)), 1e-9)
+  expect_identical(acc$model_version$model_version, "r1")
+  expect_identical(acc$postcode$postcode, postcodes)
+  per_postcode <- tapply(abs(actuals$volume - forecast), actuals$postcode, mean)
+  expect_lt(max(abs(acc$postcode$mae - per_postcode[acc$postcode$postcode])), 1e-9)
+  expect_identical(acc$lead$lead, seq_len(horizon))
+  expect_identical(acc$lead$n[horizon], length(postcodes) - 1L)
+  pairs <- acc$pairs
+  expect_s3_class(pairs$date, "Date")
+  expect_equal(nrow(pairs), nrow(actuals))
+  expect_lt(max(abs(pairs$actual - actuals$volume[match(paste(pairs$postcode, pairs$date),
+                                                        paste(actuals$postcode, actuals$date))])), 1e-9)
+  expect_identical(run_accuracy(run)$evaluation, acc$evaluation)
+  expect_error(run_evaluate(conn, run, data.frame(postcode = "10001", date = Sys.Date(), volume = -1)),
+               "volume '-1' is not a number >= 0", fixed = TRUE, class = "scoring_error")
 })
 
 test_that("a dry run plans without starting anything", {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from pipeline.settings import Settings
 from scoring.modelstore import MANIFEST, Manifest, ModelEntry, alias_blob, version_prefix
 from support.memory_blobs import MemoryBlobStore
@@ -35,3 +37,27 @@ def input_csv(rows: dict[str, list[str]]) -> bytes:
     """postcode -> dates, as the input CSV (postcode,date,temp)."""
     lines = ["postcode,date,temp"] + [f"{pc},{day},10.5" for pc, days in rows.items() for day in days]
     return ("\n".join(lines) + "\n").encode()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def stage_built_version(blobs, out: str, model: str = "parcels", version: str = "v1", scorer: bytes | None = b"s <- 1"):
+    """A built version under `out`, as scoring.registration.build_version writes it: packs, scorer, manifest."""
+    container, _, prefix = out.partition("/")
+    blobs.ensure_container(container)
+    packs = {"packs/00000.bin": b"AAAABBB", "packs/00001.bin": b"CC"}
+    models = {"8001": ModelEntry("packs/00000.bin", 0, 4, sha(b"AAAA"), sha(b"a"), "glm", True),
+              "8002": ModelEntry("packs/00000.bin", 4, 3, sha(b"BBB"), sha(b"b"), "glm", False),
+              "8003": ModelEntry("packs/00001.bin", 0, 2, sha(b"CC"), sha(b"c"), "lm", True)}
+    manifest = Manifest(model=model, version=version, created="2026-11-23T04:00:00Z", r_version="4.2.2",
+                        r_packages={}, models=models,
+                        packs=[{"blob": b, "size": len(d), "sha256": sha(d)} for b, d in packs.items()])
+    for name, data in packs.items():
+        blobs.write_bytes(container, prefix + name, data)
+    if scorer is not None:
+        blobs.write_bytes(container, prefix + "scorer.R", scorer)
+        manifest.scorer, manifest.scorer_sha256 = "scorer.R", sha(scorer)
+    blobs.write_json(container, prefix + MANIFEST, manifest.to_json())
+    return manifest
