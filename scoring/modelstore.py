@@ -113,8 +113,12 @@ class Manifest:
                 raise ModelStoreError(f"manifest entry {pc}: {err}") from None
             if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (e.offset, e.length)):
                 raise ModelStoreError(f"manifest entry {pc}: offset and length must be non-negative integers")
-        if self.scorer is not None and self.scorer != SCORER:
-            raise ModelStoreError(f"manifest names scorer {str(self.scorer)[:40]!r}; only {SCORER!r} is allowed")
+        # scorer.R, or <registration>/scorer.R where a server-side registration published it (registration_publish).
+        if self.scorer is not None and not (self.scorer == SCORER or (
+                isinstance(self.scorer, str) and self.scorer.endswith("/" + SCORER)
+                and SAFE_TOKEN.fullmatch(self.scorer.removesuffix("/" + SCORER)) and ".." not in self.scorer)):
+            raise ModelStoreError(f"manifest names scorer {str(self.scorer)[:40]!r}; only {SCORER!r} or "
+                                  f"<registration>/{SCORER} is allowed")
 
     @property
     def postcodes(self) -> list[str]:

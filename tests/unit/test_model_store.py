@@ -86,3 +86,17 @@ def test_registering_an_existing_version_is_refused_before_any_upload(mem, tmp_p
 def test_the_packages_a_scorer_uses_are_found():
     source = 'library(forecast)\nrequire("ranger")\nx <- data.table::fread(f)\nrequireNamespace(\'mgcv\')\n'
     assert _scorer_packages(source) == ["data.table", "forecast", "mgcv", "ranger"]
+
+
+@pytest.mark.parametrize("scorer, ok", [("scorer.R", True), ("reg-0123456789ab/scorer.R", True),
+                                        ("../scorer.R", False), ("a/b/scorer.R", False), ("other.R", False),
+                                        ("../x/scorer.R", False)])
+def test_a_manifest_names_its_scorer_only_at_the_version_or_under_one_registration_folder(scorer, ok):
+    from scoring.modelstore import Manifest
+    manifest = Manifest(model="parcels", version="v1", created="", r_version="4.2.2", r_packages={}, models={},
+                        scorer=scorer, scorer_sha256="0" * 64)
+    if ok:
+        manifest.check_safe()
+    else:
+        with pytest.raises(ModelStoreError, match="scorer"):
+            manifest.check_safe()
