@@ -101,3 +101,7 @@ def test_run_status_says_when_time_series_dates_are_assumed(stack, run, tmp_path
     assert any("dates assumed" in w and "1002" in w for w in view["warnings"]), view
     manifest = stack.blobs.read_json("results", view["manifest"].partition("/")[2])
     assert manifest["warnings"] == view["warnings"]
+    # A challenger (a version that is not the champion) publishes, but never takes latest/<model>.json.
+    latest = stack.blobs.read_json("results", "latest/parcels.json") if stack.blobs.exists(
+        "results", "latest/parcels.json") else {}
+    assert latest.get("run_id") != r.json()["id"], latest

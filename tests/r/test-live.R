@@ -112,7 +112,9 @@ test_that("a dry run plans without starting anything", {
   plan <- run_start(conn, input = future[future$postcode != "10004", ], model = "parcels", horizon = horizon,
                     dry_run = TRUE)
   expect_s3_class(plan, "scoring_plan")
-  expect_equal(plan$postcodes, 3L)
+  # Every postcode of the version is planned; the one without input rows is listed as failed, never dropped.
+  expect_equal(plan$postcodes, 4L)
+  expect_match(unlist(plan$failed["10004"]), "no input rows", fixed = TRUE)
   expect_true(plan$dryRun)
   expect_match(capture.output(print(plan)), "nothing was started", fixed = TRUE, all = FALSE)
 })
