@@ -19,6 +19,7 @@ import re
 from datetime import date
 
 from scoring.modelstore import DATES_ASSUMED, Manifest
+from scoring.names import normalise_postcode
 
 # What R's as.numeric() reads from CSV text (plus Inf/NaN, which predict turns into a failed postcode).
 R_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|Inf|NaN|0[xX][0-9a-fA-F]+)\s*")
@@ -91,54 +92,68 @@ def check_input_against_models(data: bytes, manifest: Manifest, postcodes: list[
                                where: str) -> tuple[dict[str, str], list[str]]:
     """(failed postcodes with their reason, warnings for the run). `data` is the input CSV, already
     checked for shape and dates by planning.input_postcodes. A version with scorer.R types and dates its
-    input itself: nothing to check here."""
+    input itself: nothing to check here.
+
+    One streaming pass, in memory linear in the postcodes: profiles are shared by many postcodes, so each
+    distinct (profile, column, value) is judged once and only the values that fail are kept."""
     if manifest.scorer:
         return {}, []
-    profiled = {pc: manifest.profile_of(pc) for pc in postcodes}
-    profiled = {pc: p for pc, p in profiled.items() if p is not None}
     warnings: list[str] = []
     no_end = set(manifest.dates_assumed())
     assumed = [pc for pc in postcodes if pc in no_end]
     if assumed:
         warnings.append(f"dates assumed for {len(assumed)} time-series postcode(s), e.g. {assumed[0]}: "
                         + DATES_ASSUMED)
-    if not profiled:
+    profile_of = {pc: manifest.models[pc].profile for pc in postcodes if manifest.profile_of(pc) is not None}
+    if not profile_of:
         return {}, warnings
-    reader = csv.reader(io.StringIO(data.decode("utf-8-sig")))
+    reader = csv.reader(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline=""))
     header = next(reader)
-    needed = {col["name"] for p in profiled.values() for col in (p.get("prototype") or [])}
-    index = {name: i for i, name in enumerate(header) if name in needed}
     ip, idate = header.index("postcode"), header.index("date")
-    values: dict[str, dict[str, set[str]]] = {}
+    # Per profile: (column, its index in the row) for each prototype column the input has.
+    columns = {i: [(col, header.index(col["name"])) for col in (manifest.profiles[i].get("prototype") or [])
+                   if col["name"] in header]
+               for i in set(profile_of.values()) if not manifest.profiles[i].get("time_series")}
+    verdicts: dict[tuple[int, str], dict[str, bool]] = {}  # (profile, column) -> value -> fits
+    bad: dict[str, dict[str, set[str]]] = {}  # postcode -> column -> the values that do not fit
     first_date: dict[str, str] = {}
     for row in reader:
-        pc = row[ip]
-        if pc not in profiled:
+        pc = normalise_postcode(row[ip])  # as planning and the worker read it
+        profile = profile_of.get(pc)
+        if profile is None:
             continue
-        seen = values.setdefault(pc, {})
-        for name, i in index.items():
-            seen.setdefault(name, set()).add(row[i])
         if pc not in first_date or row[idate] < first_date[pc]:
             first_date[pc] = row[idate]
+        for column, i in columns.get(profile, ()):
+            value = row[i]
+            known = verdicts.setdefault((profile, column["name"]), {})
+            fits = known.get(value)
+            if fits is None:
+                fits = known[value] = column_problem(column, {value}) is None
+            if not fits:
+                bad.setdefault(pc, {}).setdefault(column["name"], set()).add(value)
 
     failed: dict[str, str] = {}
-    for pc, profile in profiled.items():
+    for pc, index in profile_of.items():
+        profile = manifest.profiles[index]
         if profile.get("time_series"):
             reason = _time_series_problem(manifest.models[pc].training_end, first_date.get(pc), max_gap_days)
         else:
-            reason = _prototype_problem(profile.get("prototype") or [], values.get(pc, {}), header)
+            reason = _prototype_problem(profile.get("prototype") or [], bad.get(pc, {}), header)
         if reason:
             failed[pc] = f"{reason} ({where})"
     return failed, warnings
 
 
-def _prototype_problem(prototype: list[dict], values: dict[str, set[str]], header: list[str]) -> str | None:
+def _prototype_problem(prototype: list[dict], bad: dict[str, set[str]], header: list[str]) -> str | None:
+    """The first problem of the prototype's columns. `bad` holds only values that fail on their own; the
+    message of column_problem over them is the one over all the values (every check is per value)."""
     missing = [col["name"] for col in prototype if col["name"] not in header]
     if missing:
         return (f"input lacks column(s) the model was fitted with: {', '.join(missing)}; "
                 f"it has: {', '.join(header)}")
     for column in prototype:
-        problem = column_problem(column, values.get(column["name"], set()))
+        problem = column_problem(column, bad.get(column["name"], set()))
         if problem:
             return problem
     return None
