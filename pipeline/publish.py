@@ -1,6 +1,7 @@
 """Publish a run: validate every staged shard output, then make it visible with one pointer flip.
 
     runs/<run>/revisions/<rev>/results.csv     all rows, streamed from the shards' staged CSVs
+    runs/<run>/revisions/<rev>/failures.json   every postcode not scored, with its reason (pipeline/failures.py)
     runs/<run>/revisions/<rev>/manifest.json   lineage: input + ETag, model version + sha256s, image, shards, cost
     runs/<run>/current.json                    flipped last, conditionally (pipeline/revisions.py)
     latest/<model>.json                        moved after that, only forward, only for champion runs
@@ -20,7 +21,9 @@ from scoring.blobstore import BlobStore
 from scoring.modelstore import ModelStore
 from scoring.timestamps import parse_iso
 
-from .payloads import Attempt, ContainerSize, Plan, Published, RunState, ShardOutcome, ShardState
+from .failures import FAILURES, Gathered, gather, write_failures
+from .payloads import Attempt, ContainerSize, Plan, Published, RunPlan, RunState, ShardOutcome, ShardState
+from .plan_store import PlanStoreError, read_plan
 from .revisions import Revision, current_revision, flip_pointer, move_latest, revision_prefix
 from .settings import Settings
 from .shard_output import RESULT_COLUMNS, ShardRejected, csv_chunks, data_rows, validate_shard
@@ -32,12 +35,13 @@ class PublishError(ValueError):
     """Nothing can be published, and retrying will not change that (a permanent failure)."""
 
 
-def accepted_shards(plan: Plan, shards: list[ShardOutcome], failed: dict[str, str], settings: Settings,
+def accepted_shards(plan: Plan, shards: list[ShardOutcome], gathered: Gathered, settings: Settings,
                     blobs: BlobStore) -> tuple[list[ShardOutcome], list[ShardOutcome], set[str]]:
     """(every shard, with a rejected one marked so; the shards whose output passes validation; the postcodes
     they scored). A rejected shard is left out with the reason on each of its postcodes; it never sinks the
-    others."""
+    others. `gathered.failed` gains the rejected shards' postcodes."""
     container = settings.staging_container  # written by the containers (worker identity), read-only here
+    failed = gathered.failed
     marked, accepted, scored = [], [], set()
     for shard in shards:
         status = shard.status
@@ -45,32 +49,38 @@ def accepted_shards(plan: Plan, shards: list[ShardOutcome], failed: dict[str, st
             marked.append(shard)
             continue
         assigned = set(plan.shards[shard.index].postcodes)
+        reported = gathered.scored.get(shard.index, [])
         try:
-            validate_shard(blobs, container, status.output_prefix + "results.csv", status.scored, assigned,
+            validate_shard(blobs, container, status.output_prefix + "results.csv", reported, assigned,
                            plan.horizon, plan.model, plan.version)
         except ShardRejected as e:
             reason = f"not published: shard {shard.index} output rejected: {e}"
-            failed.update({pc: reason for pc in assigned if pc not in failed or pc in status.scored})
+            failed.update({pc: reason for pc in assigned if pc not in failed or pc in reported})
             marked.append(dataclasses.replace(shard, state=ShardState.REJECTED, reason=str(e)))
             continue
         marked.append(shard)
         accepted.append(shard)
-        scored.update(status.scored)
+        scored.update(reported)
     return marked, accepted, scored
 
 
-def publish_run(plan: Plan, shards: list[ShardOutcome], failed: dict[str, str], settings: Settings,
-                blobs: BlobStore) -> Published:
+def publish_run(ref: RunPlan, shards: list[ShardOutcome], settings: Settings, blobs: BlobStore) -> Published:
     """Validate every staged shard output, write a new revision, flip the run's pointer, move `latest`.
 
-    `failed` lists every postcode that was not scored, with its reason (from the plan, the shards' own
-    reports, and the postcodes of shards that failed as a whole). Raises PublishError for what a retry
-    cannot fix; RevisionConflict (and storage errors) are transient.
+    The postcodes come from blobs, not from history: each shard's assignment and the plan's failures from the
+    plan (pipeline/plan_store.py), what each shard scored and failed from its status.json (pipeline/failures.py),
+    so every postcode not scored is listed with its reason. Raises PublishError for what a retry cannot fix;
+    RevisionConflict (and storage errors) are transient.
     """
+    try:
+        plan = read_plan(blobs, ref)
+    except PlanStoreError as e:
+        raise PublishError(str(e)) from None
     run_id, container = plan.run_id, settings.results_container
     planned = {pc for s in plan.shards for pc in s.postcodes} | set(plan.failed)
-    failed = {pc: why for pc, why in failed.items() if pc in planned}  # shards may not add postcodes
-    shards, accepted, scored = accepted_shards(plan, shards, failed, settings, blobs)
+    gathered = gather(blobs, settings.staging_container, plan, shards)
+    shards, accepted, scored = accepted_shards(plan, shards, gathered, settings, blobs)
+    failed = gathered.failed
     unaccounted = planned - scored - set(failed)
     if unaccounted:
         raise PublishError(f"{len(unaccounted)} postcode(s) neither scored nor failed, e.g. {min(unaccounted)}")
@@ -121,13 +131,15 @@ def publish_run(plan: Plan, shards: list[ShardOutcome], failed: dict[str, str], 
         "rows": rows[0],
         "postcodes_scored": len(scored),
         "postcodes_failed": failed,
-        "shards": [_shard_summary(s, plan) for s in shards],
+        "failures": f"{container}/{prefix}{FAILURES}",
+        "shards": [_shard_summary(s, plan, gathered) for s in shards],
         "cost": run_cost(shards, plan.container, settings),
         "estimate": plan.estimate.to_json(),
         "results": f"{container}/{prefix}results.csv",
         "revisions": old_manifest.get("revisions", []) + [
             {"run_id": run_id, "published": published, "postcodes": len(planned)}],
     }
+    write_failures(blobs, container, prefix + FAILURES, target, run_id, failed)  # before the pointer flips
     blobs.write_json(container, prefix + "manifest.json", run_manifest)
     current = flip_pointer(blobs, container, target, run_id, published, previous)
     return _outcome(blobs, container, plan, current)
@@ -139,7 +151,8 @@ def _outcome(blobs: BlobStore, container: str, plan: Plan, current: Revision) ->
     manifest = blobs.read_json(container, current.manifest)
     return Published(results=manifest["results"], manifest=f"{container}/{current.manifest}",
                      revision=current.revision, rows=manifest["rows"], postcodes_scored=manifest["postcodes_scored"],
-                     postcodes_failed=manifest["postcodes_failed"], state=RunState(manifest["state"]),
+                     postcodes_failed_count=len(manifest["postcodes_failed"]),
+                     failures=f"{container}/{current.prefix}{FAILURES}", state=RunState(manifest["state"]),
                      cost=manifest["cost"])
 
 
@@ -158,14 +171,15 @@ def run_cost(shards: list[ShardOutcome], container: ContainerSize, settings: Set
             "price_usd": round(vcpu * settings.aci_price_per_vcpu_second + gb * settings.aci_price_per_gb_second, 6)}
 
 
-def _shard_summary(shard: ShardOutcome, plan: Plan) -> dict:
+def _shard_summary(shard: ShardOutcome, plan: Plan, gathered: Gathered) -> dict:
     """The shard map: which postcodes ran where, each attempt's group, exit code and times."""
     status = shard.status
     postcodes = plan.shards[shard.index].postcodes
     return {"index": shard.index, "state": shard.state, "reason": shard.reason,
             "postcodes": [postcodes[0], postcodes[-1], len(postcodes)],
             "attempts": [_attempt_summary(a) for a in shard.attempts],
-            "scored": len(status.scored) if status else 0, "failed": len(status.failed) if status else 0,
+            "scored": len(gathered.scored.get(shard.index, [])) if status else 0,
+            "failed": status.failed if status else 0,
             "rows": status.rows if status else 0, "timings": status.timings if status else {}}
 
 
