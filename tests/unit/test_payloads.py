@@ -123,8 +123,9 @@ def test_decode_refuses_another_class_in_the_envelope():
 
 def test_plan_shard_input_carries_the_plan_fields_and_the_shard_by_reference():
     shard = RUN_PLAN.shard_input(RUN_PLAN.shards[0])
-    assert shard == p.ShardInput(run_id="run-abc", index=0, postcodes=2, postcodes_blob="runs/run-abc/plan/shard-000.json",
-                                 model="parcels", version="v1", input=INPUT, horizon=14, timing=TIMING)
+    assert shard == p.ShardInput(run_id="run-abc", index=0, postcodes=2,
+                                 postcodes_blob="runs/run-abc/plan/shard-000.json", model="parcels", version="v1",
+                                 input=INPUT, horizon=14, timing=TIMING)
 
 
 @pytest.mark.parametrize("state, group_state, terminated", [
