@@ -17,7 +17,7 @@ from scoring.timestamps import now_seconds
 from . import admission, naming, plan_store
 from .aci.errors import AciError, is_quota_error
 from .aci.spec import APP_TAG, scoring_spec
-from .failures import gather, write_failures
+from .failures import gather, with_postcodes, write_failures
 from .payloads import (
     CANCEL_EVENT,
     BudgetAnswer,
@@ -34,6 +34,7 @@ from .payloads import (
     RunPlan,
     ShardReport,
 )
+from .planning import PlanError
 from .planning import plan_run as make_plan
 from .publish import PublishError
 from .publish import publish_run as publish
@@ -55,7 +56,11 @@ def plan_run(payload: PlanRequest) -> RunPlan:
     stored = plan_store.stored_plan(storage(), s.results_container, payload)
     if stored is not None:  # this activity ran before for this request: the plan in blobs is the one
         return stored
-    plan = make_plan(payload.request, payload.run_id, s, storage(), today=date.fromisoformat(payload.today))
+    try:
+        request = with_postcodes(storage(), payload.request)  # a retry's postcodes, by reference
+    except ValueError as e:
+        raise PlanError(str(e)) from None
+    plan = make_plan(request, payload.run_id, s, storage(), today=date.fromisoformat(payload.today))
     return plan_store.write_plan(storage(), s.results_container, payload, plan)
 
 

@@ -13,6 +13,7 @@ dashboard's failures route answer through `failures_view`, one reader for both.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,18 @@ def read_failures(blobs: BlobStore, path: str) -> dict[str, str]:
     if not isinstance(failures, dict):
         raise ValueError(f"blob {path} is corrupt: no 'failures' object")
     return {str(pc): str(why) for pc, why in failures.items()}
+
+
+def with_postcodes(blobs: BlobStore, request: RunRequest) -> RunRequest:
+    """A retry names its postcodes by reference (the failures.json of the revision it completes): the request
+    with them read in, as planning takes it. Any other request as it is."""
+    if not request.postcodes_blob:
+        return request
+    try:
+        failed = read_failures(blobs, request.postcodes_blob)
+    except BlobNotFound:
+        raise ValueError(f"the failures this retry reruns are missing ({request.postcodes_blob})") from None
+    return dataclasses.replace(request, postcodes=sorted(failed), postcodes_blob=None)
 
 
 def published_failures(blobs: BlobStore, container: str, run_id: str) -> tuple[str, dict[str, str]] | None:

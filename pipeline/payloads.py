@@ -208,6 +208,8 @@ class RunRequest(Payload):
     dry_run: bool = False
     retry_of: str | None = None  # a rerun of this run's failed postcodes, merged into its results
     input_etag: str = ""  # a retry scores the input version its run was published from, or nothing
+    # A retry's postcodes by reference (slim history): the failed ones of this failures.json (container/path).
+    postcodes_blob: str | None = None
 
 
 @dataclass(frozen=True)

@@ -227,3 +227,25 @@ def test_the_status_view_lists_the_first_failures_with_the_count_and_a_link(mem)
     assert view["failures"] == "results/runs/run-p/failures.json"
     listed = run_view(status)  # the run list reads no blobs: the count and the link only
     assert "postcodes_failed" not in listed and listed["postcodes_failed_count"] == FAILED_IN_VIEW + 50
+
+
+# ------------------------------------------------------------------------------------- a retry's postcodes
+
+
+def test_a_retry_names_its_postcodes_by_reference_and_planning_reads_them(mem, settings):
+    from pipeline.failures import with_postcodes
+    from pipeline.runs_api import retry_request
+
+    put_version(mem, "parcels", "v1", ["8001", "8002", "8003"])
+    mem.ensure_container("staging")
+    publish_run(make_plan("run-q", [["8001", "8002", "8003"]]),
+                [staged(mem, "run-q", 0, ["8001"], failed={"8003": "R error", "8002": "NA volume"})], settings, mem)
+    retry = retry_request(REQUEST, "run-q", settings, mem)
+    assert retry.postcodes is None and retry.postcodes_blob == "results/runs/run-q/revisions/run-q/failures.json"
+    assert retry.retry_of == "run-q" and retry.trigger is p.Trigger.RETRY
+    planned = with_postcodes(mem, retry)  # what the plan activity hands to planning
+    assert planned.postcodes == ["8002", "8003"] and planned.postcodes_blob is None
+    assert with_postcodes(mem, REQUEST) is REQUEST
+    mem.delete("results", "runs/run-q/revisions/run-q/failures.json")
+    with pytest.raises(ValueError, match="the failures this retry reruns are missing"):
+        with_postcodes(mem, retry)
