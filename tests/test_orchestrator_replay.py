@@ -896,3 +896,23 @@ def test_run_publish_failure_fails_the_run():
     assert out["state"] == "failed"
     assert out["errors"] == ["publish: Activity function 'publish_run' failed: ValueError: shard 1 results lack "
                              "postcode 8005"]
+
+
+def test_run_that_cannot_record_its_failures_still_ends_with_its_state_and_says_so():
+    plan = make_plan(shards=2, parallel_groups=2)
+    answers = run_answers(plan, lambda w: shard_outcome(w.input, "timed_out", "the container did not finish"))
+
+    def answer(work: Work) -> Any:
+        if work.retry_timer_for is not None:
+            return None
+        if work.name == "record_failures":
+            return Fail("Activity function 'record_failures' failed: BlobNotFound: plan.json")
+        return answers(work)
+
+    replay = Replay("score_run", REQUEST, instance_id=RUN_ID)
+    out = replay.run(answer)
+    assert len(replay.calls("record_failures")) == TIMING["retry_attempts"]  # retried durably, then given up
+    assert out["state"] == "failed" and out["failures"] is None
+    assert out["postcodes_failed_count"] == 6  # still counted in the orchestration
+    assert out["errors"][-1] == ("failures not recorded: Activity function 'record_failures' failed: BlobNotFound: "
+                                 "plan.json")
