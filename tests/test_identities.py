@@ -69,6 +69,15 @@ def test_the_two_identities_are_distinct_and_complete() -> None:
         Settings.from_env({"STAGING_CONTAINER": "results"})
 
 
+@pytest.mark.parametrize("container", ["staging", "results", "models", "input"])
+def test_uploads_wait_in_a_container_of_their_own(container: str) -> None:
+    """The worker (any model's code) writes staging and may be granted more on the others: an upload kept in
+    one of them could be changed between the door and the registration container."""
+    with pytest.raises(ValueError, match="UPLOADS_CONTAINER must be a container of its own"):
+        Settings.from_env({"UPLOADS_CONTAINER": container})
+    assert Settings.from_env({}).uploads_container == "uploads"
+
+
 def azure_settings(**extra: str) -> Settings:
     return Settings.from_env({"STORAGE__blobServiceUri": "https://acct.blob.core.windows.net",
                               "APP_IDENTITY_CLIENT_ID": APP_ID, "WORKER_IDENTITY_CLIENT_ID": WORKER_ID,
