@@ -215,8 +215,8 @@ def finish_registration(job: FinishRequest) -> RegistrationOutcome:
             delete_staged(blobs, reg.output)
     if result is not None and result.get("ok"):
         return RegistrationOutcome(RegistrationState.FAILED, error=(
-            f"the registration container's log (results/{reg.logs}) does not vouch for its output "
-            f"{reg.output or '(none named)'}: nothing is published"))
+            f"the registration container's log ({settings().results_container}/{reg.logs}) does not vouch for its "
+            f"output {reg.output or '(none named)'}: nothing is published"))
     if result is not None:
         return RegistrationOutcome(RegistrationState.REFUSED, error=str(result.get("error", "")))
     if waited.state == ShardState.EXITED:
