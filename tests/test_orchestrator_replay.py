@@ -506,7 +506,8 @@ def test_shard_cancel_raised_while_a_later_poll_is_outstanding_is_honoured():
 # --------------------------------------------------------------------------------------------- score_run
 
 REQUEST = {"model": "parcels", "version": "latest", "input_blob": "latest", "postcodes": None, "horizon": 14,
-           "shard_size": 3, "trigger": "http", "dry_run": False, "retry_of": None, "input_etag": ""}
+           "shard_size": 3, "trigger": "http", "dry_run": False, "retry_of": None, "input_etag": "",
+           "postcodes_blob": None}
 
 
 def make_plan(shards: int = 5, parallel_groups: int = 2, failed: dict | None = None) -> dict:
