@@ -44,25 +44,47 @@ class Gathered:
 
     failed: dict[str, str]
     scored: dict[int, list[str]]
+    rejected: dict[int, str] = dataclasses.field(default_factory=dict)  # shard -> why its status.json is unusable
 
 
 def gather(blobs: BlobStore, staging: str, plan: Plan, shards: list[ShardOutcome]) -> Gathered:
     """The plan's failures, each ok shard's status.json (only postcodes assigned to it count), and every
-    postcode of a shard that failed as a whole, with the shard's reason."""
+    postcode of a shard that failed as a whole, with the shard's reason. A status.json that is gone or not of
+    the worker's shape (containers run model code) rejects its shard, with the reason on its postcodes."""
     failed = dict(plan.failed)
     scored: dict[int, list[str]] = {}
+    rejected: dict[int, str] = {}
     for outcome in shards:
         assigned = plan.shards[outcome.index].postcodes
         if outcome.state.ok and outcome.status is not None:
-            status = blobs.read_json(staging, outcome.status.status_blob)
-            reported = status.get("failed") or {}
+            try:
+                reported, listed = _status_lists(blobs, staging, outcome.status.status_blob)
+            except ValueError as e:
+                rejected[outcome.index] = str(e)
+                failed.update({pc: f"not published: shard {outcome.index} output rejected: {e}" for pc in assigned})
+                continue
             mine = set(assigned)
-            failed.update({pc: scrub(str(why)) for pc, why in reported.items() if pc in mine})
-            scored[outcome.index] = [str(pc) for pc in status.get("scored") or []]
+            failed.update({pc: scrub(why) for pc, why in reported.items() if pc in mine})
+            scored[outcome.index] = listed
         else:
             why = f"shard {outcome.index} {outcome.state}: {outcome.reason}"
             failed.update({pc: why for pc in assigned})
-    return Gathered(failed, scored)
+    return Gathered(failed, scored, rejected)
+
+
+def _status_lists(blobs: BlobStore, staging: str, blob: str) -> tuple[dict[str, str], list[str]]:
+    """(failed postcode -> reason, scored postcodes) of a worker's status.json; ValueError saying what is wrong."""
+    try:
+        status = blobs.read_json(staging, blob)
+    except BlobNotFound:
+        raise ValueError("its status.json is gone") from None
+    if not isinstance(status, dict):
+        raise ValueError("its status.json is not a JSON object")
+    failed, scored = status.get("failed", {}), status.get("scored", [])
+    if not isinstance(failed, dict) or not all(isinstance(v, str) for v in failed.values()) \
+            or not isinstance(scored, list) or not all(isinstance(pc, str) for pc in scored):
+        raise ValueError("its status.json does not list scored and failed postcodes as the worker writes them")
+    return failed, scored
 
 
 def write_failures(blobs: BlobStore, container: str, blob: str, run_id: str, revision: str,

@@ -48,6 +48,9 @@ def accepted_shards(plan: Plan, shards: list[ShardOutcome], gathered: Gathered, 
         if not shard.state.ok or status is None:
             marked.append(shard)
             continue
+        if shard.index in gathered.rejected:  # its status.json was unusable (failures.gather)
+            marked.append(dataclasses.replace(shard, state=ShardState.REJECTED, reason=gathered.rejected[shard.index]))
+            continue
         assigned = set(plan.shards[shard.index].postcodes)
         reported = gathered.scored.get(shard.index, [])
         try:

@@ -249,3 +249,27 @@ def test_a_retry_names_its_postcodes_by_reference_and_planning_reads_them(mem, s
     mem.delete("results", "runs/run-q/revisions/run-q/failures.json")
     with pytest.raises(ValueError, match="the failures this retry reruns are missing"):
         with_postcodes(mem, retry)
+
+
+@pytest.mark.parametrize("status, why", [
+    (None, "its status.json is gone"),
+    (b"[1, 2]", "its status.json is not a JSON object"),
+    (b"{not json", "is not valid JSON"),
+    (b'{"scored": "8001", "failed": {}}', "does not list scored and failed postcodes"),
+    (b'{"scored": ["8001"], "failed": {"8002": 3}}', "does not list scored and failed postcodes"),
+])
+def test_a_shard_whose_status_json_is_unusable_is_left_out_with_the_reason(mem, settings, status, why):
+    put_version(mem, "parcels", "v1", ["8001", "8002", "8003"])
+    mem.ensure_container("staging")
+    plan = make_plan("run-r", [["8001", "8002"], ["8003"]])
+    tampered = staged(mem, "run-r", 0, ["8001", "8002"])
+    if status is None:
+        mem.delete("staging", tampered.status.status_blob)
+    else:
+        mem.write_bytes("staging", tampered.status.status_blob, status)
+    published = publish_run(plan, [tampered, staged(mem, "run-r", 1, ["8003"])], settings, mem)
+    assert published.postcodes_scored == 1 and published.state is p.RunState.COMPLETED_WITH_FAILURES
+    failed = failures_of(mem, published)
+    assert set(failed) == {"8001", "8002"} and why in failed["8001"] and "shard 0 output rejected" in failed["8001"]
+    manifest = mem.read_json("results", published.manifest.partition("/")[2])
+    assert [s["state"] for s in manifest["shards"]] == ["rejected", "succeeded"]
