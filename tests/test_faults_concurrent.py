@@ -29,6 +29,7 @@ from conftest import HORIZON, REPO, SAMPLE_START, sample_stack
 from test_faults import FINISHED, PublishWatch
 
 from pipeline.revisions import current_revision
+from scoring.blobstore import BlobChanged
 from scoring.modelstore import ModelStore
 from scoring.registration import register_version
 
@@ -113,7 +114,7 @@ class BudgetGate:
             try:
                 self.blobs.write_json_if("results", BUDGET_BLOB, {"holders": holders}, etag)
                 return
-            except Exception:  # noqa: BLE001 - BlobChanged: a shard wrote meanwhile; read again
+            except BlobChanged:  # a shard wrote meanwhile: read again
                 time.sleep(0.05)
         raise AssertionError("could not update the budget blob")
 
@@ -267,6 +268,10 @@ def test_invariants_hold_under_concurrent_runs(stack, sample_models):
                      "retry": "completed", "late": "completed"}, {n: views[r]["errors"] for n, r in runs.items()}
     assert_no_group_left(stack)
     assert early == [], f"visible before publish: {early}"
+
+    # The retry and the late run were under way at once (each started before the other finished).
+    retry, late = views[runs["retry"]], views[runs["late"]]
+    assert retry["created"] < late["updated"] and late["created"] < retry["updated"]
 
     # Each fault is reported where it struck.
     reasons = {name: views[runs[name]].get("postcodes_failed") or {} for name in runs}
