@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from scoring.modelstore import Manifest, ModelEntry
-
 from pipeline.model_checks import check_input_against_models
+from scoring.modelstore import Manifest, ModelEntry
 
 GLM = {"class": "glm", "prototype": [{"name": "month", "type": "factor", "levels": ["1", "2", "3"]},
                                      {"name": "temp", "type": "numeric"}]}
