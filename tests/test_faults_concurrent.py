@@ -282,7 +282,8 @@ def test_invariants_hold_under_concurrent_runs(stack, sample_models):
                                                    for why in reasons["challenger"].values())
     assert len(reasons["cancelled"]) == 10 and all("cancel" in why for why in reasons["cancelled"].values())
     assert all("InaccessibleImage" in why for why in reasons["refused"].values())
-    assert sum(a["quota_waits"] for s in views[runs["letters"]]["shards"] for a in s["attempts"]) == 0
+    # ARM's 503s on create were retried in place: one container attempt.
+    assert [a["attempt"] for s in views[runs["letters"]]["shards"] for a in s["attempts"]] == [1]
 
     for name, run_id in runs.items():
         requested = set(subset) if name == "subset" else everything
@@ -334,6 +335,8 @@ score <- function(model, newdata) {
 }
 """
 LEAKY_KINDS = {"5001": "ok", "5002": "error", "5003": "print", "5004": "warning", "5005": "quit", "5006": "ok"}
+# A version whose scorer.R fails as it is sourced: the whole shard cannot run, and says why.
+UNLOADABLE_SCORER = 'stop("cannot start: ", Sys.getenv("SCORING_STORAGE_CONNECTION_STRING"))\n'
 
 
 def r_client_view(stack, run_id: str) -> str:
@@ -360,14 +363,21 @@ def test_a_model_that_leaks_secrets_leaks_them_nowhere(stack, tmp_path):
     subprocess.run(["Rscript", "-e", script], check=True)
     (folder / "scorer.R").write_text(LEAKY_SCORER)
     register_version(ModelStore(stack.blobs), "leaky", "v1", folder, champion=True)
+    (folder / "scorer.R").write_text(UNLOADABLE_SCORER)
+    register_version(ModelStore(stack.blobs), "leaky", "v2", folder)
     first = date.fromisoformat(SAMPLE_START)
     lines = ["postcode,date"] + [f"{pc},{first + timedelta(days=d)}" for pc in LEAKY_KINDS for d in range(HORIZON)]
     stack.blobs.write_bytes("input", "conc/leaky.csv", "\n".join(lines).encode())
 
     run_id = start(stack, {"model": "leaky", "input": "conc/leaky.csv", "shardSize": 6})
+    unloadable = start(stack, {"model": "leaky", "version": "v2", "input": "conc/leaky.csv", "shardSize": 6})
     watch = PublishWatch(stack, run_id, model="leaky")
+    watch.add(unloadable, model="leaky")
     view = stack.wait_for_run(run_id, timeout=240)
+    failed_view = stack.wait_for_run(unloadable, timeout=240)
     assert watch.stop() == []
+    assert failed_view["state"] == "failed" and "cannot start: ***" in failed_view["errors"][0], failed_view["errors"]
+    assert_every_postcode_accounted_for(stack, failed_view, set(LEAKY_KINDS))
     assert view["state"] == "completed_with_failures", view["errors"]
     failed = view["postcodes_failed"]
     assert set(failed) == {"5002", "5004", "5005"}, failed
@@ -383,5 +393,5 @@ def test_a_model_that_leaks_secrets_leaks_them_nowhere(stack, tmp_path):
         assert masked in log.text, (masked, log.text[-3000:])
     assert "sig=***" in log.text
 
-    assert_no_secret_anywhere(stack, [run_id], more={"kept log via the dashboard": log.text,
-                                                     "R client": r_client_view(stack, run_id)})
+    assert_no_secret_anywhere(stack, [run_id, unloadable], more={"kept log via the dashboard": log.text,
+                                                                 "R client": r_client_view(stack, run_id)})
