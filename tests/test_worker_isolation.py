@@ -20,6 +20,8 @@ score <- function(model, newdata) {
   if (model$kind == "quit") quit(save = "no", status = 1)
   if (model$kind == "segv") tools::pskill(Sys.getpid(), 11L)  # SIGSEGV
   if (model$kind == "leak") stop("cannot connect with ", Sys.getenv("SCORING_STORAGE_CONNECTION_STRING"))
+  # A warning raised with stop(): R sends it past every handler to the top level, which would end the node.
+  if (model$kind == "stopwarn") stop(simpleWarning("a warning raised with stop()"))
   if (model$kind == "shout") {  # past R's sinks: straight to the file descriptors the node inherited
     secret <- Sys.getenv("SCORING_STORAGE_CONNECTION_STRING")
     cat("to /dev/stdout:", secret, "\n", file = "/dev/stdout")
@@ -29,7 +31,8 @@ score <- function(model, newdata) {
   rep(model$level, nrow(newdata))
 }
 """
-KINDS = {"3001": "ok", "3002": "quit", "3003": "ok", "3004": "segv", "3005": "leak", "3006": "ok", "3007": "shout"}
+KINDS = {"3001": "ok", "3002": "quit", "3003": "ok", "3004": "segv", "3005": "leak", "3006": "ok", "3007": "shout",
+         "3008": "stopwarn"}
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +57,10 @@ def test_a_postcode_whose_r_process_dies_fails_alone(azurite, blobs, hostile_ver
     assert result.returncode == EXIT_PARTIAL, result.stderr
     status = blobs.read_json("results", prefix + "status.json")
     assert status["scored"] == ["3001", "3003", "3006", "3007"]
-    assert set(status["failed"]) == {"3002", "3004", "3005"}
+    assert set(status["failed"]) == {"3002", "3004", "3005", "3008"}
     for pc in ("3002", "3004"):
         assert "the R process scoring this postcode died" in status["failed"][pc], status["failed"][pc]
+    assert status["failed"]["3008"] == "a warning raised with stop()"  # an error of its own: the node lives
     rows = blobs.read_bytes("results", prefix + "results.csv").decode().splitlines()
     assert len(rows) == 1 + 4 * HORIZON
 
