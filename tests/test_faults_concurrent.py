@@ -246,15 +246,17 @@ def test_invariants_hold_under_concurrent_runs(stack, sample_models):
         wait_until(lambda: any(g.startswith(runs["cancelled"]) for g in stack.standin.groups()), "the hang's group")
         assert stack.post(f"/api/runs/{runs['cancelled']}/cancel").status_code == 202
 
-        # As soon as `new` is done, retry it, and start a champion run on the older input: the retry publishes
-        # while the others score and publish.
+        # As soon as `new` is done, retry it, and start two champion runs: the retry publishes while they score
+        # and publish, and all three race for latest.
         wait_until(lambda: view_of(stack, runs["new"])["runtimeStatus"] in FINISHED, "run new", timeout=240)
         r = stack.post(f"/api/runs/{runs['new']}/retry")
         assert r.status_code == 202, r.text
         runs["retry"] = r.json()["id"]
         watch.add(runs["retry"], retry_of=runs["new"])
-        runs["late"] = start(stack, {"input": older, "shardSize": 10})  # planned last, older input
+        runs["late"] = start(stack, {"input": older, "shardSize": 10})  # planned after `new`, older input
+        runs["later"] = start(stack, {"input": newer, "shardSize": 10})  # planned after `new`, same input
         watch.add(runs["late"])
+        watch.add(runs["later"])
         views = wait_all(stack, list(runs.values()))
         early = watch.stop()
     finally:
@@ -265,7 +267,8 @@ def test_invariants_hold_under_concurrent_runs(stack, sample_models):
     state = {name: views[run_id]["state"] for name, run_id in runs.items()}
     assert state == {"old": "completed", "new": "completed_with_failures", "challenger": "completed_with_failures",
                      "cancelled": "cancelled", "letters": "completed", "subset": "completed", "refused": "failed",
-                     "retry": "completed", "late": "completed"}, {n: views[r]["errors"] for n, r in runs.items()}
+                     "retry": "completed", "late": "completed", "later": "completed"}, \
+        {n: views[r]["errors"] for n, r in runs.items()}
     assert_no_group_left(stack)
     assert early == [], f"visible before publish: {early}"
 
@@ -294,10 +297,10 @@ def test_invariants_hold_under_concurrent_runs(stack, sample_models):
     assert new_manifest["revision"] == runs["retry"] and new_scored == everything
     assert new_manifest["postcodes_failed"] == {}
 
-    # latest: the newest champion run by input time (then plan time), at its newest revision; never the
-    # challenger (same newest input), the subset, or the runs on the older input that published later.
+    # latest: the newest champion run by input time, then plan time: `later` (the newest input, planned after
+    # `new`); never the challenger (same input), the subset, `new`'s retry, or the older input planned last.
     latest = stack.blobs.read_json("results", "latest/parcels.json")
-    assert (latest["run_id"], latest["revision"]) == (runs["new"], runs["retry"]), latest
+    assert (latest["run_id"], latest["revision"]) == (runs["later"], runs["later"]), latest
     assert stack.blobs.read_json("results", "latest/letters.json")["run_id"] == runs["letters"]
 
     assert_no_secret_anywhere(stack, list(runs.values()))
