@@ -242,6 +242,35 @@ def shard_bytes(blobs: BlobStore, container: str, blob: str, check: ShardCheck) 
             yield chunk
 
 
+def concatenated(blobs: BlobStore, container: str, shards: list[tuple[str, ShardCheck]],
+                 counter: list[int]) -> tuple[Iterator[bytes], dict[str, list[int]], int] | None:
+    """The run's results.csv as the header then each validated shard's bytes, in order, and its per-postcode
+    index ({postcode: [offset, length, rows]}, as dashboard/results_index.py stores it) and size; counter[0]
+    counts the rows. Shards hold contiguous slices of the sorted postcodes (planning.cut_shards), so their
+    concatenation is sorted: nothing is parsed or written again. None if the shards' postcodes are not in
+    ascending order one shard after another (then the caller merges rows)."""
+    header = (",".join(RESULT_COLUMNS) + "\n").encode()
+    index: dict[str, list[int]] = {}
+    offset, last = len(header), ""
+    for _, check in shards:
+        if not check.index:
+            continue
+        first = next(iter(check.index))
+        if first <= last:
+            return None
+        last = next(reversed(check.index))
+        index.update({pc: [offset + o, length, n] for pc, (o, length, n) in check.index.items()})
+        offset += check.data_bytes
+        counter[0] += check.rows
+
+    def chunks() -> Iterator[bytes]:
+        yield header
+        for blob, check in shards:
+            yield from shard_bytes(blobs, container, blob, check)
+
+    return chunks(), index, offset
+
+
 def data_rows(blobs: BlobStore, container: str, blob: str, keep=None) -> Iterator[list[str]]:
     """The data rows of a results CSV (sorted by postcode and date, as the worker writes them)."""
     rows = csv_rows(blobs.stream(container, blob))

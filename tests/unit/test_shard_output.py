@@ -107,3 +107,24 @@ def test_text_that_is_not_utf8_is_rejected(mem):
     mem.ensure_container("staging")
     mem.write_bytes("staging", "s/results.csv", HEADER.encode() + b"\xff\xfe,2026-12-01\n")
     assert outcome(mem, POSTCODES).startswith("rejected: results.csv is not UTF-8 text")
+
+
+def test_validated_shards_concatenate_into_sorted_results_with_their_index(mem):
+    from pipeline.shard_output import concatenated
+
+    mem.ensure_container("staging")
+    halves = [POSTCODES[:25], POSTCODES[25:]]
+    checks = []
+    for i, pcs in enumerate(halves):
+        text = HEADER + "".join(row(pc, d) for pc in pcs for d in DAYS)
+        mem.write_bytes("staging", f"s{i}/results.csv", text.encode())
+        checks.append((f"s{i}/results.csv", validate_shard(mem, "staging", f"s{i}/results.csv", pcs, set(pcs), 3,
+                                                           "parcels", "v1")))
+    counter = [0]
+    chunks, index, size = concatenated(mem, "staging", checks, counter)
+    body = b"".join(chunks)
+    assert body == (HEADER + "".join(good_rows())).encode() and size == len(body) and counter == [120]
+    offset, length, rows = index[POSTCODES[30]]
+    assert body[offset:offset + length] == "".join(row(POSTCODES[30], d) for d in DAYS).encode() and rows == 3
+    # Shards whose postcodes are not in order one after the other cannot be concatenated.
+    assert concatenated(mem, "staging", checks[::-1], [0]) is None
