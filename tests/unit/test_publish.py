@@ -177,7 +177,8 @@ def test_a_retry_merges_into_the_run_it_retries(mem, settings, model):
     manifest = mem.read_json("results", current.manifest)
     assert [r["run_id"] for r in manifest["revisions"]] == ["run-g", "run-g-retry1"]
     assert not mem.exists("results", "runs/run-g-retry1/results.csv")
-    assert mem.read_json("results", "latest/parcels.json")["run_id"] == "run-g"  # it named run-g: it still does
+    latest = mem.read_json("results", "latest/parcels.json")  # it named run-g: it names run-g's new revision
+    assert (latest["run_id"], latest["revision"], latest["results"]) == ("run-g", "run-g-retry1", current.results)
 
 
 def test_a_retry_of_an_older_run_does_not_turn_latest_back(mem, settings, model):
