@@ -16,7 +16,7 @@ import dataclasses
 import heapq
 from datetime import UTC, datetime
 
-from dashboard.results_index import ResultsIndexer, write_results_index
+from dashboard.results_index import INDEX_FORMAT, ResultsIndexer, write_results_index
 from scoring.blobstore import BlobStore
 from scoring.modelstore import ModelStore
 from scoring.timestamps import parse_iso
@@ -26,7 +26,15 @@ from .payloads import Attempt, ContainerSize, Plan, Published, RunPlan, RunState
 from .plan_store import PlanStoreError, read_plan
 from .revisions import Revision, current_revision, flip_pointer, move_latest, revision_prefix
 from .settings import Settings
-from .shard_output import RESULT_COLUMNS, ShardRejected, csv_chunks, data_rows, validate_shard
+from .shard_output import (
+    RESULT_COLUMNS,
+    ShardCheck,
+    ShardRejected,
+    concatenated,
+    csv_chunks,
+    data_rows,
+    validate_shard,
+)
 
 __all__ = ["RESULT_COLUMNS", "PublishError", "publish_run", "run_cost"]
 
@@ -36,10 +44,11 @@ class PublishError(ValueError):
 
 
 def accepted_shards(plan: Plan, shards: list[ShardOutcome], gathered: Gathered, settings: Settings,
-                    blobs: BlobStore) -> tuple[list[ShardOutcome], list[ShardOutcome], set[str]]:
-    """(every shard, with a rejected one marked so; the shards whose output passes validation; the postcodes
-    they scored). A rejected shard is left out with the reason on each of its postcodes; it never sinks the
-    others. `gathered.failed` gains the rejected shards' postcodes."""
+                    blobs: BlobStore) -> tuple[list[ShardOutcome], list[tuple[str, ShardCheck]], set[str]]:
+    """(every shard, with a rejected one marked so; the results.csv of each shard whose output passes
+    validation, with what validation found; the postcodes they scored). A rejected shard is left out with the
+    reason on each of its postcodes; it never sinks the others. `gathered.failed` gains the rejected shards'
+    postcodes."""
     container = settings.staging_container  # written by the containers (worker identity), read-only here
     failed = gathered.failed
     marked, accepted, scored = [], [], set()
@@ -53,16 +62,16 @@ def accepted_shards(plan: Plan, shards: list[ShardOutcome], gathered: Gathered, 
             continue
         assigned = set(plan.shards[shard.index].postcodes)
         reported = gathered.scored.get(shard.index, [])
+        blob = status.output_prefix + "results.csv"
         try:
-            validate_shard(blobs, container, status.output_prefix + "results.csv", reported, assigned,
-                           plan.horizon, plan.model, plan.version)
+            check = validate_shard(blobs, container, blob, reported, assigned, plan.horizon, plan.model, plan.version)
         except ShardRejected as e:
             reason = f"not published: shard {shard.index} output rejected: {e}"
             failed.update({pc: reason for pc in assigned if pc not in failed or pc in reported})
             marked.append(dataclasses.replace(shard, state=ShardState.REJECTED, reason=str(e)))
             continue
         marked.append(shard)
-        accepted.append(shard)
+        accepted.append((blob, check))
         scored.update(reported)
     return marked, accepted, scored
 
@@ -97,24 +106,18 @@ def publish_run(ref: RunPlan, shards: list[ShardOutcome], settings: Settings, bl
     if previous is not None and previous.revision == run_id:  # this activity already flipped; finish the rest
         return _outcome(blobs, container, plan, previous)
 
-    # Shard outputs come from STAGING_CONTAINER; only the app (its own identity) writes RESULTS_CONTAINER.
-    streams = [data_rows(blobs, settings.staging_container, s.status.output_prefix + "results.csv") for s in accepted]
     old_manifest: dict = {}
     if plan.retry_of:
         old_manifest = blobs.read_json(container, previous.manifest)
         # What an earlier revision scored stays, even if it failed this time.
-        rescored = frozenset(scored)
-        streams.append(data_rows(blobs, container, previous.results, keep=lambda pc: pc not in rescored))
         old_scored = set(old_manifest.get("model", {}).get("sha256", {})) - set(old_manifest["postcodes_failed"])
-        scored |= old_scored
-        failed = {pc: why for pc, why in {**old_manifest["postcodes_failed"], **failed}.items() if pc not in scored}
-
+        kept = scored | old_scored
+        failed = {pc: why for pc, why in {**old_manifest["postcodes_failed"], **failed}.items() if pc not in kept}
     prefix = revision_prefix(target, run_id)
-    rows = [0]
-    merged = heapq.merge(*streams, key=lambda r: (r[0], r[1]))
-    indexer = ResultsIndexer()  # the dashboard's per-postcode index, built from the same streamed bytes
-    blobs.upload_stream(container, prefix + "results.csv", indexer.wrap(csv_chunks(merged, rows)))
-    write_results_index(blobs, container, prefix + "results.csv", indexer.finish())  # before the pointer flips
+    rows = write_results(blobs, settings.staging_container, container, prefix + "results.csv", accepted,
+                         previous.results if plan.retry_of else None, scored)
+    if plan.retry_of:
+        scored |= old_scored
 
     manifest = ModelStore(blobs, settings.models_container).read_manifest(plan.model, plan.version)
     published = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -131,7 +134,7 @@ def publish_run(ref: RunPlan, shards: list[ShardOutcome], settings: Settings, bl
         "warnings": plan.warnings,
         "image": plan.container.image,
         "horizon": plan.horizon,
-        "rows": rows[0],
+        "rows": rows,
         "postcodes_scored": len(scored),
         "postcodes_failed": failed,
         "failures": f"{container}/{prefix}{FAILURES}",
@@ -146,6 +149,34 @@ def publish_run(ref: RunPlan, shards: list[ShardOutcome], settings: Settings, bl
     blobs.write_json(container, prefix + "manifest.json", run_manifest)
     current = flip_pointer(blobs, container, target, run_id, published, previous)
     return _outcome(blobs, container, plan, current)
+
+
+def write_results(blobs: BlobStore, staging: str, container: str, name: str,
+                  accepted: list[tuple[str, ShardCheck]], retried: str | None, rescored: set[str]) -> int:
+    """Write the revision's results.csv and its per-postcode index (before the pointer flips); returns the rows.
+
+    Shard outputs come from the staging container; only the app (its own identity) writes `container`. A
+    first publish copies the validated bytes of each shard in order (nothing parsed or written again); a
+    retry merges its shards' rows with the rows of the revision it retries (`retried`) for the postcodes it
+    did not rescore."""
+    rows = [0]
+    if retried is None:
+        whole = concatenated(blobs, staging, accepted, rows)
+        if whole is not None:
+            chunks, postcodes, size = whole
+            blobs.upload_stream(container, name, chunks)
+            write_results_index(blobs, container, name, {"format": INDEX_FORMAT, "size": size,
+                                                         "columns": RESULT_COLUMNS, "postcodes": postcodes})
+            return rows[0]
+        rows = [0]
+    streams = [data_rows(blobs, staging, blob) for blob, _ in accepted]
+    if retried is not None:
+        streams.append(data_rows(blobs, container, retried, keep=lambda pc: pc not in rescored))
+    merged = heapq.merge(*streams, key=lambda r: (r[0], r[1]))
+    indexer = ResultsIndexer()  # the dashboard's per-postcode index, built from the same streamed bytes
+    blobs.upload_stream(container, name, indexer.wrap(csv_chunks(merged, rows)))
+    write_results_index(blobs, container, name, indexer.finish())
+    return rows[0]
 
 
 def _outcome(blobs: BlobStore, container: str, plan: Plan, current: Revision) -> Published:

@@ -7,11 +7,13 @@ with postcodes x horizon.
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import math
 import operator
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from scoring.blobstore import BlobStore
@@ -122,15 +124,16 @@ def validate_shard(blobs: BlobStore, container: str, blob: str, scored: list[str
         raise ShardRejected(f"no results.csv at {container}/{blob}")
     state = _Progress(expected=set(scored), model=model, version=version)
     header_bytes = 0
-    for lines in _line_blocks(blobs.stream(container, blob, etag=info.etag)):
-        if not header_bytes:
-            header, lines = lines[0], lines[1:]
-            columns = next(csv.reader([header]), None)
-            if columns != RESULT_COLUMNS:
-                raise ShardRejected(f"unexpected columns {str(columns)[:200]}")
-            header_bytes = len(header.encode())
-        if lines:
-            _check_block(lines, state)
+    with _no_cyclic_gc():
+        for lines in _line_blocks(blobs.stream(container, blob, etag=info.etag)):
+            if not header_bytes:
+                header, lines = lines[0], lines[1:]
+                columns = next(csv.reader([header]), None)
+                if columns != RESULT_COLUMNS:
+                    raise ShardRejected(f"unexpected columns {str(columns)[:200]}")
+                header_bytes = len(header.encode())
+            if lines:
+                _check_block(lines, state)
     if not header_bytes:
         raise ShardRejected("unexpected columns None")
     wrong = [pc for pc in scored if state.counts.get(pc) != horizon]
@@ -139,6 +142,20 @@ def validate_shard(blobs: BlobStore, container: str, blob: str, scored: list[str
                             f"{state.counts.get(wrong[0], 0)}")
     return ShardCheck(etag=info.etag, header_bytes=header_bytes, data_bytes=state.offset,
                       rows=sum(state.counts.values()), index=state.index)
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Cyclic garbage collection paused: a block is ~20,000 new lists that live until the block is done, and
+    collections triggered by them would traverse every live object again and again (~2x the validation's
+    CPU). Reference counting still frees everything; rows hold no cycles."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _line_blocks(chunks: Iterable[bytes]) -> Iterator[list[str]]:
@@ -159,7 +176,10 @@ def _line_blocks(chunks: Iterable[bytes]) -> Iterator[list[str]]:
 
 def _check_block(lines: list[str], state: _Progress) -> None:
     """Check a block of rows (the fast way, else row by row) and add them to the counts and the index."""
-    rows = list(csv.reader(lines))
+    # The worker quotes nothing (postcodes, dates, numbers and model names have no commas or quotes): a
+    # split is ~4x cheaper than the csv module, which still reads any block with a quote in it.
+    rows = list(csv.reader(lines)) if any('"' in line for line in lines) else [
+        line.rstrip("\r\n").split(",") for line in lines]
     if not _block_is_valid(rows, state):
         _check_rows(rows, state)  # raises, naming the line; or finds the block valid after all
     sizes = list(map(len, lines)) if all(map(str.isascii, lines)) else [len(line.encode()) for line in lines]
@@ -189,8 +209,12 @@ def _block_is_valid(rows: list[list[str]], state: _Progress) -> bool:
         return False
     if not state.expected.issuperset(columns["postcode"]):
         return False
-    keys = list(zip(columns["postcode"], columns["date"], strict=True))
-    if not (state.previous < keys[0] and all(map(operator.lt, keys, keys[1:]))):
+    postcodes, dates = columns["postcode"], columns["date"]
+    # Sorted by (postcode, date), strictly: postcodes never go down, and where one repeats its date goes up
+    # (element-wise maps over the columns: no tuple per row).
+    if not (state.previous < (postcodes[0], dates[0]) and all(map(operator.le, postcodes, postcodes[1:]))
+            and all(map(operator.or_, map(operator.ne, postcodes, postcodes[1:]),
+                        map(operator.lt, dates, dates[1:])))):
         return False
     present = []
     for name in ORDER:
