@@ -880,17 +880,25 @@ def test_run_plan_failure_fails_the_run_without_shards():
     assert replay.custom_status["stage"] == "done"
 
 
+def failing(answers, activity: str, error: str):
+    """Answers where every attempt of `activity` fails with `error` (its durable retry timers fire)."""
+
+    def answer(work: Work) -> Any:
+        if work.retry_timer_for is not None:
+            return None
+        if work.name == activity:
+            return Fail(f"Activity function '{activity}' failed: {error}")
+        return answers(work)
+
+    return answer
+
+
 def test_run_publish_failure_fails_the_run():
     plan = make_plan(shards=2, parallel_groups=2)
     answers = run_answers(plan)
 
-    def answer(work: Work) -> Any:
-        if work.retry_timer_for is not None:  # publish is retried durably before the run gives up
-            return None
-        if work.name == "publish_run":
-            return Fail("Activity function 'publish_run' failed: ValueError: shard 1 results lack postcode 8005")
-        return answers(work)
-
+    # publish is retried durably before the run gives up
+    answer = failing(answers, "publish_run", "ValueError: shard 1 results lack postcode 8005")
     replay = Replay("score_run", REQUEST, instance_id=RUN_ID)
     out = replay.run(answer)
     assert len(replay.calls("publish_run")) == plan["timing"]["retry_attempts"]  # retried, then given up
@@ -903,13 +911,7 @@ def test_run_that_cannot_record_its_failures_still_ends_with_its_state_and_says_
     plan = make_plan(shards=2, parallel_groups=2)
     answers = run_answers(plan, lambda w: shard_outcome(w.input, "timed_out", "the container did not finish"))
 
-    def answer(work: Work) -> Any:
-        if work.retry_timer_for is not None:
-            return None
-        if work.name == "record_failures":
-            return Fail("Activity function 'record_failures' failed: BlobNotFound: plan.json")
-        return answers(work)
-
+    answer = failing(answers, "record_failures", "BlobNotFound: plan.json")
     replay = Replay("score_run", REQUEST, instance_id=RUN_ID)
     out = replay.run(answer)
     assert len(replay.calls("record_failures")) == TIMING["retry_attempts"]  # retried durably, then given up
