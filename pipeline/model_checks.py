@@ -1,12 +1,15 @@
 """Plan checks from the models themselves: does the input fit what each postcode's model was fitted with?
 
 Every postcode's model has a profile in the version's manifest (scoring/R/model_profile.R): the columns it
-reads with their fitted types and factor levels, and for time-series models the last training day. Before any
-container group exists, a postcode fails here, with the column and the values, when the input
+reads with their fitted types and factor levels, and for time-series models the last training day and the
+step (scoring/steps.py). Before any container group exists, a postcode fails here, with the column and the
+values, when the input
     - lacks a column its model reads,
     - has values that cannot become the fitted type (numbers, TRUE/FALSE, YYYY-MM-DD),
     - has factor levels the model never saw,
-    - (time series) starts on or before the training end, or more than TS_MAX_GAP_DAYS after it.
+    - (time series) starts on or before the training end, has dates off the model's step grid (a Wednesday
+      for a model stepping Mondays, daily rows for a monthly model), or starts more than TS_MAX_GAP_DAYS
+      after the end (the forecast steps skipped before its first date, in days).
 The worker applies the same rules in R (scoring/R/model_aware.R), so what passes here scores there.
 """
 
@@ -20,12 +23,14 @@ from datetime import date
 
 from scoring.modelstore import DATES_ASSUMED, Manifest
 from scoring.names import normalise_postcode
+from scoring.steps import DAILY, Step, add_steps, grid_example, step_index, step_of
 
 # What R's as.numeric() reads from CSV text (plus Inf/NaN, which predict turns into a failed postcode).
 R_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|Inf|NaN|0[xX][0-9a-fA-F]+)\s*")
 LOGICAL = {"TRUE", "T", "true", "True", "1", "FALSE", "F", "false", "False", "0"}
 MISSING = {"", "NA"}
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+OFF_GRID_SHOWN = 5  # off-grid dates kept per postcode for its reason (the rest are counted)
 
 
 def shown(values: list[str], at_most: int = 5) -> str:
@@ -117,6 +122,12 @@ def check_input_against_models(data: bytes, manifest: Manifest, postcodes: list[
     verdicts: dict[tuple[int, str], dict[str, bool]] = {}  # (profile, column) -> value -> fits
     bad: dict[str, dict[str, set[str]]] = {}  # postcode -> column -> the values that do not fit
     first_date: dict[str, str] = {}
+    # Time-series postcodes with a training end: (end, step); each row's date must be on that grid.
+    grids = {pc: (date.fromisoformat(manifest.models[pc].training_end), step_of(manifest.models[pc].step))
+             for pc, i in profile_of.items()
+             if manifest.profiles[i].get("time_series") and manifest.models[pc].training_end}
+    days: dict[str, date] = {}  # each distinct date string, parsed once (planning has checked them)
+    off_grid: dict[str, list] = {}  # postcode -> [count, up to OFF_GRID_SHOWN dates], only the failing ones
     for row in reader:
         pc = normalise_postcode(row[ip])  # as planning and the worker read it
         profile = profile_of.get(pc)
@@ -124,6 +135,16 @@ def check_input_against_models(data: bytes, manifest: Manifest, postcodes: list[
             continue
         if pc not in first_date or row[idate] < first_date[pc]:
             first_date[pc] = row[idate]
+        grid = grids.get(pc)
+        if grid is not None:
+            day = days.get(row[idate])
+            if day is None:
+                day = days[row[idate]] = date.fromisoformat(row[idate])
+            if step_index(grid[0], day, grid[1]) is None:
+                seen = off_grid.setdefault(pc, [0])
+                seen[0] += 1
+                if len(seen) <= OFF_GRID_SHOWN:
+                    seen.append(row[idate])
         for column, i in columns.get(profile, ()):
             value = row[i]
             known = verdicts.setdefault((profile, column["name"]), {})
@@ -137,7 +158,7 @@ def check_input_against_models(data: bytes, manifest: Manifest, postcodes: list[
     for pc, index in profile_of.items():
         profile = manifest.profiles[index]
         if profile.get("time_series"):
-            reason = _time_series_problem(manifest.models[pc].training_end, first_date.get(pc), max_gap_days)
+            reason = _time_series_problem(grids.get(pc), first_date.get(pc), off_grid.get(pc), max_gap_days)
         else:
             reason = _prototype_problem(profile.get("prototype") or [], bad.get(pc, {}), header)
         if reason:
@@ -159,14 +180,27 @@ def _prototype_problem(prototype: list[dict], bad: dict[str, set[str]], header: 
     return None
 
 
-def _time_series_problem(training_end: str | None, first: str | None, max_gap_days: int) -> str | None:
-    if not training_end or not first:
+def _time_series_problem(grid: tuple[date, Step] | None, first: str | None, off_grid: list | None,
+                         max_gap_days: float) -> str | None:
+    """The worker's rules (R/model_aware.R forecast_steps), in its order: start, grid, gap."""
+    if grid is None or not first:
         return None
-    end, start = date.fromisoformat(training_end), date.fromisoformat(first)
+    end, step = grid
+    start = date.fromisoformat(first)
     if start <= end:
         return f"input starts on {start}, on or before the model's training end {end}"
-    gap = (start - end).days - 1
-    if not math.isinf(max_gap_days) and gap > max_gap_days:
+    if off_grid:
+        count, dates = off_grid[0], sorted(off_grid[1:])
+        more = f" and {count - len(dates)} more" if count > len(dates) else ""
+        return (f"input date(s) {shown(dates)}{more} are not on the model's step grid ({step} from its training "
+                f"end {end}: {grid_example(end, step)})")
+    k = step_index(end, start, step)
+    gap = (add_steps(end, k - 1, step) - end).days
+    if math.isinf(max_gap_days) or gap <= max_gap_days:
+        return None
+    if step == DAILY:
         return (f"input starts on {start}, {gap} days after the model's training end {end}; at most "
                 f"{max_gap_days} days are allowed (TS_MAX_GAP_DAYS; retrain the model)")
-    return None
+    return (f"input starts on {start}, step {k} of {step} after the model's training end {end}: the {k - 1} "
+            f"step(s) before it span {gap} days; at most {max_gap_days} days are allowed (TS_MAX_GAP_DAYS; "
+            "retrain the model)")

@@ -14,7 +14,8 @@ version never write the same blob, and the manifest (create-only) names the file
 The manifest maps each postcode to its bytes (pack blob, offset, length, sha256), and records the R version,
 the R packages the models need and when the version was created. `profiles` lists the distinct model
 profiles (class, packages to load, formula packages to attach, input prototype; see R/model_profile.R); each
-model entry names its profile and, for time-series models, the date its training data ends.
+model entry names its profile and, for time-series models, the date its training data ends and its step
+(scoring/steps.py).
 """
 
 from __future__ import annotations
@@ -29,8 +30,7 @@ from .timestamps import now_seconds
 MANIFEST = "manifest.json"
 SCORER = "scorer.R"
 CHAMPION = "champion"
-TRAINING_END = "training_end.csv"  # optional: postcode,training_end (YYYY-MM-DD) for time-series models
-NOT_DAILY_FREQUENCIES = (4, 12, 52)  # quarterly, monthly, weekly series: no date alignment (R/model_profile.R)
+TRAINING_END = "training_end.csv"  # optional: postcode,training_end[,step] for time-series models
 DATES_ASSUMED = ("no training end date: these time-series forecasts start the day after training ended and are "
                  "labelled with the input's dates, which is assumed, not checked (register with --training-end "
                  "or training_end.csv)")
@@ -65,6 +65,8 @@ class ModelEntry:
     profile: int | None = None  # index into Manifest.profiles
     training_end: str | None = None  # time-series models: last training day (YYYY-MM-DD), if known
     training_end_source: str | None = None
+    step: str | None = None  # time-series models: one step in calendar time ("1 week"); None: one day
+    step_source: str | None = None
 
 
 @dataclass
