@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
+from datetime import date
 
 from .blobstore import BlobNotFound, BlobStore
 from .names import SAFE_TOKEN, InvalidName, check_blob_path, check_model_name, check_version
+from .steps import StepError, end_problem, parse_step
 from .timestamps import now_seconds
 
 MANIFEST = "manifest.json"
@@ -115,6 +117,9 @@ class Manifest:
                 raise ModelStoreError(f"manifest entry {pc}: {err}") from None
             if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (e.offset, e.length)):
                 raise ModelStoreError(f"manifest entry {pc}: offset and length must be non-negative integers")
+            problem = _time_problem(e)
+            if problem:
+                raise ModelStoreError(f"manifest entry {pc}: {problem}")
         # scorer.R, or <registration>/scorer.R where a server-side registration published it (registration_publish).
         if self.scorer is not None and not (self.scorer == SCORER or (
                 isinstance(self.scorer, str) and self.scorer.endswith("/" + SCORER)
@@ -135,6 +140,26 @@ class Manifest:
         labelled with the input's dates (an assumption the manifest and run status state)."""
         return [pc for pc in self.postcodes
                 if (self.profile_of(pc) or {}).get("time_series") and not self.models[pc].training_end]
+
+
+def _time_problem(entry: ModelEntry) -> str | None:
+    """Planning and the worker compute dates from these: a training end that is not a date, or a step that is
+    not a step, is damage to report, not a crash."""
+    if entry.training_end is not None:
+        try:
+            if not isinstance(entry.training_end, str) or len(entry.training_end) != 10:
+                raise ValueError
+            end = date.fromisoformat(entry.training_end)
+        except ValueError:
+            return f"training_end {str(entry.training_end)[:40]!r} is not YYYY-MM-DD"
+    if entry.step is not None:
+        try:
+            step = parse_step(entry.step)
+        except StepError as e:
+            return str(e)
+        if entry.training_end is not None:
+            return end_problem(end, step)
+    return None
 
 
 def version_prefix(model: str, version: str) -> str:
