@@ -346,6 +346,33 @@ def test_planning_and_the_worker_agree_on_every_hostile_value(tmp_path):
     assert refused == 15  # the cases above that no conversion can rescue
 
 
+@pytest.mark.integration  # runs R
+def test_planning_and_the_worker_agree_on_every_step_grid(tmp_path):
+    """Python's grid (planning) and R's (the worker) give the same step index, or both none, for every date
+    of two years after training ends on awkward days (month ends, a leap day, the 15th, the 28th)."""
+    from scoring.steps import add_steps, parse_step, step_index
+
+    ends = ["2026-01-31", "2024-02-29", "2026-02-28", "2026-03-15", "2026-04-28", "2026-12-31", "2026-11-30"]
+    steps = ["1 day", "2 days", "1 week", "3 weeks", "1 month", "2 months", "3 months", "12 months"]
+    rows = [(end, step, str(date.fromisoformat(end) + timedelta(days=d)))
+            for end in ends for step in steps for d in range(1, 731, 1 if "month" in step else 3)]
+    with (tmp_path / "cases.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([("end", "step", "date"), *rows])
+    subprocess.run(["Rscript", str(REPO / "tests" / "r" / "step_cases.R"), str(REPO / "scoring" / "R"),
+                    str(tmp_path / "cases.csv"), str(tmp_path / "r.csv")], check=True, capture_output=True)
+    in_r = {(r["end"], r["step"], r["date"]): r for r in csv.DictReader((tmp_path / "r.csv").open())}
+    assert len(in_r) == len(rows)
+    on_grid = 0
+    for end, step, day in rows:
+        e, s = date.fromisoformat(end), parse_step(step)
+        k = step_index(e, date.fromisoformat(day), s)
+        r = in_r[(end, step, day)]
+        assert r["k"] == ("NA" if k is None else str(k)), (end, step, day, k, r)
+        assert r["grid"] == " ".join(str(add_steps(e, i, s)) for i in (1, 2, 3)), (end, step, r)
+        on_grid += k is not None
+    assert 0 < on_grid < len(rows)
+
+
 @pytest.mark.parametrize("gap", [-1, "30", True, 1.5])
 def test_job_refuses_a_bad_gap_limit(gap):
     from scoring.job import JobError, parse_job
