@@ -168,6 +168,19 @@ def test_time_series_forecast_lands_on_the_input_dates(azurite, blobs, fixtures)
     planned = plan(blobs, version, blob)
     assert planned.failed == {} and any("dates assumed" in w and "1004" in w for w in planned.warnings)
 
+    # A manifest written before steps existed (no `step` on its entries) steps one day, as it always did.
+    name = f"parcels/{version}/manifest.json"
+    manifest = blobs.read_json("models", name)
+    assert manifest["models"]["1000"]["step"] == "1 day"
+    for entry in manifest["models"].values():
+        entry.pop("step"), entry.pop("step_source")
+    blobs.write_json("models", name, manifest)
+    assert ModelStore(blobs).read_manifest("parcels", version).models["1000"].step is None
+    result = run_worker(azurite, job(version, blob, "t/ts-old/"))
+    assert result.returncode == EXIT_OK, result.stderr
+    assert_equal_to_r(read_csv(blobs, "t/ts-old/results.csv"), reference(fixtures / "ts_reference.csv"),
+                      ("volume", "lower_80", "upper_95"))
+
 
 def test_time_series_input_before_training_end_or_too_late_fails(azurite, blobs, fixtures):
     version = register(blobs, fixtures / "ts")
