@@ -33,7 +33,7 @@ MANIFEST = "manifest.json"
 SCORER = "scorer.R"
 CHAMPION = "champion"
 TRAINING_END = "training_end.csv"  # optional: postcode,training_end[,step] for time-series models
-DATES_ASSUMED = ("no training end date: these time-series forecasts start the day after training ended and are "
+DATES_ASSUMED = ("no training end date: these time-series forecasts start one step after training ended and are "
                  "labelled with the input's dates, which is assumed, not checked (register with --training-end "
                  "or training_end.csv)")
 
