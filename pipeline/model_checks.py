@@ -127,7 +127,7 @@ def check_input_against_models(data: bytes, manifest: Manifest, postcodes: list[
              for pc, i in profile_of.items()
              if manifest.profiles[i].get("time_series") and manifest.models[pc].training_end}
     days: dict[str, date] = {}  # each distinct date string, parsed once (planning has checked them)
-    off_grid: dict[str, list] = {}  # postcode -> [count, up to OFF_GRID_SHOWN dates], only the failing ones
+    off_grid: dict[str, list] = {}  # postcode -> [count, its earliest OFF_GRID_SHOWN dates], only failing ones
     for row in reader:
         pc = normalise_postcode(row[ip])  # as planning and the worker read it
         profile = profile_of.get(pc)
@@ -141,10 +141,7 @@ def check_input_against_models(data: bytes, manifest: Manifest, postcodes: list[
             if day is None:
                 day = days[row[idate]] = date.fromisoformat(row[idate])
             if step_index(grid[0], day, grid[1]) is None:
-                seen = off_grid.setdefault(pc, [0])
-                seen[0] += 1
-                if len(seen) <= OFF_GRID_SHOWN:
-                    seen.append(row[idate])
+                _keep_earliest(off_grid.setdefault(pc, [0]), row[idate])
         for column, i in columns.get(profile, ()):
             value = row[i]
             known = verdicts.setdefault((profile, column["name"]), {})
@@ -178,6 +175,14 @@ def _prototype_problem(prototype: list[dict], bad: dict[str, set[str]], header: 
         if problem:
             return problem
     return None
+
+
+def _keep_earliest(seen: list, text: str) -> None:
+    """seen = [count, the OFF_GRID_SHOWN earliest dates so far]: the worker names the earliest ones too."""
+    seen[0] += 1
+    seen.append(text)
+    if len(seen) > OFF_GRID_SHOWN + 1:
+        seen.remove(max(seen[1:]))
 
 
 def _time_series_problem(grid: tuple[date, Step] | None, first: str | None, off_grid: list | None,

@@ -73,7 +73,7 @@ def test_time_series_dates_must_be_on_each_models_step_grid():
     text = "postcode,date\n" + rows("8001", [end + timedelta(weeks=k) for k in range(3, 6)])
     text += rows("8002", [end + timedelta(weeks=1), date(2026, 12, 9), end + timedelta(weeks=3)])  # a Wednesday
     text += rows("8003", ["2026-12-31", "2027-01-31", "2027-02-28", "2027-03-31"])  # month ends, as the end
-    text += rows("8004", [end + timedelta(days=d) for d in range(1, 9)])  # daily rows for a monthly model
+    text += rows("8004", [end + timedelta(days=d) for d in range(8, 0, -1)])  # daily rows for a monthly model
     text += rows("8005", ["2026-12-02", "2026-12-04", "2026-12-06"])
     text += rows("8006", ["2026-12-02", "2026-12-03"])
     text += rows("8007", ["2026-12-01", "2026-12-02"])
