@@ -293,6 +293,7 @@ def test_dates_off_the_step_grid_or_too_late_fail_in_the_plan_and_the_worker(azu
     worker = blobs.read_json("results", "t/steps-bad/status.json")["failed"]
     planned = plan(blobs, version, blob, TS_MAX_GAP_DAYS="400").failed
     assert set(worker) == set(planned) == {"2000", "2002", "2004"}
+    assert planned["2000"].startswith(worker["2000"]) and planned["2002"].startswith(worker["2002"])  # same words
     wednesday = str(date.fromisoformat(given["2000"][0]) + timedelta(days=2))
     for reasons in (worker, planned):
         assert f"input date(s) '{wednesday}'" in reasons["2000"]
