@@ -166,7 +166,9 @@ def e2e_run(stack: LocalStack, horizon: int, postcodes: int) -> tuple[float, dic
     assert view["state"] == "completed" and view["rows"] == postcodes * horizon, view
     steps = pipeline_steps(stack.root / "durable", run_id, posted, seen)
     steps.update({f"cpu_{name}": cpu_seconds(pid) - cpu_before[name] for name, pid in service_pids(stack).items()})
-    status = stack.blobs.read_json("results", naming.staging_prefix(run_id, 0, 1) + "status.json")
+    # Shards write to the staging container (the worker's identity writes nowhere else).
+    status = stack.blobs.read_json(stack.settings["STAGING_CONTAINER"], naming.staging_prefix(run_id, 0, 1)
+                                   + "status.json")
     return elapsed, steps, status
 
 

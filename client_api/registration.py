@@ -35,6 +35,7 @@ from pipeline.services import container_groups, settings, storage
 from pipeline.worker_env import worker_environment
 from scoring.errors import one_line
 from scoring.modelstore import ModelStoreError
+from scoring.staged import verified_from_logs
 from scoring.timestamps import now_seconds
 
 REGISTRATION_ORCHESTRATOR = "register_version"
@@ -63,7 +64,7 @@ def new_upload_id() -> str:
 
 
 def upload_blob(upload_id: str) -> str:
-    """Where the parts of an upload are staged (blob name in STAGING_CONTAINER)."""
+    """Where the parts of an upload are kept (blob name in UPLOADS_CONTAINER)."""
     if not UPLOAD_ID.fullmatch(upload_id):
         raise ValueError(f"{upload_id!r} is not an upload id (upl-<20 hex digits>)")
     return f"{upload_id}/upload.bin"
@@ -77,7 +78,7 @@ class RegistrationRequest(Payload):
     model: str
     version: str
     champion: bool
-    staged: str  # <container>/<blob>: the uploaded archive
+    staged: str  # <container>/<blob>: the uploaded archive, in UPLOADS_CONTAINER (the worker may only read it)
     result: str  # <container>/<blob>: where the container writes its outcome
     logs: str  # blob in RESULTS_CONTAINER keeping the container's logs
     timing: Timing
@@ -113,7 +114,8 @@ class RegistrationOutcome(Payload):
 
 def registration_request(model: str, version: str, champion: bool, staged: str = "") -> RegistrationRequest:
     """staged: the committed upload (<container>/<blob>) of a version sent in parts; else the body goes to
-    the registration's own staging blob."""
+    the registration's own blob in UPLOADS_CONTAINER. The container writes its outcome and builds the version
+    in STAGING_CONTAINER, the only one it may write."""
     s = settings()
     reg_id = new_registration_id()
     timing = Timing(poll_seconds=s.poll_interval_seconds, deadline_minutes=s.shard_deadline_minutes,
@@ -121,7 +123,7 @@ def registration_request(model: str, version: str, champion: bool, staged: str =
                     retry_interval_seconds=s.aci_retry_interval_seconds, retry_attempts=s.aci_retry_attempts,
                     shard_attempts=1, quota_waits=0)
     return RegistrationRequest(id=reg_id, model=model, version=version, champion=champion,
-                               staged=staged or f"{s.staging_container}/{reg_id}/upload.bin",
+                               staged=staged or f"{s.uploads_container}/{reg_id}/upload.bin",
                                result=f"{s.staging_container}/{reg_id}/result.json",
                                logs=f"registrations/{reg_id}/container.log", timing=timing,
                                output=f"{s.staging_container}/{reg_id}/out/")
@@ -130,8 +132,9 @@ def registration_request(model: str, version: str, champion: bool, staged: str =
 def registration_command(request: RegistrationRequest) -> list[str]:
     """Overrides the image's entrypoint (ACI `command` semantics): the image's own `python -m scoring`.
 
-    Every blob it writes is in staging (the worker identity may not write `models`); the app publishes the
-    built version and moves the champion afterwards (finish_registration)."""
+    It reads the upload (in `uploads`, which it may not write) and writes only in staging (the worker
+    identity may not write `models`); the app publishes the built version and moves the champion afterwards
+    (finish_registration)."""
     return ["python", "-m", "scoring", "register", "--model", request.model, "--version", request.version,
             "--from-blob", request.staged, "--result-blob", request.result, "--output", request.output]
 
@@ -191,21 +194,29 @@ def create_registration_group(request: RegistrationRequest) -> CreateResult:
 
 
 def finish_registration(job: FinishRequest) -> RegistrationOutcome:
-    """Read what the container wrote; if it built the version, verify it and publish it into `models` (the
-    app identity may write there, the container's may not); then remove everything staged."""
+    """If the container's kept log vouches for the version it built, verify it and publish it into `models`
+    (the app identity may write there, the container's may not); then remove the upload and everything staged.
+
+    Staging is writable by every container, so its result.json serves only to say why a registration was
+    refused; success, and what is published, come from the container's own log (see registration_publish)."""
     reg, waited = job.request, job.waited
     blobs = storage()
     container, _, name = reg.result.partition("/")
     result = blobs.read_json(container, name) if blobs.exists(container, name) else None
+    verified = verified_from_logs(kept_logs(blobs, reg), reg.output) if reg.output else None
     try:
-        if result is not None and result.get("ok"):
-            return _publish(blobs, reg, result)
+        if verified is not None:
+            return _publish(blobs, reg, verified)
     finally:
         for staged in (reg.staged, reg.result):
             c, _, n = staged.partition("/")
             blobs.delete(c, n)
         if reg.output:
             delete_staged(blobs, reg.output)
+    if result is not None and result.get("ok"):
+        return RegistrationOutcome(RegistrationState.FAILED, error=(
+            f"the registration container's log ({settings().results_container}/{reg.logs}) does not vouch for its "
+            f"output {reg.output or '(none named)'}: nothing is published"))
     if result is not None:
         return RegistrationOutcome(RegistrationState.REFUSED, error=str(result.get("error", "")))
     if waited.state == ShardState.EXITED:
@@ -215,15 +226,20 @@ def finish_registration(job: FinishRequest) -> RegistrationOutcome:
     return RegistrationOutcome(RegistrationState.FAILED, error=reason)
 
 
-def _publish(blobs, reg: RegistrationRequest, result: dict) -> RegistrationOutcome:
-    if not reg.output:
-        return RegistrationOutcome(RegistrationState.FAILED, error="the registration names no staging output")
+def kept_logs(blobs, reg: RegistrationRequest) -> str:
+    """The container's log as save_container_logs kept it in RESULTS_CONTAINER (no container writes there)."""
+    container = settings().results_container
+    return blobs.read_bytes(container, reg.logs).decode(errors="replace") if blobs.exists(container, reg.logs) \
+        else ""
+
+
+def _publish(blobs, reg: RegistrationRequest, verified: dict) -> RegistrationOutcome:
     try:
         publish_staged(blobs, reg.output, settings().models_container, reg.id, reg.model, reg.version,
-                       reg.champion)
+                       reg.champion, manifest_sha256=verified["manifest_sha256"])
     except (PublishRefused, ModelStoreError) as e:
         return RegistrationOutcome(RegistrationState.REFUSED, error=one_line(e))
-    details = {k: v for k, v in result.items() if k not in ("ok", "output")}
+    details = {k: v for k, v in verified.items() if k not in ("ok", "output", "manifest_sha256")}
     return RegistrationOutcome(RegistrationState.REGISTERED, details={**details, "champion": reg.champion})
 
 

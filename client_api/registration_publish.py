@@ -1,18 +1,24 @@
 """Publishing a version the registration container built in staging: the app's half of a registration.
 
-The container runs under the worker identity, which may read `models` but only write `staging`, so it builds
-the version (packs, scorer.R, manifest) under its own staging prefix. The app (which may write `models`)
-then verifies what it copies: only the files the staged manifest lists, each with the sha256 and size the
-manifest states, names confined to the version (no `..`, no absolute paths, nothing outside the prefix), and
-no extra staged file. Packs are copied under a folder named after the registration, so two concurrent
-registrations of the same version never write the same blob; the manifest is written last with a
-conditional create (If-None-Match: *): the first one wins, the other is refused with "version exists" and
-its copied packs are removed. The version therefore appears at once, complete, and is never overwritten.
+The container runs under the worker identity, which may read `models` and `uploads` but only write
+`staging`, so it builds the version (packs, scorer.R, manifest) under its own staging prefix. Every scoring
+container runs under that identity too, so anything in staging may have been rewritten since the
+registration container checked it: the container prints the sha256 of the manifest it built as the last line
+of its log (scoring.staged.verified_line), which only it can write and the app keeps in `results`. The app
+publishes only a staged manifest with exactly that sha256, and verifies what it copies against it: only the
+files the manifest lists, each with the sha256 and size the manifest states, names confined to the version
+(no `..`, no absolute paths, nothing outside the prefix), and no extra staged file. Each file is checked in
+the very bytes that are then written to `models`, so nothing changes between the check and the copy. Packs are
+copied under a folder named after the registration, so two concurrent registrations of the same version never
+write the same blob; the manifest is written last with a conditional create (If-None-Match: *): the first one
+wins, the other is refused with "version exists" and its copied packs are removed. The version therefore
+appears at once, complete, and is never overwritten.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 
 from scoring.blobstore import BlobExists, BlobStore
@@ -33,15 +39,21 @@ class PublishRefused(ValueError):
     """The staged version cannot be published; the message says why."""
 
 
-def check_staged_manifest(blobs: BlobStore, output: str, model: str, version: str) -> tuple[Manifest, dict[str, str]]:
-    """The staged manifest and {file: sha256} of the files it lists, after every check that needs no file
-    content: names confined to the version, no extra or missing file, sizes, model ranges inside packs."""
+def check_staged_manifest(blobs: BlobStore, output: str, model: str, version: str,
+                          manifest_sha256: str) -> tuple[Manifest, dict[str, str]]:
+    """The staged manifest, if it is the one whose sha256 the registration container vouched for, and
+    {file: sha256} of the files it lists, after every check that needs no file content: names confined to
+    the version, no extra or missing file, sizes, model ranges inside packs."""
     container, _, prefix = output.partition("/")
     staged = {b.name[len(prefix):]: b.size for b in blobs.list(container, prefix)}
     if MANIFEST not in staged:
         raise PublishRefused(f"the registration wrote no {MANIFEST} under {output}")
+    data = blobs.read_bytes(container, prefix + MANIFEST)
+    if sha256(data) != manifest_sha256:
+        raise PublishRefused(f"the staged {MANIFEST} is not the one the registration container verified "
+                             "(changed in staging since)")
     try:
-        manifest = Manifest.from_json(blobs.read_json(container, prefix + MANIFEST))
+        manifest = Manifest.from_json(json.loads(data))
     except (ValueError, ModelStoreError) as e:
         raise PublishRefused(f"the staged manifest is unreadable: {e}") from None
     if (manifest.model, manifest.version) != (model, version):
@@ -88,12 +100,13 @@ def _verified(blobs: BlobStore, output: str, manifest: Manifest, name: str, dige
 
 
 def publish_staged(blobs: BlobStore, output: str, models_container: str, registration_id: str, model: str,
-                   version: str, champion: bool) -> Manifest:
+                   version: str, champion: bool, manifest_sha256: str) -> Manifest:
     """Copy the verified staged version into models/<model>/<version>/, manifest last and only if absent.
+    manifest_sha256: of the manifest the registration container built (from its log, never from staging).
 
     One file in memory at a time (packs are at most ~16 MB); on any refusal or error the files already
     copied are removed, so nothing but a complete version with its manifest is ever left in `models`."""
-    manifest, expected = check_staged_manifest(blobs, output, model, version)
+    manifest, expected = check_staged_manifest(blobs, output, model, version, manifest_sha256)
     target = version_prefix(model, version)
     if blobs.exists(models_container, target + MANIFEST):
         raise PublishRefused(f"version exists: model {model!r} already has version {version!r}; versions are "

@@ -23,7 +23,7 @@ from pipeline import naming
 from pipeline.accuracy import read_accuracy
 from pipeline.payloads import PayloadError, RunRequest, decode
 from pipeline.planning import PlanError, input_postcodes
-from pipeline.revisions import current_revision
+from pipeline.revisions import UnreadablePointer, current_revision
 from pipeline.run_status import FINISHED, RUN_ORCHESTRATOR
 from pipeline.services import settings, storage
 from scoring.blobstore import BlobExists
@@ -32,20 +32,23 @@ from scoring.names import SAFE_TOKEN, is_valid_postcode, postcode_pattern
 from .http import ApiError, body_limit, csv_response, error_response, json_response
 
 
-def files_prefix(run_id: str) -> str:
-    """Where the run's current revision's files are (pipeline.revisions.current_revision), or "" if it
-    published nothing."""
-    current = current_revision(storage(), settings().results_container, run_id)
+async def current_files(run_id: str) -> str:
+    """The folder of the run's current revision's files, or "" if it published nothing; 409 naming the
+    pointer if it cannot be followed."""
+    try:
+        current = await asyncio.to_thread(current_revision, storage(), settings().results_container, run_id)
+    except UnreadablePointer as e:
+        raise ApiError("id", f"run {run_id!r}: {e}", 409) from None
     return current.prefix if current else ""
 
 
 async def published_prefix(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> str:
-    """runs/<id>/ of a run that has published; 400 for a malformed id, 404 unknown, 409 not yet. A retry
-    publishes into the run it retries: its id leads there once it has finished."""
+    """The folder of the files of a run that has published; 400 for a malformed id, 404 unknown, 409 not
+    yet. A retry publishes into the run it retries: its id leads there once it has finished."""
     run_id = req.route_params.get("id", "")
     if not naming.is_run_id(run_id):
         raise ApiError("id", f"{run_id!r} is not a run id (lowercase letters, digits and '-')")
-    prefix = await asyncio.to_thread(files_prefix, run_id)
+    prefix = await current_files(run_id)
     if prefix:
         return prefix
     status = await client.get_status(run_id)
@@ -57,7 +60,7 @@ async def published_prefix(req: func.HttpRequest, client: df.DurableOrchestratio
     except PayloadError:
         root = None
     if state in FINISHED and root and naming.is_run_id(root):
-        prefix = await asyncio.to_thread(files_prefix, root)
+        prefix = await current_files(root)
         if prefix:
             return prefix
     raise ApiError("id", f"run {run_id!r} has published no results (it is {state.lower()})", 409)

@@ -5,7 +5,8 @@
     then POST /api/models/{model}/versions/{version}?upload={id} (empty body) commits parts 0..n-1 in order and
     registers the result.
 
-Parts are uncommitted blocks of STAGING_CONTAINER/<id>/upload.bin: nothing is visible until the commit, and
+Parts are uncommitted blocks of UPLOADS_CONTAINER/<id>/upload.bin (the worker identity may read that
+container, never write it): nothing is visible until the commit, and
 Blob Storage drops uncommitted blocks by itself after a week, so an abandoned upload leaves nothing behind.
 """
 
@@ -38,8 +39,8 @@ def upload_part(req: func.HttpRequest) -> func.HttpResponse:
     except ApiError as e:
         return error_response(e)
     blobs = storage()
-    blobs.ensure_container(s.staging_container)
-    blobs.stage_block(s.staging_container, name, int(raw), data)
+    blobs.ensure_container(s.uploads_container)
+    blobs.stage_block(s.uploads_container, name, int(raw), data)
     return json_response({"id": req.route_params["id"], "part": int(raw), "bytes": len(data)}, 201)
 
 
@@ -59,7 +60,7 @@ def commit_upload(upload_id: str) -> str:
     except ValueError as e:
         raise ApiError("upload", str(e)) from None
     blobs = storage()
-    parts = blobs.uncommitted_blocks(s.staging_container, name)
+    parts = blobs.uncommitted_blocks(s.uploads_container, name)
     if not parts:
         raise ApiError("upload", f"upload {upload_id!r} has no parts: PUT /api/uploads/{upload_id}/parts/0 first",
                        404)
@@ -69,5 +70,5 @@ def commit_upload(upload_id: str) -> str:
     total, limit = sum(parts.values()), int(s.max_staged_mb * 1024 * 1024)
     if total > limit:
         raise ApiError("upload", f"upload {upload_id!r} is {total} bytes; the limit is {limit}", 413)
-    blobs.commit_blocks(s.staging_container, name, len(parts))
-    return f"{s.staging_container}/{name}"
+    blobs.commit_blocks(s.uploads_container, name, len(parts))
+    return f"{s.uploads_container}/{name}"

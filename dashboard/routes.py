@@ -27,13 +27,13 @@ import azure.functions as func
 
 from pipeline import naming, run_listing, sweeper
 from pipeline.aci.spec import APP_TAG
+from pipeline.revisions import Revision, UnreadablePointer, current_revision
 from pipeline.run_status import FINISHED, RUN_ORCHESTRATOR
 from pipeline.services import container_groups, settings, storage
 from scoring.blobstore import BlobNotFound
 from scoring.names import is_valid_postcode
 
 from . import auth, overlays, page, views
-from .publication import Publication, PublicationError, find_publication
 from .results_index import PostcodeNotFound, ResultsChanged, ResultsIndexError, index_blob, read_postcode_rows
 from .views import ViewError
 
@@ -197,14 +197,14 @@ async def run_failures(client: df.DurableOrchestrationClient, run_id: str) -> di
     return views.failures_view(run_id, failed)
 
 
-async def publication(client: df.DurableOrchestrationClient, run_id: str) -> Publication:
-    """The current publication this run is part of (a retry publishes into the run it retries)."""
+async def publication(client: df.DurableOrchestrationClient, run_id: str) -> Revision:
+    """The current revision of the run this run published into (a retry publishes into the run it retries)."""
     status = await client.get_status(run_id)
     output = views.plain(status.output) if status else {}
     target = (output.get("retry_of") if output.get("manifest") else None) or run_id
     try:
-        found = await asyncio.to_thread(find_publication, storage(), settings().results_container, target)
-    except PublicationError as e:
+        found = await asyncio.to_thread(current_revision, storage(), settings().results_container, target)
+    except UnreadablePointer as e:
         raise ViewError(409, f"run {run_id}: {e}") from None
     if found is None:
         if not status or status.name != RUN_ORCHESTRATOR:

@@ -115,7 +115,7 @@ def start_stack(root: Path, overrides: dict[str, str] | None = None, host_args: 
                 "ARM_ENDPOINT": standin.endpoint, "ARM_CA_BUNDLE": str(standin.ca_file), **(overrides or {})}
     stack = LocalStack(root, azurite, standin, settings, host_args=list(host_args or []))
     blobs = stack.blobs
-    for name in ("MODELS_CONTAINER", "INPUT_CONTAINER", "RESULTS_CONTAINER", "STAGING_CONTAINER"):
+    for name in ("MODELS_CONTAINER", "INPUT_CONTAINER", "RESULTS_CONTAINER", "STAGING_CONTAINER", "UPLOADS_CONTAINER"):
         blobs.ensure_container(settings[name])
     if start_host:
         try:

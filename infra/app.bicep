@@ -139,6 +139,15 @@ resource stagingContainer 'Microsoft.Storage/storageAccounts/blobServices/contai
   }
 }
 
+// Model versions uploaded through the HTTP API, until registered: the worker may read them, never write them.
+resource uploadsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: containers.uploads
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
 // Flex Consumption deploys the app package from this container, with the app identity.
 resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService
@@ -426,6 +435,19 @@ resource appJoinsAciSubnet 'Microsoft.Authorization/roleAssignments@2022-04-01' 
   }
 }
 
+// Code path: client_api (POST /api/models/{model}/versions/{version}, PUT /api/uploads/{id}/parts/{n}) writes
+// uploads; finish_registration deletes them. Already covered by appBlobData at account scope, which the host
+// needs today; this assignment keeps the uploads path working if that one is ever narrowed to containers.
+resource appWritesUploads 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(uploadsContainer.id, appIdentity.id, storageBlobDataContributor)
+  scope: uploadsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+    principalId: appIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 // ---------------------------------------------------------------------------- role assignments: worker identity
 
 // Code path: ACI pulls SCORING_IMAGE with the worker identity (imageRegistryCredentials.identity).
@@ -468,6 +490,18 @@ resource workerWritesStaging 'Microsoft.Authorization/roleAssignments@2022-04-01
   scope: stagingContainer
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+    principalId: workerIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Code path: the registration container (`python -m scoring register --from-blob uploads/...`) reads the
+// uploaded archive. Read only: any model's code runs under this identity and must not change an upload.
+resource workerReadsUploads 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(uploadsContainer.id, workerIdentity.id, storageBlobDataReader)
+  scope: uploadsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataReader)
     principalId: workerIdentity.properties.principalId
     principalType: 'ServicePrincipal'
   }

@@ -86,6 +86,7 @@ CONTAINER_SETTINGS: dict[str, tuple[str, str]] = {
     "input": ("INPUT_CONTAINER", "input"),
     "results": ("RESULTS_CONTAINER", "results"),
     "staging": ("STAGING_CONTAINER", "staging"),
+    "uploads": ("UPLOADS_CONTAINER", "uploads"),
 }
 
 # Settings Flex Consumption rejects or ignores (the runtime and package are properties of the site there).

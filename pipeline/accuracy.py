@@ -254,19 +254,14 @@ def read_actuals(blobs: BlobStore, container: str, prefix: str) -> tuple[dict[tu
     return merged, sources
 
 
-def published_results(blobs: BlobStore, container: str, run_id: str) -> str | None:
-    """The blob holding the results.csv of the run's current revision, or None while it has published none."""
-    current = current_revision(blobs, container, run_id)
-    return current.results if current is not None else None
-
-
 def evaluate_run(run_id: str, evaluation: str, blobs: BlobStore, results_container: str,
                  actuals_container: str, actuals_root: str) -> dict:
     """Join the run's published results with all its actuals; publish metrics, pairs, then the pointer."""
     prefix = naming.run_prefix(run_id)
-    results_blob = published_results(blobs, results_container, run_id)
-    if results_blob is None:
+    current = current_revision(blobs, results_container, run_id)
+    if current is None:
         raise AccuracyError(f"run {run_id} has published no results")
+    results_blob = current.results
     results = blobs.read_bytes(results_container, results_blob).decode()
     actuals, sources = read_actuals(blobs, actuals_container, actuals_prefix(actuals_root, run_id))
     pairs = join(results, actuals)

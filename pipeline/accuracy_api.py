@@ -25,8 +25,9 @@ import azure.functions as func
 from scoring.errors import one_line
 
 from . import accuracy, naming
-from .accuracy import AccuracyError, actuals_prefix, evaluation_id, parse_actuals, published_results, read_accuracy
+from .accuracy import AccuracyError, actuals_prefix, evaluation_id, parse_actuals, read_accuracy
 from .payloads import Payload
+from .revisions import current_revision
 from .services import settings, storage
 from .trigger_support import blob_etag, start_once
 
@@ -64,7 +65,7 @@ def _json(body: dict, status: int = 200, headers: dict | None = None) -> func.Ht
 
 
 def _published(run_id: str) -> bool:
-    return naming.is_run_id(run_id) and published_results(storage(), settings().results_container, run_id) is not None
+    return naming.is_run_id(run_id) and current_revision(storage(), settings().results_container, run_id) is not None
 
 
 async def evaluate(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:

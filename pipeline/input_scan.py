@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import re
 from collections import Counter
+from collections.abc import Callable
 from datetime import date
 
 from scoring.names import normalise_postcode
@@ -43,10 +45,19 @@ class _Days:
         return True
 
 
-def scan_input(data: bytes, where: str, key_columns: tuple[str, str] = ("postcode", "date")) -> tuple[Counter, date]:
+# What a pass over the input can hand on: (the header, a postcode (trimmed), its rows in one contiguous block).
+# The same postcode may come in several blocks when the input is not grouped by postcode.
+RowVisitor = Callable[[list[str], str, list[list[str]]], None]
+
+
+def scan_input(data: bytes, where: str, key_columns: tuple[str, str] = ("postcode", "date"),
+               visit: RowVisitor | None = None) -> tuple[Counter, date]:
     """Rows per postcode and the earliest date. Refuses (InputError, naming the line): text that is not UTF-8,
     no header or rows, missing key columns, rows with the wrong number of fields, dates that are not
-    YYYY-MM-DD, and duplicate (postcode, date) rows. Postcodes are counted without surrounding whitespace."""
+    YYYY-MM-DD, and duplicate (postcode, date) rows. Postcodes are counted without surrounding whitespace.
+
+    Rows are taken a block of one postcode at a time (inputs are usually grouped by postcode), so the work
+    per row is a few C-level operations; `visit` sees each block once it has passed the checks."""
     stream = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
     reader = csv.reader(stream)
     try:
@@ -60,25 +71,52 @@ def scan_input(data: bytes, where: str, key_columns: tuple[str, str] = ("postcod
         rows: Counter = Counter()
         days: dict[str, _Days] = {}
         ordinals: dict[str, int] = {}  # each distinct date string, parsed once
-        for number, row in enumerate(reader, start=2):
-            if len(row) != width:
-                raise InputError(f"{where} line {number}: {len(row)} fields where the header has {width}")
-            postcode, text = normalise_postcode(row[ip]), row[idate]  # as the worker reads it (trimws)
-            day = ordinals.get(text)
-            if day is None:
-                day = ordinals[text] = _ordinal(text, where, number)
+        line = 2
+        for raw, block in itertools.groupby(reader, key=lambda row: row[ip] if len(row) > ip else None):
+            block = list(block)
+            postcode = normalise_postcode(raw) if raw is not None else ""  # as the worker reads it (trimws)
+            if raw is None or any(len(row) != width for row in block):
+                _scan_rows(block, line, postcode, width, ip, idate, days, ordinals, where)  # raises, naming the line
+            texts = [row[idate] for row in block]
+            for k, text in enumerate(dict.fromkeys(texts)):
+                if text not in ordinals:
+                    ordinals[text] = _ordinal(text, where, line + texts.index(text) if k else line)
             seen = days.get(postcode)
-            if seen is None:
-                days[postcode] = seen = _Days(day)
-            if not seen.add(day):
-                raise InputError(f"{where} line {number}: duplicate row for postcode {postcode} on {text}"
-                                 + (f" (postcode written {row[ip]!r})" if row[ip] != postcode else ""))
-            rows[postcode] += 1
+            distinct = set(texts)
+            if seen is None and len(distinct) == len(texts):
+                first = min(ordinals[t] for t in distinct)
+                days[postcode] = seen = _Days(first)
+                seen.mask = sum(1 << (ordinals[t] - first) for t in distinct)
+            else:  # a repeat inside the block, or a postcode seen in an earlier block: day by day
+                _scan_rows(block, line, postcode, width, ip, idate, days, ordinals, where)
+            rows[postcode] += len(block)
+            if visit is not None:
+                visit(header, postcode, block)
+            line += len(block)
     except UnicodeDecodeError:
         raise InputError(f"{where} is not UTF-8 text") from None
     if not rows:
         raise InputError(f"{where} has a header but no rows")
     return rows, date.fromordinal(min(ordinals.values()))
+
+
+def _scan_rows(block: list[list[str]], line: int, postcode: str, width: int, ip: int, idate: int,
+               days: dict[str, _Days], ordinals: dict[str, int], where: str) -> None:
+    """The row-by-row checks of one block, for the blocks the fast path cannot take; raises at the first
+    problem, naming its line."""
+    for number, row in enumerate(block, start=line):
+        if len(row) != width:
+            raise InputError(f"{where} line {number}: {len(row)} fields where the header has {width}")
+        text = row[idate]
+        day = ordinals.get(text)
+        if day is None:
+            day = ordinals[text] = _ordinal(text, where, number)
+        seen = days.get(postcode)
+        if seen is None:
+            days[postcode] = seen = _Days(day)
+        if not seen.add(day):
+            raise InputError(f"{where} line {number}: duplicate row for postcode {postcode} on {text}"
+                             + (f" (postcode written {row[ip]!r})" if row[ip] != postcode else ""))
 
 
 def _ordinal(text: str, where: str, number: int) -> int:

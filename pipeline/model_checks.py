@@ -15,15 +15,14 @@ The worker applies the same rules in R (scoring/R/model_aware.R), so what passes
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import re
 from datetime import date
 
 from scoring.modelstore import DATES_ASSUMED, Manifest
-from scoring.names import normalise_postcode
 from scoring.steps import DAILY, Step, add_steps, grid_example, step_index, step_of
+
+from .input_scan import scan_input
 
 # What R's as.numeric() reads from CSV text (plus Inf/NaN, which predict turns into a failed postcode).
 R_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|Inf|NaN|0[xX][0-9a-fA-F]+)\s*")
@@ -93,74 +92,93 @@ def column_problem(column: dict, values: set[str]) -> str | None:
     return None
 
 
+class ModelInputCheck:
+    """The input against each postcode's model, fed block by block by input_scan.scan_input (`visit`), so
+    planning reads the input once. Memory is linear in the postcodes: profiles are shared by many postcodes,
+    so each distinct (profile, column, value) is judged once and only the values that fail are kept."""
+
+    def __init__(self, manifest: Manifest, max_gap_days: int, where: str) -> None:
+        self.manifest, self.max_gap_days, self.where = manifest, max_gap_days, where
+        # A version with scorer.R types and dates its input itself: nothing to check.
+        self.profile_of = {} if manifest.scorer else {
+            pc: entry.profile for pc, entry in manifest.models.items() if manifest.profile_of(pc) is not None}
+        self.header: list[str] = []
+        self.columns: dict[int, list[tuple[dict, int]]] = {}  # profile -> (prototype column, its index in a row)
+        self.verdicts: dict[tuple[int, str], dict[str, bool]] = {}  # (profile, column) -> value -> fits
+        self.bad: dict[str, dict[str, set[str]]] = {}  # postcode -> column -> the values that do not fit
+        self.first_date: dict[str, str] = {}
+        # Time-series postcodes with a training end: (end, step); each row's date must be on that grid.
+        self.grids = {pc: (date.fromisoformat(manifest.models[pc].training_end), step_of(manifest.models[pc].step))
+                      for pc, i in self.profile_of.items()
+                      if manifest.profiles[i].get("time_series") and manifest.models[pc].training_end}
+        self.days: dict[str, date] = {}  # each distinct date string, parsed once (the scan has checked them)
+        self.off_grid: dict[str, list] = {}  # postcode -> [count, its earliest OFF_GRID_SHOWN dates], failing only
+
+    def visit(self, header: list[str], postcode: str, rows: list[list[str]]) -> None:
+        profile = self.profile_of.get(postcode)
+        if profile is None:
+            return
+        if header is not self.header:
+            self._start(header)
+        first = min(row[self.idate] for row in rows)  # YYYY-MM-DD (checked by the scan): text order is date order
+        if first < self.first_date.get(postcode, "9999"):
+            self.first_date[postcode] = first
+        grid = self.grids.get(postcode)
+        if grid is not None:
+            for row in rows:
+                text = row[self.idate]
+                day = self.days.get(text)
+                if day is None:
+                    day = self.days[text] = date.fromisoformat(text)
+                if step_index(grid[0], day, grid[1]) is None:
+                    _keep_earliest(self.off_grid.setdefault(postcode, [0]), text)
+        for column, i in self.columns.get(profile, ()):
+            known = self.verdicts.setdefault((profile, column["name"]), {})
+            for value in {row[i] for row in rows}:
+                fits = known.get(value)
+                if fits is None:
+                    fits = known[value] = column_problem(column, {value}) is None
+                if not fits:
+                    self.bad.setdefault(postcode, {}).setdefault(column["name"], set()).add(value)
+
+    def _start(self, header: list[str]) -> None:
+        profiles = self.manifest.profiles
+        self.header, self.idate = header, header.index("date")
+        self.columns = {i: [(col, header.index(col["name"])) for col in (profiles[i].get("prototype") or [])
+                            if col["name"] in header]
+                        for i in set(self.profile_of.values()) if not profiles[i].get("time_series")}
+
+    def result(self, postcodes: list[str]) -> tuple[dict[str, str], list[str]]:
+        """(failed postcodes among these, with their reason; warnings for the run)."""
+        manifest, warnings = self.manifest, []
+        no_end = set(manifest.dates_assumed()) if not manifest.scorer else set()
+        assumed = [pc for pc in postcodes if pc in no_end]
+        if assumed:
+            warnings.append(f"dates assumed for {len(assumed)} time-series postcode(s), e.g. {assumed[0]}: "
+                            + DATES_ASSUMED)
+        failed: dict[str, str] = {}
+        for pc in postcodes:
+            index = self.profile_of.get(pc)
+            if index is None:
+                continue
+            profile = manifest.profiles[index]
+            if profile.get("time_series"):
+                reason = _time_series_problem(self.grids.get(pc), self.first_date.get(pc), self.off_grid.get(pc),
+                                              self.max_gap_days)
+            else:
+                reason = _prototype_problem(profile.get("prototype") or [], self.bad.get(pc, {}), self.header)
+            if reason:
+                failed[pc] = f"{reason} ({self.where})"
+        return failed, warnings
+
+
 def check_input_against_models(data: bytes, manifest: Manifest, postcodes: list[str], max_gap_days: int,
                                where: str) -> tuple[dict[str, str], list[str]]:
-    """(failed postcodes with their reason, warnings for the run). `data` is the input CSV, already
-    checked for shape and dates by planning.input_postcodes. A version with scorer.R types and dates its
-    input itself: nothing to check here.
-
-    One streaming pass, in memory linear in the postcodes: profiles are shared by many postcodes, so each
-    distinct (profile, column, value) is judged once and only the values that fail are kept."""
-    if manifest.scorer:
-        return {}, []
-    warnings: list[str] = []
-    no_end = set(manifest.dates_assumed())
-    assumed = [pc for pc in postcodes if pc in no_end]
-    if assumed:
-        warnings.append(f"dates assumed for {len(assumed)} time-series postcode(s), e.g. {assumed[0]}: "
-                        + DATES_ASSUMED)
-    profile_of = {pc: manifest.models[pc].profile for pc in postcodes if manifest.profile_of(pc) is not None}
-    if not profile_of:
-        return {}, warnings
-    reader = csv.reader(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline=""))
-    header = next(reader)
-    ip, idate = header.index("postcode"), header.index("date")
-    # Per profile: (column, its index in the row) for each prototype column the input has.
-    columns = {i: [(col, header.index(col["name"])) for col in (manifest.profiles[i].get("prototype") or [])
-                   if col["name"] in header]
-               for i in set(profile_of.values()) if not manifest.profiles[i].get("time_series")}
-    verdicts: dict[tuple[int, str], dict[str, bool]] = {}  # (profile, column) -> value -> fits
-    bad: dict[str, dict[str, set[str]]] = {}  # postcode -> column -> the values that do not fit
-    first_date: dict[str, str] = {}
-    # Time-series postcodes with a training end: (end, step); each row's date must be on that grid.
-    grids = {pc: (date.fromisoformat(manifest.models[pc].training_end), step_of(manifest.models[pc].step))
-             for pc, i in profile_of.items()
-             if manifest.profiles[i].get("time_series") and manifest.models[pc].training_end}
-    days: dict[str, date] = {}  # each distinct date string, parsed once (planning has checked them)
-    off_grid: dict[str, list] = {}  # postcode -> [count, its earliest OFF_GRID_SHOWN dates], only failing ones
-    for row in reader:
-        pc = normalise_postcode(row[ip])  # as planning and the worker read it
-        profile = profile_of.get(pc)
-        if profile is None:
-            continue
-        if pc not in first_date or row[idate] < first_date[pc]:
-            first_date[pc] = row[idate]
-        grid = grids.get(pc)
-        if grid is not None:
-            day = days.get(row[idate])
-            if day is None:
-                day = days[row[idate]] = date.fromisoformat(row[idate])
-            if step_index(grid[0], day, grid[1]) is None:
-                _keep_earliest(off_grid.setdefault(pc, [0]), row[idate])
-        for column, i in columns.get(profile, ()):
-            value = row[i]
-            known = verdicts.setdefault((profile, column["name"]), {})
-            fits = known.get(value)
-            if fits is None:
-                fits = known[value] = column_problem(column, {value}) is None
-            if not fits:
-                bad.setdefault(pc, {}).setdefault(column["name"], set()).add(value)
-
-    failed: dict[str, str] = {}
-    for pc, index in profile_of.items():
-        profile = manifest.profiles[index]
-        if profile.get("time_series"):
-            reason = _time_series_problem(grids.get(pc), first_date.get(pc), off_grid.get(pc), max_gap_days)
-        else:
-            reason = _prototype_problem(profile.get("prototype") or [], bad.get(pc, {}), header)
-        if reason:
-            failed[pc] = f"{reason} ({where})"
-    return failed, warnings
+    """(failed postcodes with their reason, warnings for the run), in a pass of its own over the input CSV.
+    Planning feeds a ModelInputCheck from its one pass instead."""
+    check = ModelInputCheck(manifest, max_gap_days, where)
+    scan_input(data, where, visit=check.visit)
+    return check.result(postcodes)
 
 
 def _prototype_problem(prototype: list[dict], bad: dict[str, set[str]], header: list[str]) -> str | None:

@@ -14,8 +14,8 @@ from scoring.blobstore import BlobNotFound, BlobStore
 from scoring.modelstore import CHAMPION, Manifest, ModelStore, ModelStoreError, version_prefix
 from scoring.names import InvalidName, check_blob_path
 
-from .input_scan import InputError, scan_input
-from .model_checks import check_input_against_models
+from .input_scan import InputError, RowVisitor, scan_input
+from .model_checks import ModelInputCheck
 from .payloads import ContainerSize, Estimate, InputRef, Plan, RunRequest, ShardPlan, Timing
 from .run_requests import LATEST_INPUT
 from .settings import Settings
@@ -64,10 +64,11 @@ def check_input_exists(blobs: BlobStore, settings: Settings, input_blob: str) ->
         raise PlanError(f"no blob {name!r} in container {settings.input_container!r}")
 
 
-def input_postcodes(data: bytes, where: str, today: date | None = None) -> Counter:
-    """Rows per postcode in the input CSV, after the checks a run needs before any container starts."""
+def input_postcodes(data: bytes, where: str, today: date | None = None, visit: RowVisitor | None = None) -> Counter:
+    """Rows per postcode in the input CSV, after the checks a run needs before any container starts;
+    `visit` sees the rows on the way (input_scan.scan_input)."""
     try:
-        rows, earliest = scan_input(data, where)
+        rows, earliest = scan_input(data, where, visit=visit)
     except InputError as e:
         raise PlanError(str(e)) from None
     if today is not None and earliest < today:
@@ -157,7 +158,8 @@ def plan_run(request: RunRequest, run_id: str, settings: Settings, blobs: BlobSt
         raise PlanError(f"{where} changed since run {request.retry_of or ''} was published (ETag {etag}, "
                         f"published from {request.input_etag}): a retry would mix two input versions; "
                         "start a new run instead")
-    rows = input_postcodes(data, where, today)
+    model_check = ModelInputCheck(manifest, settings.ts_max_gap_days, where)  # in the same pass over the input
+    rows = input_postcodes(data, where, today, visit=model_check.visit)
 
     # Every postcode asked for (all of the version's by default) is scored or listed with a reason.
     wanted = request.postcodes if request.postcodes is not None else manifest.postcodes
@@ -175,7 +177,7 @@ def plan_run(request: RunRequest, run_id: str, settings: Settings, blobs: BlobSt
         raise PlanError(f"nothing to score: none of {len(wanted)} postcode(s) of {request.model}/{version} "
                         f"can be scored from {where} (e.g. {first}: {failed[first]})")
     # Input against each model's prototype and training end (model_checks.py).
-    model_failed, warnings = check_input_against_models(data, manifest, scorable, settings.ts_max_gap_days, where)
+    model_failed, warnings = model_check.result(scorable)
     if len(model_failed) == len(scorable):
         raise PlanError(f"nothing to score: every postcode's input fails its model, e.g. {scorable[0]}: "
                         f"{model_failed[scorable[0]]}")

@@ -27,6 +27,10 @@ POINTER = "current.json"
 LATEST_ATTEMPTS = 5
 
 
+class UnreadablePointer(ValueError):
+    """The run's pointer exists but cannot be followed; the message names the blob."""
+
+
 class RevisionConflict(RuntimeError):
     """Another publish moved the pointer since it was read: transient, the publish is retried."""
 
@@ -62,9 +66,14 @@ def revision_prefix(run_id: str, revision: str) -> str:
 
 
 def current_revision(blobs: BlobStore, container: str, run_id: str) -> Revision | None:
-    """The run's published revision, or None if it has published nothing. ValueError if the pointer
-    is corrupt (the message names it)."""
-    found = blobs.read_json_versioned(container, pointer_blob(run_id))
+    """The run's published revision (its files: `.prefix`, `.results`, `.manifest`), or None if it has
+    published nothing. UnreadablePointer, naming the blob, if the pointer is not JSON or not a pointer.
+
+    The one way every reader (HTTP routes, dashboard, accuracy, retry, publish) finds a run's files."""
+    try:
+        found = blobs.read_json_versioned(container, pointer_blob(run_id))
+    except ValueError as e:  # the message names the blob
+        raise UnreadablePointer(str(e)) from None
     if found is None:
         return None
     value, etag = found
@@ -72,7 +81,7 @@ def current_revision(blobs: BlobStore, container: str, run_id: str) -> Revision 
         revision = Revision(run_id, str(value["revision"]), str(value["published"]), etag)
         revision_prefix(run_id, revision.revision)
     except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"blob {container}/{pointer_blob(run_id)} is corrupt: {e}") from None
+        raise UnreadablePointer(f"blob {container}/{pointer_blob(run_id)} is corrupt: {e}") from None
     return revision
 
 

@@ -5,9 +5,9 @@ infrastructure templates take the app settings' names from DEFAULTS too.
 
 Two user-assigned managed identities, never one for both:
   - the app's (APP_IDENTITY_CLIENT_ID): creates and deletes container groups, assigns the worker identity
-    to them, reads and writes Blob Storage (models, input, staging, results);
+    to them, reads and writes Blob Storage (models, input, staging, uploads, results);
   - the worker's (WORKER_IDENTITY_RESOURCE_ID, WORKER_IDENTITY_CLIENT_ID): attached to each container group
-    for the keyless image pull (AcrPull) and storage: reads models and input, reads and writes its run's
+    for the keyless image pull (AcrPull) and storage: reads models, input and uploads, reads and writes
     staging (STAGING_CONTAINER), nothing else. Containers run model code (a version's own scorer.R), so
     they never get the app's identity, and never an account key outside loopback development.
 """
@@ -31,6 +31,10 @@ DEFAULTS: dict[str, str] = {
     "RESULTS_CONTAINER": "results",
     # Where containers write (<run>/shard-NNN-aN/); the app publishes from here into RESULTS_CONTAINER.
     "STAGING_CONTAINER": "staging",
+    # Model versions uploaded through the HTTP API wait here until registered. The worker may read it but not
+    # write it (any model's code runs as the worker), so an upload cannot change between the door and the
+    # registration container; give it a lifecycle rule deleting blobs after a day.
+    "UPLOADS_CONTAINER": "uploads",
     "INPUT_PREFIX": "daily/",
     "DEFAULT_MODEL": "parcels",
     # ACI placement.
@@ -92,8 +96,8 @@ DEFAULTS: dict[str, str] = {
     "TS_MAX_GAP_DAYS": "90",
     # Actuals (postcode,date,volume) land under INPUT_CONTAINER/ACTUALS_PREFIX<run id>/...csv.
     "ACTUALS_PREFIX": "actuals/",
-    # Client routes (client_api/): uploaded model versions wait in STAGING_CONTAINER until registered (give it
-    # a lifecycle rule deleting blobs after a day); uploaded input CSVs go to INPUT_CONTAINER/UPLOAD_PREFIX,
+    # Client routes (client_api/): uploaded model versions wait in UPLOADS_CONTAINER until registered; uploaded
+    # input CSVs go to INPUT_CONTAINER/UPLOAD_PREFIX,
     # which must lie outside INPUT_PREFIX (else each upload also fires the blob trigger). Body limits in MB.
     "UPLOAD_PREFIX": "uploads/",
     "MAX_REGISTRATION_MB": "64",  # one request body: a small version, or one part of a large one
@@ -117,6 +121,7 @@ class Settings:
     input_container: str
     results_container: str
     staging_container: str
+    uploads_container: str
     input_prefix: str
     default_model: str
     azure_subscription_id: str
@@ -193,6 +198,10 @@ class Settings:
                              "their own")
         if self.staging_container in (self.results_container, self.models_container, self.input_container):
             raise ValueError("STAGING_CONTAINER must be a container of its own (the worker may write only there)")
+        if self.uploads_container in (self.staging_container, self.results_container, self.models_container,
+                                      self.input_container):
+            raise ValueError("UPLOADS_CONTAINER must be a container of its own (the worker may read it, never "
+                             "write it; the app writes it)")
         if self.container_cpu <= 0 or self.container_memory_gb <= 0:
             raise ValueError("CONTAINER_CPU and CONTAINER_MEMORY_GB must be positive")
         if self.max_parallel_groups < 1:

@@ -93,7 +93,7 @@ def command_register(args: argparse.Namespace) -> int:
 
 def command_register_staged(args: argparse.Namespace) -> int:
     """Register an uploaded archive; the outcome (or the refusal, with why) goes to --result-blob."""
-    from .staged import ArchiveError, register_staged, write_result
+    from .staged import ArchiveError, register_staged, verified_line, write_result
 
     blobs = connect_storage()
     try:
@@ -113,8 +113,9 @@ def command_register_staged(args: argparse.Namespace) -> int:
         result, code = {"ok": False, "error": f"R: {one_line(e)}"}, 2
     if args.result_blob:
         write_result(blobs, args.result_blob, result)
-    print(json.dumps(result) if code == 0 else f"scoring register: {result['error']}",
-          file=sys.stdout if code == 0 else sys.stderr)
+    # Last: the app reads the verified digest from this container's log, which no other container can write.
+    print(verified_line(result) if code == 0 else f"scoring register: {result['error']}",
+          file=sys.stdout if code == 0 else sys.stderr, flush=True)
     return code
 
 

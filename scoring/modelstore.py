@@ -21,6 +21,7 @@ model entry names its profile and, for time-series models, the date its training
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from datetime import date
 
@@ -91,6 +92,10 @@ class Manifest:
         if assumed:
             d["dates_assumed"] = {"postcodes": len(assumed), "first": assumed[:10], "note": DATES_ASSUMED}
         return d
+
+    def encoded(self) -> bytes:
+        """The bytes stored as manifest.json; their sha256 is what a registration container vouches for."""
+        return json.dumps(self.to_json(), indent=2, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, d: dict) -> Manifest:

@@ -81,7 +81,8 @@ def build_version(store: ModelStore, prefix: str, model: str, version: str, fold
         manifest.scorer, manifest.scorer_sha256 = SCORER, sha256(data)
     store.blobs.ensure_container(store.container)
     try:
-        store.blobs.write_json(store.container, prefix + MANIFEST, manifest.to_json(), overwrite=not exclusive)
+        store.blobs.write_bytes(store.container, prefix + MANIFEST, manifest.encoded(), overwrite=not exclusive,
+                                content_type="application/json")
     except BlobExists:
         raise ModelStoreError(f"model {model!r} version {version!r} was registered concurrently") from None
     return manifest

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .blobstore import BlobStore
-from .modelstore import SCORER, ModelStore
+from .modelstore import SCORER, ModelStore, sha256
 from .names import is_valid_postcode, postcode_pattern
 from .registration import build_version
 
@@ -163,7 +163,32 @@ def register_staged(blobs: BlobStore, model: str, version: str, staged: str, out
     return {"ok": True, "model": model, "version": version, "models": len(manifest.models),
             "packs": len(manifest.packs), "slimmed": sum(e.slimmed for e in manifest.models.values()),
             "r_version": manifest.r_version, "r_packages": manifest.r_packages, "created": manifest.created,
-            "output": output}
+            "output": output, "manifest_sha256": sha256(manifest.encoded())}
+
+
+# The registration container's outcome, vouched for where no other container can write: its own log. Its
+# output lies in staging, which every scoring container (any model's code) may write, so the app publishes
+# only a staged manifest whose sha256 this line names (and the manifest names each file's sha256).
+VERIFIED = "scoring register: verified "
+
+
+def verified_line(result: dict) -> str:
+    return VERIFIED + json.dumps(result, sort_keys=True)
+
+
+def verified_from_logs(logs: str, output: str) -> dict | None:
+    """The outcome the registration container printed last for `output`, or None if its log holds none."""
+    for line in reversed(logs.splitlines()):
+        if not line.startswith(VERIFIED):
+            continue
+        try:
+            result = json.loads(line[len(VERIFIED):])
+        except ValueError:
+            continue
+        if isinstance(result, dict) and result.get("ok") is True and result.get("output") == output \
+                and isinstance(result.get("manifest_sha256"), str):
+            return result
+    return None
 
 
 def write_result(blobs: BlobStore, result_blob: str, result: dict) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from support.unit_data import stage_built_version
+from support.unit_data import stage_built_version, vouched
 
 from client_api.registration_publish import PublishRefused, delete_staged, publish_staged
 from devenv.stack import start_stack
@@ -142,7 +142,7 @@ def test_registration_refusals_at_the_door_name_the_field(stack):
     refused(call(stack, "POST", "models/parcels/versions/v1", linked.getvalue()), 422, "body", "regular file")
     refused(call(stack, "GET", "registrations/nope"), 400, "id")
     refused(call(stack, "GET", "registrations/reg-0123456789abcdef0123"), 404, "id")
-    assert list(stack.blobs.list("staging")) == []  # nothing refused at the door was staged
+    assert list(stack.blobs.list("staging")) == list(stack.blobs.list("uploads")) == []  # nothing refused was kept
 
 
 def test_upload_in_parts_refusals_name_the_field(stack):
@@ -160,7 +160,7 @@ def test_upload_in_parts_refusals_name_the_field(stack):
         assert call(stack, "PUT", f"uploads/{uid}/parts/{n}", b"x").status_code == 201
     refused(call(stack, "POST", "models/parcels/versions/v9", params={"upload": uid}), 409, "upload", "part(s) 1")
     refused(call(stack, "POST", "models/parcels/versions/v9", b"x", params={"upload": uid}), 400, "body")
-    assert not any(b.name.endswith("upload.bin") for b in stack.blobs.list("staging"))  # nothing committed
+    assert not any(b.name.endswith("upload.bin") for b in stack.blobs.list("uploads"))  # nothing committed
 
 
 def test_a_version_sent_in_parts_is_checked_in_the_container_and_cleaned_up(stack):
@@ -175,7 +175,7 @@ def test_a_version_sent_in_parts_is_checked_in_the_container_and_cleaned_up(stac
     view = wait_registration(stack, r.json()["id"])
     assert view["state"] == "refused", view
     assert "2 model(s) do not load in r" in view["error"].lower() and "1000.rds" in view["error"], view
-    assert list(stack.blobs.list("staging")) == []  # the committed upload and the outcome are gone
+    assert list(stack.blobs.list("staging")) == list(stack.blobs.list("uploads")) == []  # upload, outcome gone
     assert stack.blobs.exists("results", f"registrations/{r.json()['id']}/container.log")
     refused(call(stack, "GET", "models/broken/versions"), 404, "model", "no versions")
     refused(call(stack, "POST", "models/broken/versions/v1", params={"upload": uid}), 404, "upload")
@@ -210,8 +210,9 @@ def spec_while_running(stack, reg_id: str, timeout: float = 60) -> dict:
 
 
 def test_the_container_builds_in_staging_and_the_app_publishes_once(stack, tmp_path):
-    """Two registrations of one version at once: both containers check and build in staging only (the
-    worker identity may not write `models`); the app publishes the first, refuses the second."""
+    """Two registrations of one version at once: both containers read their upload from `uploads` (which the
+    worker may not write), check and build in staging only (nor may it write `models`), and vouch for what they
+    built in their log; the app publishes the first, refuses the second."""
     archive = tar_of(rds_files(tmp_path, ["1000", "2000"]))
     first = call(stack, "POST", "models/published/versions/v1", archive, params={"champion": "true"})
     second = call(stack, "POST", "models/published/versions/v1", archive)
@@ -222,7 +223,8 @@ def test_the_container_builds_in_staging_and_the_app_publishes_once(stack, tmp_p
         command = container["command"]
         assert "models" not in command and "--container" not in command, command
         flags = {command[i]: command[i + 1] for i in range(len(command) - 1) if command[i].startswith("--")}
-        assert all(flags[f].startswith(f"staging/{reg_id}/") for f in ("--from-blob", "--result-blob", "--output"))
+        assert flags["--from-blob"] == f"uploads/{reg_id}/upload.bin"
+        assert all(flags[f].startswith(f"staging/{reg_id}/") for f in ("--result-blob", "--output"))
         assert not any(v.get("value") == "models" for v in container.get("environmentVariables", []))
     views = [wait_registration(stack, reg_id) for reg_id in ids]
     states = sorted(v["state"] for v in views)
@@ -242,7 +244,10 @@ def test_the_container_builds_in_staging_and_the_app_publishes_once(stack, tmp_p
     assert promoted == (winner["id"] == ids[0])  # only the first asked for promotion
     if promoted:
         assert store.resolve_version("published", "champion") == "v1"
-    assert list(stack.blobs.list("staging")) == []  # uploads, outcomes and built outputs are gone
+    assert list(stack.blobs.list("staging")) == list(stack.blobs.list("uploads")) == []  # all gone
+    for reg_id in ids:  # the witness the app published on: the container's own log, kept in results
+        log = stack.blobs.read_bytes("results", f"registrations/{reg_id}/container.log").decode()
+        assert f'"output": "staging/{reg_id}/out/"' in log and "scoring register: verified " in log, log[-500:]
 
 
 @pytest.mark.parametrize("tamper", ["sha", "extra", "escape"])
@@ -250,6 +255,7 @@ def test_a_tampered_staged_output_is_refused_on_azurite(stack, tamper):
     reg_id = "reg-" + os.urandom(10).hex()
     out = f"staging/{reg_id}/out/"
     stage_built_version(stack.blobs, out, model="tampered", version="v1")
+    verified = vouched(stack.blobs, out)
     if tamper == "sha":
         stack.blobs.write_bytes("staging", f"{reg_id}/out/packs/00000.bin", b"AAAABBX")
     elif tamper == "extra":
@@ -258,8 +264,10 @@ def test_a_tampered_staged_output_is_refused_on_azurite(stack, tamper):
         manifest = stack.blobs.read_json("staging", f"{reg_id}/out/manifest.json")
         manifest["packs"][0]["blob"] = "../../published/v1/packs/00000.bin"
         stack.blobs.write_json("staging", f"{reg_id}/out/manifest.json", manifest)
+    if tamper == "escape":  # as if the container had vouched for it: the structural checks still refuse it
+        verified = vouched(stack.blobs, out)
     with pytest.raises(PublishRefused, match={"sha": "sha256", "extra": "run.sh", "escape": "names pack"}[tamper]):
-        publish_staged(stack.blobs, out, "models", reg_id, "tampered", "v1", champion=True)
+        publish_staged(stack.blobs, out, "models", reg_id, "tampered", "v1", champion=True, manifest_sha256=verified)
     delete_staged(stack.blobs, out)
     assert list(stack.blobs.list("models", "tampered/")) == []
 

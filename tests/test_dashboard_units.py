@@ -294,24 +294,6 @@ def test_index_of_a_stream_in_any_chunking_equals_the_index_of_the_whole(size):
     assert passed == data and indexer.finish() == build_index_from_bytes(data)
 
 
-def test_publication_found_only_behind_the_revision_pointer(blobs):
-    from dashboard.publication import PublicationError, find_publication
-
-    assert find_publication(blobs, "results", "run-pub-none") is None
-    blobs.write_bytes("results", "runs/run-pub-flat/_SUCCESS", b"2026-11-23T00:00:00Z")
-    assert find_publication(blobs, "results", "run-pub-flat") is None  # no pointer: nothing published
-    blobs.write_json("results", "runs/run-pub-rev/current.json", {"revision": "run-pub-rev-retry1", "published": "x"})
-    rev = find_publication(blobs, "results", "run-pub-rev")
-    assert rev.results == "runs/run-pub-rev/revisions/run-pub-rev-retry1/results.csv"
-    assert rev.run_prefix == "runs/run-pub-rev/"
-    blobs.write_json("results", "runs/run-pub-bad/current.json", {"revision": "../../etc", "published": "x"})
-    with pytest.raises(PublicationError, match="run-pub-bad/current.json is corrupt"):
-        find_publication(blobs, "results", "run-pub-bad")
-    blobs.write_bytes("results", "runs/run-pub-junk/current.json", b"{not json")
-    with pytest.raises(PublicationError, match="not valid JSON"):
-        find_publication(blobs, "results", "run-pub-junk")
-
-
 def test_the_app_package_ships_the_dashboard_and_its_vendored_files():
     """What the deployment zips (infra/artifacts.py, .funcignore applied): the page, its script and uPlot."""
     from infra import artifacts

@@ -1,5 +1,8 @@
 """Two identities: the app's never reaches a container, the worker's is the only one a container gets, and no
-account key leaves loopback development.
+account key leaves loopback development. The worker's storage rights are those infra/*.bicep grants it; on
+Azurite (no RBAC) tests/support/worker_scope.py enforces them, so the registration container is run here with
+exactly what it may do in Azure, and a scoring container's worst (rewriting staging) is shown not to reach
+`models`.
 
 The container-creation test runs the real create_container_group activity against Azurite and the ARM
 stand-in and reads the PUT body the stand-in received. Credential tests look inside azure-identity's
@@ -9,11 +12,16 @@ here, so which identity a token would come from is read from the credential itse
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import subprocess
+import tarfile
 from collections.abc import Iterator
 
 import pytest
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+from support.worker_scope import WorkerDenied, WorkerScopedBlobs, worker_rights
 
 from devenv.aci_standin.control import Standin, start_standin
 from pipeline import activities, naming, services
@@ -67,6 +75,15 @@ def test_the_two_identities_are_distinct_and_complete() -> None:
         Settings.from_env({"WORKER_IDENTITY_RESOURCE_ID": WORKER_RESOURCE})
     with pytest.raises(ValueError, match="STAGING_CONTAINER"):
         Settings.from_env({"STAGING_CONTAINER": "results"})
+
+
+@pytest.mark.parametrize("container", ["staging", "results", "models", "input"])
+def test_uploads_wait_in_a_container_of_their_own(container: str) -> None:
+    """The worker (any model's code) writes staging and may be granted more on the others: an upload kept in
+    one of them could be changed between the door and the registration container."""
+    with pytest.raises(ValueError, match="UPLOADS_CONTAINER must be a container of its own"):
+        Settings.from_env({"UPLOADS_CONTAINER": container})
+    assert Settings.from_env({}).uploads_container == "uploads"
 
 
 def azure_settings(**extra: str) -> Settings:
@@ -146,3 +163,70 @@ def test_the_create_activity_sends_the_worker_identity_only(standin: Standin, az
     finally:
         for cached in (services.settings, services._storage, services._container_groups):
             cached.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def worker_may() -> dict[str, set[str]]:
+    """The worker's rights per container, read from the role assignments in infra/*.bicep."""
+    from test_infra import role_assignments, settings_document
+
+    return worker_rights(role_assignments(), settings_document()["containers"])
+
+
+def test_the_worker_may_read_uploads_but_write_staging_only(worker_may) -> None:
+    defaults = Settings.from_env({})
+    assert worker_may[defaults.uploads_container] == {"read"}, "any model's code could change an upload"
+    assert [c for c, rights in worker_may.items() if "write" in rights] == [defaults.staging_container]
+    assert defaults.results_container not in worker_may
+
+
+def test_a_registration_container_works_within_the_worker_rights_and_staging_tampering_never_reaches_models(
+        azurite, worker_may, tmp_path, monkeypatch, capsys) -> None:
+    """The real registration command, in-process against Azurite with the worker's Azure rights enforced; then
+    what any scoring container may do (rewrite the staged version consistently) and may not (touch the upload)."""
+    from support.unit_data import make_settings
+
+    import client_api.registration as registration
+    import scoring.__main__ as cli
+    from client_api.registration_publish import PublishRefused, publish_staged
+    from scoring.staged import verified_from_logs
+
+    app = BlobStore.connect(connection_string=azurite.connection_string)
+    for container in ("uploads", "staging", "models"):
+        app.ensure_container(container)
+    monkeypatch.setattr(registration, "settings", lambda: make_settings())
+    request = registration.registration_request("scoped", "v1", champion=False)
+    subprocess.run(["Rscript", "-e", "; ".join(f'saveRDS(lm(y ~ x, data.frame(x = 1:9, y = (1:9) * {i})), '
+                                               f'"{tmp_path}/{pc}.rds")' for i, pc in enumerate(["1000", "2000"]))],
+                   check=True, capture_output=True)
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as t:
+        for pc in ("1000", "2000"):
+            t.add(tmp_path / f"{pc}.rds", arcname=f"{pc}.rds")
+    app.write_bytes(*request.staged.split("/", 1), archive.getvalue())
+
+    worker = WorkerScopedBlobs(BlobStore.connect(connection_string=azurite.connection_string), worker_may)
+    monkeypatch.setattr(cli, "connect_storage", lambda env=None: worker)
+    command = registration.registration_command(request)
+    assert command[:3] == ["python", "-m", "scoring"]
+    assert cli.main(command[3:]) == 0, capsys.readouterr()
+    assert worker.denied == []  # every call it made, Azure would have allowed
+    verified = verified_from_logs(capsys.readouterr().out, request.output)
+    assert verified is not None and verified["models"] == 2
+
+    # Any scoring container, later: the upload is out of reach, the staged version is not.
+    with pytest.raises(WorkerDenied):
+        worker.write_bytes(*request.staged.split("/", 1), b"evil")
+    container, _, prefix = request.output.partition("/")
+    manifest = json.loads(worker.read_bytes(container, prefix + "manifest.json"))
+    pack = manifest["packs"][0]["blob"]
+    evil = b"evil model bytes"
+    worker.write_bytes(container, prefix + pack, evil)
+    manifest["packs"][0].update(size=len(evil), sha256=hashlib.sha256(evil).hexdigest())
+    for entry in manifest["models"].values():
+        entry.update(offset=0, length=len(evil), sha256=hashlib.sha256(evil).hexdigest())
+    worker.write_json(container, prefix + "manifest.json", manifest)
+    with pytest.raises(PublishRefused, match="not the one the registration container verified"):
+        publish_staged(app, request.output, "models", request.id, "scoped", "v1", champion=False,
+                       manifest_sha256=verified["manifest_sha256"])
+    assert list(app.list("models", "scoped/")) == []

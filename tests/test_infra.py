@@ -66,6 +66,10 @@ EXPECTED_ROLE_ASSIGNMENTS = {
      "inputContainer"),
     ("workerIdentity", "Storage Blob Data Contributor", "Microsoft.Storage/storageAccounts/blobServices/containers",
      "stagingContainer"),
+    ("workerIdentity", "Storage Blob Data Reader", "Microsoft.Storage/storageAccounts/blobServices/containers",
+     "uploadsContainer"),
+    ("appIdentity", "Storage Blob Data Contributor", "Microsoft.Storage/storageAccounts/blobServices/containers",
+     "uploadsContainer"),
 }
 
 
@@ -201,8 +205,9 @@ def test_containers_are_the_ones_the_code_is_configured_with():
     assert containers["input"] == defaults["INPUT_CONTAINER"]
     assert containers["results"] == defaults["RESULTS_CONTAINER"]
     assert containers["staging"] == defaults.get("STAGING_CONTAINER", "staging")
+    assert containers["uploads"] == defaults["UPLOADS_CONTAINER"]
     app = parsed("app.bicep")["resources"]
-    for role in ("models", "input", "results", "staging"):
+    for role in ("models", "input", "results", "staging", "uploads"):
         assert accessor_path(app[f"{role}Container"]["config"]["name"]) == ["containers", role]
 
 
@@ -350,6 +355,10 @@ def test_nothing_broader_is_granted_anywhere():
     assert not {a for a in worker if a[3] in ("storage", "resultsContainer")}, "the worker may not reach results"
     # Registration builds in staging and the app publishes: the worker only ever reads models and input.
     assert {a[1] for a in worker if a[3] in ("modelsContainer", "inputContainer")} == {"Storage Blob Data Reader"}
+    # Uploads wait for their registration where no model's code (all run as the worker) can change them.
+    assert {a[1] for a in worker if a[3] == "uploadsContainer"} == {"Storage Blob Data Reader"}
+    assert {a[3] for a in worker if a[1] != "AcrPull" and a[1] != "Storage Blob Data Reader"} == \
+        {"stagingContainer"}, "the worker may write staging only"
     app_rbac = [a for a in role_assignments() if a[2] == "resourceGroup"]
     assert [a[1] for a in app_rbac] == ["Azure Container Instances Contributor Role"]
 

@@ -58,3 +58,30 @@ def test_memory_grows_with_postcodes_not_rows():
         tracemalloc.stop()
     assert len(rows) == 1000 and set(rows.values()) == {100} and earliest == start
     assert peak < 1_500_000, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_visit_sees_every_row_once_in_blocks_of_one_trimmed_postcode():
+    lines = ["postcode,date,x", "1002,2026-12-01,a", " 1002 ,2026-12-02,b", "1004,2026-12-01,c",
+             "1002,2026-12-03,d", "1004,2026-12-02,e"]
+    seen: list[tuple[str, list[str]]] = []
+    rows, _ = scan_input(csv_bytes(lines), "in.csv",
+                         visit=lambda header, pc, block: seen.append((pc, [r[2] for r in block])))
+    assert rows == {"1002": 3, "1004": 2}
+    assert sorted(x for _, xs in seen for x in xs) == ["a", "b", "c", "d", "e"]
+    assert all(pc in ("1002", "1004") for pc, _ in seen)
+
+
+@pytest.mark.parametrize("lines, message", [
+    # the same postcode written two ways, in adjacent rows: two blocks, one postcode
+    (["postcode,date", "1002,2026-12-01", " 1002,2026-12-01"],
+     "line 3: duplicate row for postcode 1002 on 2026-12-01 (postcode written ' 1002')"),
+    # inside one block, the first problem in line order wins: the bad date before the short row
+    (["postcode,date,x", "1002,2026-12-01,1", "1002,2026-13-01,1", "1002,2026-12-03"],
+     "line 3: date '2026-13-01' is not YYYY-MM-DD"),
+    (["postcode,date,x", "1002,2026-12-01,1", "1002,2026-12-02,1", "1002,2026-12-01,1"],
+     "line 4: duplicate row for postcode 1002 on 2026-12-01"),
+])
+def test_problems_inside_a_block_name_their_line(lines, message):
+    with pytest.raises(InputError) as e:
+        scan_input(csv_bytes(lines), "in.csv")
+    assert message in str(e.value)

@@ -42,7 +42,7 @@ def driver_knows_the_registration_orchestrator(monkeypatch):
 
 def request() -> dict:
     return RegistrationRequest.from_json({
-        "id": REG_ID, "model": "parcels", "version": "v2", "champion": True, "staged": f"staging/{REG_ID}/upload.bin",
+        "id": REG_ID, "model": "parcels", "version": "v2", "champion": True, "staged": f"uploads/{REG_ID}/upload.bin",
         "result": f"staging/{REG_ID}/result.json", "logs": f"registrations/{REG_ID}/container.log",
         "timing": TIMING}).to_json()
 

@@ -59,5 +59,11 @@ def stage_built_version(blobs, out: str, model: str = "parcels", version: str = 
     if scorer is not None:
         blobs.write_bytes(container, prefix + "scorer.R", scorer)
         manifest.scorer, manifest.scorer_sha256 = "scorer.R", sha(scorer)
-    blobs.write_json(container, prefix + MANIFEST, manifest.to_json())
+    blobs.write_bytes(container, prefix + MANIFEST, manifest.encoded())
     return manifest
+
+
+def vouched(blobs, out: str) -> str:
+    """The sha256 a registration container would print for the manifest now staged under `out`."""
+    container, _, prefix = out.partition("/")
+    return sha(blobs.read_bytes(container, prefix + MANIFEST))

@@ -93,3 +93,10 @@ def test_a_finished_retry_answers_with_the_run_it_published_into(app):
     with pytest.raises(results_routes.ApiError) as unknown:
         asyncio.run(results_routes.published_prefix(request("GET", "x", id="run-nope"), client))
     assert (unknown.value.status, unknown.value.field) == (404, "id")
+
+
+def test_a_pointer_that_cannot_be_followed_is_a_409_naming_it(app):
+    app.write_bytes("results", "runs/run-junk/current.json", b"{not json")
+    response = asyncio.run(results_routes.run_results(request("GET", "x", id="run-junk"), FakeDurableClient({})))
+    status, body = answer(response)
+    assert (status, body["field"]) == (409, "id") and "runs/run-junk/current.json is not valid JSON" in body["error"]
