@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import date
+from bisect import insort
+from datetime import date, timedelta
 
 from scoring.modelstore import DATES_ASSUMED, Manifest
 from scoring.steps import DAILY, Step, add_steps, grid_example, step_index, step_of
@@ -111,7 +112,10 @@ class ModelInputCheck:
         self.grids = {pc: (date.fromisoformat(manifest.models[pc].training_end), step_of(manifest.models[pc].step))
                       for pc, i in self.profile_of.items()
                       if manifest.profiles[i].get("time_series") and manifest.models[pc].training_end}
-        self.days: dict[str, date] = {}  # each distinct date string, parsed once (the scan has checked them)
+        # Each distinct date string, parsed once (the scan has checked them): its ordinal, and for month steps
+        # (month count, day, whether it ends its month).
+        self.ordinals: dict[str, int] = {}
+        self.months: dict[str, tuple[int, int, bool]] = {}
         self.off_grid: dict[str, list] = {}  # postcode -> [count, its earliest OFF_GRID_SHOWN dates], failing only
 
     def visit(self, header: list[str], postcode: str, rows: list[list[str]]) -> None:
@@ -125,13 +129,8 @@ class ModelInputCheck:
             self.first_date[postcode] = first
         grid = self.grids.get(postcode)
         if grid is not None:
-            for row in rows:
-                text = row[self.idate]
-                day = self.days.get(text)
-                if day is None:
-                    day = self.days[text] = date.fromisoformat(text)
-                if step_index(grid[0], day, grid[1]) is None:
-                    _keep_earliest(self.off_grid.setdefault(postcode, [0]), text)
+            for text in self._off_grid([row[self.idate] for row in rows], *grid):
+                _keep_earliest(self.off_grid.setdefault(postcode, [0]), text)
         for column, i in self.columns.get(profile, ()):
             known = self.verdicts.setdefault((profile, column["name"]), {})
             for value in {row[i] for row in rows}:
@@ -140,6 +139,28 @@ class ModelInputCheck:
                     fits = known[value] = column_problem(column, {value}) is None
                 if not fits:
                     self.bad.setdefault(postcode, {}).setdefault(column["name"], set()).add(value)
+
+    def _off_grid(self, texts: list[str], end: date, step: Step) -> list[str]:
+        """The dates among these that are not on the grid. Day and week steps (the common case) are one
+        subtraction and modulo per row on ordinals parsed once per distinct date."""
+        ordinals, months = self.ordinals, self.months
+        try:
+            if step.days is not None:
+                end_ordinal, days = end.toordinal(), step.days
+                return [t for t in texts if (ordinals[t] - end_ordinal) % days]
+            # Months (steps.add_steps): the month count is a multiple of the step and the day is the end's,
+            # or a month end when the end is one.
+            end_month, end_day = end.year * 12 + end.month, end.day
+            month_ends = (end + timedelta(days=1)).day == 1
+            return [t for t in texts if (months[t][0] - end_month) % step.count
+                    or (not months[t][2] if month_ends else months[t][1] != end_day)]
+        except KeyError:  # a date not seen before: parse the block's new ones (the scan has checked them)
+            for t in texts:
+                if t not in ordinals:
+                    day = date.fromisoformat(t)
+                    ordinals[t] = day.toordinal()
+                    months[t] = (day.year * 12 + day.month, day.day, (day + timedelta(days=1)).day == 1)
+            return self._off_grid(texts, end, step)
 
     def _start(self, header: list[str]) -> None:
         profiles = self.manifest.profiles
@@ -196,11 +217,12 @@ def _prototype_problem(prototype: list[dict], bad: dict[str, set[str]], header: 
 
 
 def _keep_earliest(seen: list, text: str) -> None:
-    """seen = [count, the OFF_GRID_SHOWN earliest dates so far]: the worker names the earliest ones too."""
+    """seen = [count, the OFF_GRID_SHOWN earliest dates so far, sorted]: the worker names the earliest too."""
     seen[0] += 1
-    seen.append(text)
-    if len(seen) > OFF_GRID_SHOWN + 1:
-        seen.remove(max(seen[1:]))
+    if len(seen) <= OFF_GRID_SHOWN or text < seen[-1]:
+        insort(seen, text, lo=1)
+        if len(seen) > OFF_GRID_SHOWN + 1:
+            seen.pop()
 
 
 def _time_series_problem(grid: tuple[date, Step] | None, first: str | None, off_grid: list | None,

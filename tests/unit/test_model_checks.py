@@ -102,3 +102,19 @@ def test_time_series_gap_is_the_skipped_steps_in_days():
     assert "step 3 of 1 month after the model's training end 2026-09-01: the 2 step(s) before it span 61 days" \
         in failed["8003"]
     assert check(m, text, gap=61) == {}  # 61 days skipped is at the limit, not past it
+
+
+def test_the_plans_fast_grid_check_agrees_with_the_step_grid_on_two_years_of_dates():
+    """Planning checks each row with ordinal arithmetic (model_checks); scoring/steps.py (which R agrees with,
+    tests/test_model_aware.py) is the definition."""
+    from pipeline.model_checks import ModelInputCheck
+    from scoring.steps import parse_step, step_index
+
+    check = ModelInputCheck(manifest([TS], {}), 30, "x")
+    for end_text in ("2026-01-31", "2024-02-29", "2026-02-28", "2026-03-15", "2026-04-30", "2026-11-30"):
+        end = date.fromisoformat(end_text)
+        texts = [str(end + timedelta(days=d)) for d in range(-40, 731)]
+        for step_text in ("1 day", "2 days", "1 week", "1 month", "2 months", "3 months", "12 months"):
+            step = parse_step(step_text)
+            expected = [t for t in texts if step_index(end, date.fromisoformat(t), step) is None]
+            assert check._off_grid(texts, end, step) == expected, (end_text, step_text)
