@@ -26,6 +26,7 @@ from client_api.blueprint import build_blueprint as build_client_api_blueprint
 from dashboard.routes import bp as dashboard_bp
 from pipeline import admission, naming, retries, run_listing, sweeper
 from pipeline.accuracy_api import build_accuracy_blueprint
+from pipeline.failures import status_failures
 from pipeline.payloads import CANCEL_EVENT, RunRequest, Stage, Trigger, decode
 from pipeline.planning import PlanError, dry_run_view, plan_run
 from pipeline.registration import build_blueprint
@@ -113,7 +114,8 @@ async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
     status = await find_run(client, req.route_params["id"])
     if status is None:
         return json_response({"error": f"no run {req.route_params['id']!r}"}, 404)
-    return json_response(run_view(status))
+    failures = await asyncio.to_thread(status_failures, storage(), status)  # from the run's failures blob
+    return json_response(run_view(status, failures, base_url=req.url.split("/api/")[0]))
 
 
 @app.route(route="runs/{id}/cancel", methods=["POST"])

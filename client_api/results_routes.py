@@ -2,7 +2,8 @@
 
     GET /api/runs/{id}/results    the published results.csv (404 unknown run, 409 not published yet)
     GET /api/runs/{id}/manifest   the run manifest (lineage, shards, cost, failed postcodes)
-    GET /api/runs/{id}/failures   {"failures": [{"postcode", "reason"}]}
+    GET /api/runs/{id}/failures   {"run_id", "publication", "finished", "count", "failures": [{"postcode", "reason"}]}
+                                  (pipeline/failures.py; also for a finished run that published nothing)
     GET /api/runs/{id}/accuracy/{table}   metrics.csv or pairs.csv of the run's latest evaluation (the
                                   pointer GET /api/runs/{id}/accuracy names them; 404 says what is missing)
     PUT /api/inputs/{name}        a CSV body (postcode, date, features), checked as a run would check it,
@@ -21,6 +22,7 @@ import azure.functions as func
 
 from pipeline import naming
 from pipeline.accuracy import read_accuracy
+from pipeline.failures import FailuresError, failures_view
 from pipeline.payloads import PayloadError, RunRequest, decode
 from pipeline.planning import PlanError, input_postcodes
 from pipeline.revisions import UnreadablePointer, current_revision
@@ -85,14 +87,14 @@ async def run_manifest(req: func.HttpRequest, client: df.DurableOrchestrationCli
 
 
 async def run_failures(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """One implementation with the dashboard's route: pipeline.failures.failures_view."""
+    run_id = req.route_params.get("id", "")
+    status = await client.get_status(run_id, show_input=True) if naming.is_run_id(run_id) else None
     try:
-        prefix = await published_prefix(req, client)
-    except ApiError as e:
-        return error_response(e)
-    manifest = await asyncio.to_thread(storage().read_json, settings().results_container, prefix + "manifest.json")
-    failed = manifest.get("postcodes_failed") or {}
-    return json_response({"run_id": manifest.get("run_id"),
-                          "failures": [{"postcode": pc, "reason": failed[pc]} for pc in sorted(failed)]})
+        view = await asyncio.to_thread(failures_view, run_id, status, storage(), settings().results_container)
+    except FailuresError as e:
+        return error_response(ApiError(e.field, str(e), e.status))
+    return json_response(view)
 
 
 ACCURACY_TABLES = ("metrics", "pairs")

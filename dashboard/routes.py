@@ -27,6 +27,7 @@ import azure.functions as func
 
 from pipeline import naming, run_listing, sweeper
 from pipeline.aci.spec import APP_TAG
+from pipeline.failures import FailuresError, failures_view
 from pipeline.revisions import Revision, UnreadablePointer, current_revision
 from pipeline.run_status import FINISHED, RUN_ORCHESTRATOR
 from pipeline.services import container_groups, settings, storage
@@ -184,17 +185,12 @@ async def run_detail(client: df.DurableOrchestrationClient, run_id: str) -> dict
 
 
 async def run_failures(client: df.DurableOrchestrationClient, run_id: str) -> dict:
-    status = await find_run(client, run_id)
-    output = views.plain(status.output)
-    failed = output.get("postcodes_failed") if isinstance(output.get("postcodes_failed"), dict) else {}
-    if output.get("manifest"):  # published: the current manifest, after any retry merged into it
-        found = await publication(client, run_id)
-        try:
-            manifest = await asyncio.to_thread(storage().read_json, settings().results_container, found.manifest)
-            failed = manifest.get("postcodes_failed", failed)
-        except BlobNotFound:
-            pass
-    return views.failures_view(run_id, failed)
+    """One implementation with GET /api/runs/{id}/failures: pipeline.failures.failures_view."""
+    status = await client.get_status(run_id, show_input=True) if naming.is_run_id(run_id) else None
+    try:
+        return await asyncio.to_thread(failures_view, run_id, status, storage(), settings().results_container)
+    except FailuresError as e:
+        raise ViewError(e.status, str(e)) from None
 
 
 async def publication(client: df.DurableOrchestrationClient, run_id: str) -> Revision:

@@ -88,12 +88,11 @@ def run_summary(status: Any, now: datetime, request: dict | None = None) -> dict
     request = request or {}
     created, updated = parse_time(status.created_time), parse_time(status.last_updated_time)
     end = updated if runtime in FINISHED else now
-    failed = output.get("postcodes_failed")
     run_id = status.instance_id
     prefix = f"runs/{run_id}/"
     cost = output.get("cost") or {}
     scored = output.get("postcodes_scored", progress.get("postcodes_scored", 0))
-    n_failed = len(failed) if isinstance(failed, dict) else progress.get("postcodes_failed", 0)
+    n_failed = failed_count(output, progress)
     # A published run reports its publication: for a retry, the whole run it completed, not just its subset.
     total = scored + n_failed if output.get("manifest") else progress.get("postcodes_total", 0)
     return {
@@ -116,6 +115,16 @@ def run_summary(status: Any, now: datetime, request: dict | None = None) -> dict
         if output.get("manifest") else {},
         "errors": list(output.get("errors") or [])[:5],
     }
+
+
+def failed_count(output: dict, progress: dict) -> int:
+    """A finished run's count (runs from before slim history list their failed postcodes inline instead), else
+    the running count."""
+    if output.get("failures"):
+        return int(output.get("postcodes_failed_count") or 0)
+    if isinstance(output.get("postcodes_failed"), dict):
+        return len(output["postcodes_failed"])
+    return int(progress.get("postcodes_failed", 0))
 
 
 def shard_bars(plan_total: int, run_id: str, shard_statuses: dict[int, Any], run_output: dict,
@@ -160,11 +169,6 @@ def _attempt_view(run_id: str, index: int, attempt: dict, now: datetime) -> dict
             "deleted": attempt.get("deleted"),
             # The kept log is a run file (logs/...); only offered once the shard saved it.
             "log": naming.logs_blob(run_id, index, number).removeprefix(naming.run_prefix(run_id)) if logs else None}
-
-
-def failures_view(run_id: str, failed: dict[str, str]) -> dict:
-    return {"run": run_id, "count": len(failed),
-            "failed": [{"postcode": pc, "reason": why} for pc, why in sorted(failed.items())]}
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,7 @@ def summarise(stack, run_id: str, view: dict, elapsed: float) -> int:
         container, _, name = view[key].partition("/")
         (local / Path(name).name).write_bytes(stack.blobs.read_bytes(container, name))
     say(f"    run {run_id}: {view['state']} in {elapsed:.1f} s")
-    say(f"    postcodes scored {view['postcodes_scored']}, failed {len(view['postcodes_failed'])}, "
+    say(f"    postcodes scored {view['postcodes_scored']}, failed {view['postcodes_failed_count']}, "
         f"rows {view['rows']}, shards {len(view['shards'])}")
     say(f"    results  {view['results']} (Azurite) -> copied to {local / 'results.csv'}")
     say(f"    manifest {view['manifest']} -> copied to {local / 'manifest.json'}")

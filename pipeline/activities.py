@@ -14,24 +14,27 @@ from scoring.job import Job
 from scoring.secrets import scrub
 from scoring.timestamps import now_seconds
 
-from . import admission, naming
+from . import admission, naming, plan_store
 from .aci.errors import AciError, is_quota_error
 from .aci.spec import APP_TAG, scoring_spec
+from .failures import gather, with_postcodes, write_failures
 from .payloads import (
     CANCEL_EVENT,
     BudgetAnswer,
     BudgetRequest,
     ContainerState,
     CreateResult,
+    FailuresWritten,
     GroupRequest,
     LogsRequest,
-    Plan,
     PlanRequest,
     Publication,
     Published,
     PublishFailed,
+    RunPlan,
     ShardReport,
 )
+from .planning import PlanError
 from .planning import plan_run as make_plan
 from .publish import PublishError
 from .publish import publish_run as publish
@@ -39,14 +42,26 @@ from .scrubbing import scrubbed
 from .services import container_groups, settings, storage
 from .worker_env import worker_environment
 
-# The fields of the worker's status.json the orchestration keeps (the rest stays in the blob).
-REPORT_FIELDS = ("scored", "failed", "rows", "exit_code", "error", "timings", "started", "finished", "cores")
+# The fields of the worker's status.json the orchestration keeps (the rest stays in the blob), and those it
+# keeps as counts.
+REPORT_FIELDS = ("rows", "exit_code", "error", "timings", "started", "finished", "cores")
+COUNTED_FIELDS = ("scored", "failed")
 log = logging.getLogger(__name__)
 
 
 @scrubbed
-def plan_run(payload: PlanRequest) -> Plan:
-    return make_plan(payload.request, payload.run_id, settings(), storage(), today=date.fromisoformat(payload.today))
+def plan_run(payload: PlanRequest) -> RunPlan:
+    """Plan the run, keep the plan in blobs, return it by reference (pipeline/plan_store.py)."""
+    s = settings()
+    stored = plan_store.stored_plan(storage(), s.results_container, payload)
+    if stored is not None:  # this activity ran before for this request: the plan in blobs is the one
+        return stored
+    try:
+        request = with_postcodes(storage(), payload.request)  # a retry's postcodes, by reference
+    except ValueError as e:
+        raise PlanError(str(e)) from None
+    plan = make_plan(request, payload.run_id, s, storage(), today=date.fromisoformat(payload.today))
+    return plan_store.write_plan(storage(), s.results_container, payload, plan)
 
 
 @scrubbed
@@ -55,9 +70,10 @@ def create_container_group(shard: GroupRequest) -> CreateResult:
     (no blind retries); transient ones raise, and the orchestration retries them with durable timers."""
     s = settings()
     work = shard.shard
+    postcodes = plan_store.read_shard_postcodes(storage(), s.results_container, work)
     # The worker reads its job and writes its output in STAGING_CONTAINER only; the app publishes from there.
     job = Job(model=work.model, version=work.version, input_container=work.input.container,
-              input_blob=work.input.blob, postcodes=tuple(work.postcodes),
+              input_blob=work.input.blob, postcodes=tuple(postcodes),
               output_container=s.staging_container, output_prefix=shard.output_prefix, horizon=work.horizon,
               models_container=s.models_container, run_id=work.run_id, shard=work.index,
               input_etag=work.input.etag, ts_max_gap_days=work.ts_max_gap_days)
@@ -100,7 +116,10 @@ def read_shard_status(prefix: str) -> ShardReport | None:
     if info is None:
         return None
     status = storage().read_json(s.staging_container, prefix + "status.json")
-    return ShardReport.from_json({**{k: status[k] for k in REPORT_FIELDS if k in status}, "output_prefix": prefix})
+    # Counts only: the postcodes and reasons stay in status.json, where publish reads them (slim history).
+    counts = {k: len(status[k]) for k in COUNTED_FIELDS if isinstance(status.get(k), list | dict)}
+    return ShardReport.from_json({**{k: status[k] for k in REPORT_FIELDS if k in status}, **counts,
+                                  "output_prefix": prefix})
 
 
 @scrubbed
@@ -116,9 +135,21 @@ def release_vcpu(group: str) -> bool:
 def publish_run(publication: Publication) -> Published | PublishFailed:
     """A permanent failure comes back as PublishFailed (not retried); transient ones raise."""
     try:
-        return publish(publication.plan, publication.shards, publication.failed, settings(), storage())
+        return publish(publication.plan, publication.shards, settings(), storage())
     except PublishError as e:
         return PublishFailed(error=str(e))
+
+
+@scrubbed
+def record_failures(publication: Publication) -> FailuresWritten:
+    """For a run that publishes nothing (every shard failed, cancelled, publish failed): its failed postcodes
+    with their reasons in runs/<run>/failures.json, where its status and failures routes read them."""
+    s = settings()
+    plan = plan_store.read_plan(storage(), publication.plan)
+    failed = gather(storage(), s.staging_container, plan, publication.shards).failed
+    blob = naming.failures_blob(plan.run_id)
+    return FailuresWritten(failures=write_failures(storage(), s.results_container, blob, plan.run_id, "", failed),
+                           count=len(failed))
 
 
 async def request_shard_cancel(instance_ids: list[str], client: df.DurableOrchestrationClient) -> int:

@@ -64,5 +64,21 @@ def logs_blob(run_id: str, shard: int, attempt: int = 1) -> str:
     return f"{run_prefix(run_id)}logs/shard-{shard:03d}-a{attempt}.log"
 
 
+def plan_blob(run_id: str) -> str:
+    """In RESULTS_CONTAINER: the run's full plan (every shard's postcodes, plan-time failures with reasons)."""
+    return f"{run_prefix(run_id)}plan/plan.json"
+
+
+def plan_shard_blob(run_id: str, shard: int) -> str:
+    """In RESULTS_CONTAINER: one shard's postcodes, read when its container group is created."""
+    return f"{run_prefix(run_id)}plan/shard-{shard:03d}.json"
+
+
+def failures_blob(run_id: str) -> str:
+    """In RESULTS_CONTAINER: the failed postcodes of a run that published nothing (a published run's are in
+    its revision, pipeline/revisions.py)."""
+    return f"{run_prefix(run_id)}failures.json"
+
+
 def latest_pointer(model: str) -> str:
     return f"latest/{model}.json"

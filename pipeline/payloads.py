@@ -208,6 +208,8 @@ class RunRequest(Payload):
     dry_run: bool = False
     retry_of: str | None = None  # a rerun of this run's failed postcodes, merged into its results
     input_etag: str = ""  # a retry scores the input version its run was published from, or nothing
+    # A retry's postcodes by reference (slim history): the failed ones of this failures.json (container/path).
+    postcodes_blob: str | None = None
 
 
 @dataclass(frozen=True)
@@ -263,15 +265,18 @@ class PlanRequest(Payload):
     request: RunRequest
     run_id: str
     today: str  # the orchestration's (replay-safe) date, YYYY-MM-DD
+    started: str = ""  # the orchestration's (replay-safe) time: a run restarted under the same id plans anew
 
 
 @dataclass(frozen=True)
 class ShardInput(Payload):
-    """The score_shard orchestration's input."""
+    """The score_shard orchestration's input. Its postcodes are in `postcodes_blob` (RESULTS_CONTAINER),
+    read by the create activity: history holds the reference, never the list (slim history)."""
 
     run_id: str
     index: int
-    postcodes: list[str]
+    postcodes: int  # how many
+    postcodes_blob: str
     model: str
     version: str
     input: InputRef
@@ -282,7 +287,8 @@ class ShardInput(Payload):
 
 @dataclass(frozen=True)
 class Plan(Payload):
-    """A run, planned: the resolved version and input, the shards, what failed before any container."""
+    """A run, planned: the resolved version and input, the shards, what failed before any container.
+    In memory and in its blob only (pipeline/plan_store.py); what crosses the boundary is its RunPlan."""
 
     run_id: str
     model: str
@@ -308,10 +314,50 @@ class Plan(Payload):
     ts_max_gap_days: int | None = None  # how long after a time-series model's training end its input may start
     warnings: list[str] = field(default_factory=list)  # e.g. time-series dates assumed (model_checks)
 
-    def shard_input(self, shard: ShardPlan) -> ShardInput:
-        return ShardInput(run_id=self.run_id, index=shard.index, postcodes=shard.postcodes, model=self.model,
-                          version=self.version, input=self.input, horizon=self.horizon, timing=self.timing,
-                          ts_max_gap_days=self.ts_max_gap_days)
+
+
+@dataclass(frozen=True)
+class ShardRef(Payload):
+    """A planned shard by reference: its postcodes are in `blob` (RESULTS_CONTAINER, pipeline/plan_store.py)."""
+
+    index: int
+    size: int
+    first: str
+    last: str
+    blob: str
+
+
+@dataclass(frozen=True)
+class RunPlan(Payload):
+    """plan_run's answer: the Plan without its postcode lists, which stay in blobs (pipeline/plan_store.py).
+    Its size grows with shards, not postcodes, and so does every payload made from it (slim history)."""
+
+    run_id: str
+    model: str
+    version: str
+    input: InputRef
+    horizon: int
+    trigger: Trigger
+    retry_of: str | None
+    subset: bool
+    postcodes_total: int
+    failed: int  # postcodes that failed at planning (each with its reason in the plan blob)
+    parallel_groups: int
+    container: ContainerSize
+    estimate: Estimate
+    shards: list[ShardRef]
+    timing: Timing
+    plan_blob: str  # the full Plan's JSON in RESULTS_CONTAINER
+    input_time: str = ""
+    planned_at: str = ""
+    champion: bool = False
+    ts_max_gap_days: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def shard_input(self, shard: ShardRef) -> ShardInput:
+        return ShardInput(run_id=self.run_id, index=shard.index, postcodes=shard.size, postcodes_blob=shard.blob,
+                          model=self.model, version=self.version, input=self.input, horizon=self.horizon,
+                          timing=self.timing, ts_max_gap_days=self.ts_max_gap_days)
 
 
 @dataclass(frozen=True)
@@ -379,11 +425,12 @@ class LogsRequest(Payload):
 
 @dataclass(frozen=True)
 class ShardReport(Payload):
-    """read_shard_status' answer: the worker's status.json, trimmed, with where it was read."""
+    """read_shard_status' answer: the worker's status.json as counts, with where it was read (the postcodes
+    scored and failed, with reasons, stay in `<output_prefix>status.json`; publish reads them there)."""
 
     output_prefix: str
-    scored: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
+    scored: int = 0
+    failed: int = 0
     rows: int = 0
     exit_code: int | None = None
     error: str | None = None
@@ -391,6 +438,10 @@ class ShardReport(Payload):
     started: str | None = None
     finished: str | None = None
     cores: int | None = None
+
+    @property
+    def status_blob(self) -> str:
+        return self.output_prefix + "status.json"
 
 
 @dataclass
@@ -431,9 +482,8 @@ class ShardOutcome(Payload):
 class Publication(Payload):
     """publish_run's input."""
 
-    plan: Plan
+    plan: RunPlan
     shards: list[ShardOutcome]
-    failed: dict[str, str]  # every postcode not scored, with its reason
 
 
 @dataclass(frozen=True)
@@ -444,10 +494,19 @@ class Published(Payload):
     manifest: str
     rows: int
     postcodes_scored: int
-    postcodes_failed: dict[str, str]
+    postcodes_failed_count: int
+    failures: str  # container/path of the revision's failures.json (pipeline/failures.py)
     state: RunState
     cost: dict[str, float]
     revision: str = ""  # the revision this publish made current (pipeline/revisions.py)
+
+
+@dataclass(frozen=True)
+class FailuresWritten(Payload):
+    """record_failures' answer, for a run that publishes nothing: where its failures are, and how many."""
+
+    failures: str
+    count: int
 
 
 @dataclass(frozen=True)
@@ -514,6 +573,9 @@ class RunResult(Payload):
     shards: list[ShardSummary] = field(default_factory=list)
     cleanup_errors: list[str] = field(default_factory=list)  # groups that could not be deleted
     postcodes_scored: int = 0
+    postcodes_failed_count: int = 0
+    failures: str | None = None  # container/path of the failed postcodes with reasons (pipeline/failures.py)
+    # Runs from before slim history carry their failed postcodes here instead; new runs leave it empty.
     postcodes_failed: dict[str, str] = field(default_factory=dict)
     # Once published:
     results: str | None = None

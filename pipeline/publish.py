@@ -1,6 +1,7 @@
 """Publish a run: validate every staged shard output, then make it visible with one pointer flip.
 
     runs/<run>/revisions/<rev>/results.csv     all rows, streamed from the shards' staged CSVs
+    runs/<run>/revisions/<rev>/failures.json   every postcode not scored, with its reason (pipeline/failures.py)
     runs/<run>/revisions/<rev>/manifest.json   lineage: input + ETag, model version + sha256s, image, shards, cost
     runs/<run>/current.json                    flipped last, conditionally (pipeline/revisions.py)
     latest/<model>.json                        moved after that, only forward, only for champion runs
@@ -15,15 +16,25 @@ import dataclasses
 import heapq
 from datetime import UTC, datetime
 
-from dashboard.results_index import ResultsIndexer, write_results_index
+from dashboard.results_index import INDEX_FORMAT, ResultsIndexer, write_results_index
 from scoring.blobstore import BlobStore
 from scoring.modelstore import ModelStore
 from scoring.timestamps import parse_iso
 
-from .payloads import Attempt, ContainerSize, Plan, Published, RunState, ShardOutcome, ShardState
+from .failures import FAILURES, Gathered, gather, write_failures
+from .payloads import Attempt, ContainerSize, Plan, Published, RunPlan, RunState, ShardOutcome, ShardState
+from .plan_store import PlanStoreError, read_plan
 from .revisions import Revision, current_revision, flip_pointer, move_latest, revision_prefix
 from .settings import Settings
-from .shard_output import RESULT_COLUMNS, ShardRejected, csv_chunks, data_rows, validate_shard
+from .shard_output import (
+    RESULT_COLUMNS,
+    ShardCheck,
+    ShardRejected,
+    concatenated,
+    csv_chunks,
+    data_rows,
+    validate_shard,
+)
 
 __all__ = ["RESULT_COLUMNS", "PublishError", "publish_run", "run_cost"]
 
@@ -32,45 +43,56 @@ class PublishError(ValueError):
     """Nothing can be published, and retrying will not change that (a permanent failure)."""
 
 
-def accepted_shards(plan: Plan, shards: list[ShardOutcome], failed: dict[str, str], settings: Settings,
-                    blobs: BlobStore) -> tuple[list[ShardOutcome], list[ShardOutcome], set[str]]:
-    """(every shard, with a rejected one marked so; the shards whose output passes validation; the postcodes
-    they scored). A rejected shard is left out with the reason on each of its postcodes; it never sinks the
-    others."""
+def accepted_shards(plan: Plan, shards: list[ShardOutcome], gathered: Gathered, settings: Settings,
+                    blobs: BlobStore) -> tuple[list[ShardOutcome], list[tuple[str, ShardCheck]], set[str]]:
+    """(every shard, with a rejected one marked so; the results.csv of each shard whose output passes
+    validation, with what validation found; the postcodes they scored). A rejected shard is left out with the
+    reason on each of its postcodes; it never sinks the others. `gathered.failed` gains the rejected shards'
+    postcodes."""
     container = settings.staging_container  # written by the containers (worker identity), read-only here
+    failed = gathered.failed
     marked, accepted, scored = [], [], set()
     for shard in shards:
         status = shard.status
         if not shard.state.ok or status is None:
             marked.append(shard)
             continue
+        if shard.index in gathered.rejected:  # its status.json was unusable (failures.gather)
+            marked.append(dataclasses.replace(shard, state=ShardState.REJECTED, reason=gathered.rejected[shard.index]))
+            continue
         assigned = set(plan.shards[shard.index].postcodes)
+        reported = gathered.scored.get(shard.index, [])
+        blob = status.output_prefix + "results.csv"
         try:
-            validate_shard(blobs, container, status.output_prefix + "results.csv", status.scored, assigned,
-                           plan.horizon, plan.model, plan.version)
+            check = validate_shard(blobs, container, blob, reported, assigned, plan.horizon, plan.model, plan.version)
         except ShardRejected as e:
             reason = f"not published: shard {shard.index} output rejected: {e}"
-            failed.update({pc: reason for pc in assigned if pc not in failed or pc in status.scored})
+            failed.update({pc: reason for pc in assigned if pc not in failed or pc in reported})
             marked.append(dataclasses.replace(shard, state=ShardState.REJECTED, reason=str(e)))
             continue
         marked.append(shard)
-        accepted.append(shard)
-        scored.update(status.scored)
+        accepted.append((blob, check))
+        scored.update(reported)
     return marked, accepted, scored
 
 
-def publish_run(plan: Plan, shards: list[ShardOutcome], failed: dict[str, str], settings: Settings,
-                blobs: BlobStore) -> Published:
+def publish_run(ref: RunPlan, shards: list[ShardOutcome], settings: Settings, blobs: BlobStore) -> Published:
     """Validate every staged shard output, write a new revision, flip the run's pointer, move `latest`.
 
-    `failed` lists every postcode that was not scored, with its reason (from the plan, the shards' own
-    reports, and the postcodes of shards that failed as a whole). Raises PublishError for what a retry
-    cannot fix; RevisionConflict (and storage errors) are transient.
+    The postcodes come from blobs, not from history: each shard's assignment and the plan's failures from the
+    plan (pipeline/plan_store.py), what each shard scored and failed from its status.json (pipeline/failures.py),
+    so every postcode not scored is listed with its reason. Raises PublishError for what a retry cannot fix;
+    RevisionConflict (and storage errors) are transient.
     """
+    try:
+        plan = read_plan(blobs, ref)
+    except PlanStoreError as e:
+        raise PublishError(str(e)) from None
     run_id, container = plan.run_id, settings.results_container
     planned = {pc for s in plan.shards for pc in s.postcodes} | set(plan.failed)
-    failed = {pc: why for pc, why in failed.items() if pc in planned}  # shards may not add postcodes
-    shards, accepted, scored = accepted_shards(plan, shards, failed, settings, blobs)
+    gathered = gather(blobs, settings.staging_container, plan, shards)
+    shards, accepted, scored = accepted_shards(plan, shards, gathered, settings, blobs)
+    failed = gathered.failed
     unaccounted = planned - scored - set(failed)
     if unaccounted:
         raise PublishError(f"{len(unaccounted)} postcode(s) neither scored nor failed, e.g. {min(unaccounted)}")
@@ -84,24 +106,18 @@ def publish_run(plan: Plan, shards: list[ShardOutcome], failed: dict[str, str], 
     if previous is not None and previous.revision == run_id:  # this activity already flipped; finish the rest
         return _outcome(blobs, container, plan, previous)
 
-    # Shard outputs come from STAGING_CONTAINER; only the app (its own identity) writes RESULTS_CONTAINER.
-    streams = [data_rows(blobs, settings.staging_container, s.status.output_prefix + "results.csv") for s in accepted]
     old_manifest: dict = {}
     if plan.retry_of:
         old_manifest = blobs.read_json(container, previous.manifest)
         # What an earlier revision scored stays, even if it failed this time.
-        rescored = frozenset(scored)
-        streams.append(data_rows(blobs, container, previous.results, keep=lambda pc: pc not in rescored))
         old_scored = set(old_manifest.get("model", {}).get("sha256", {})) - set(old_manifest["postcodes_failed"])
-        scored |= old_scored
-        failed = {pc: why for pc, why in {**old_manifest["postcodes_failed"], **failed}.items() if pc not in scored}
-
+        kept = scored | old_scored
+        failed = {pc: why for pc, why in {**old_manifest["postcodes_failed"], **failed}.items() if pc not in kept}
     prefix = revision_prefix(target, run_id)
-    rows = [0]
-    merged = heapq.merge(*streams, key=lambda r: (r[0], r[1]))
-    indexer = ResultsIndexer()  # the dashboard's per-postcode index, built from the same streamed bytes
-    blobs.upload_stream(container, prefix + "results.csv", indexer.wrap(csv_chunks(merged, rows)))
-    write_results_index(blobs, container, prefix + "results.csv", indexer.finish())  # before the pointer flips
+    rows = write_results(blobs, settings.staging_container, container, prefix + "results.csv", accepted,
+                         previous.results if plan.retry_of else None, scored)
+    if plan.retry_of:
+        scored |= old_scored
 
     manifest = ModelStore(blobs, settings.models_container).read_manifest(plan.model, plan.version)
     published = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -118,19 +134,49 @@ def publish_run(plan: Plan, shards: list[ShardOutcome], failed: dict[str, str], 
         "warnings": plan.warnings,
         "image": plan.container.image,
         "horizon": plan.horizon,
-        "rows": rows[0],
+        "rows": rows,
         "postcodes_scored": len(scored),
         "postcodes_failed": failed,
-        "shards": [_shard_summary(s, plan) for s in shards],
+        "failures": f"{container}/{prefix}{FAILURES}",
+        "shards": [_shard_summary(s, plan, gathered) for s in shards],
         "cost": run_cost(shards, plan.container, settings),
         "estimate": plan.estimate.to_json(),
         "results": f"{container}/{prefix}results.csv",
         "revisions": old_manifest.get("revisions", []) + [
             {"run_id": run_id, "published": published, "postcodes": len(planned)}],
     }
+    write_failures(blobs, container, prefix + FAILURES, target, run_id, failed)  # before the pointer flips
     blobs.write_json(container, prefix + "manifest.json", run_manifest)
     current = flip_pointer(blobs, container, target, run_id, published, previous)
     return _outcome(blobs, container, plan, current)
+
+
+def write_results(blobs: BlobStore, staging: str, container: str, name: str,
+                  accepted: list[tuple[str, ShardCheck]], retried: str | None, rescored: set[str]) -> int:
+    """Write the revision's results.csv and its per-postcode index (before the pointer flips); returns the rows.
+
+    Shard outputs come from the staging container; only the app (its own identity) writes `container`. A
+    first publish copies the validated bytes of each shard in order (nothing parsed or written again); a
+    retry merges its shards' rows with the rows of the revision it retries (`retried`) for the postcodes it
+    did not rescore."""
+    rows = [0]
+    if retried is None:
+        whole = concatenated(blobs, staging, accepted, rows)
+        if whole is not None:
+            chunks, postcodes, size = whole
+            blobs.upload_stream(container, name, chunks)
+            write_results_index(blobs, container, name, {"format": INDEX_FORMAT, "size": size,
+                                                         "columns": RESULT_COLUMNS, "postcodes": postcodes})
+            return rows[0]
+        rows = [0]
+    streams = [data_rows(blobs, staging, blob) for blob, _ in accepted]
+    if retried is not None:
+        streams.append(data_rows(blobs, container, retried, keep=lambda pc: pc not in rescored))
+    merged = heapq.merge(*streams, key=lambda r: (r[0], r[1]))
+    indexer = ResultsIndexer()  # the dashboard's per-postcode index, built from the same streamed bytes
+    blobs.upload_stream(container, name, indexer.wrap(csv_chunks(merged, rows)))
+    write_results_index(blobs, container, name, indexer.finish())
+    return rows[0]
 
 
 def _outcome(blobs: BlobStore, container: str, plan: Plan, current: Revision) -> Published:
@@ -139,7 +185,8 @@ def _outcome(blobs: BlobStore, container: str, plan: Plan, current: Revision) ->
     manifest = blobs.read_json(container, current.manifest)
     return Published(results=manifest["results"], manifest=f"{container}/{current.manifest}",
                      revision=current.revision, rows=manifest["rows"], postcodes_scored=manifest["postcodes_scored"],
-                     postcodes_failed=manifest["postcodes_failed"], state=RunState(manifest["state"]),
+                     postcodes_failed_count=len(manifest["postcodes_failed"]),
+                     failures=f"{container}/{current.prefix}{FAILURES}", state=RunState(manifest["state"]),
                      cost=manifest["cost"])
 
 
@@ -158,14 +205,15 @@ def run_cost(shards: list[ShardOutcome], container: ContainerSize, settings: Set
             "price_usd": round(vcpu * settings.aci_price_per_vcpu_second + gb * settings.aci_price_per_gb_second, 6)}
 
 
-def _shard_summary(shard: ShardOutcome, plan: Plan) -> dict:
+def _shard_summary(shard: ShardOutcome, plan: Plan, gathered: Gathered) -> dict:
     """The shard map: which postcodes ran where, each attempt's group, exit code and times."""
     status = shard.status
     postcodes = plan.shards[shard.index].postcodes
     return {"index": shard.index, "state": shard.state, "reason": shard.reason,
             "postcodes": [postcodes[0], postcodes[-1], len(postcodes)],
             "attempts": [_attempt_summary(a) for a in shard.attempts],
-            "scored": len(status.scored) if status else 0, "failed": len(status.failed) if status else 0,
+            "scored": len(gathered.scored.get(shard.index, [])) if status else 0,
+            "failed": status.failed if status else 0,
             "rows": status.rows if status else 0, "timings": status.timings if status else {}}
 
 

@@ -24,6 +24,7 @@ def build_blueprint() -> df.Blueprint:
     bp.activity_trigger(input_name="name")(activities.delete_container_group)
     bp.activity_trigger(input_name="prefix")(activities.read_shard_status)
     bp.activity_trigger(input_name="publication")(activities.publish_run)
+    bp.activity_trigger(input_name="publication")(activities.record_failures)
     bp.activity_trigger(input_name="request")(activities.acquire_vcpu)
     bp.activity_trigger(input_name="group")(activities.release_vcpu)
     bp.activity_trigger(input_name="instance_ids")(

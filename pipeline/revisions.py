@@ -108,7 +108,8 @@ def move_latest(blobs: BlobStore, container: str, plan: Plan, current: Revision)
 
     A retry moves it only if it already names the run being retried (to the new revision). The write is
     conditional on the version read; if another run moved it meanwhile, decide again on what it wrote."""
-    if plan.subset or not (plan.champion or plan.retry_of):
+    # A retry plans only the failed postcodes (a subset), yet completes the whole run it retries.
+    if (plan.subset and not plan.retry_of) or not (plan.champion or plan.retry_of):
         return False
     name = naming.latest_pointer(plan.model)
     order = latest_order(plan)

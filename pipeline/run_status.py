@@ -14,8 +14,9 @@ RUN_ORCHESTRATOR = "score_run"
 FINISHED = frozenset({OrchestrationRuntimeStatus.Completed.value, OrchestrationRuntimeStatus.Failed.value,
                       OrchestrationRuntimeStatus.Terminated.value})
 # What the view shows of a run's result, when the run has it.
-RESULT_FIELDS = ("model", "version", "trigger", "input", "results", "manifest", "rows", "postcodes_scored",
-                 "postcodes_failed", "shards", "cleanup_errors", "warnings")
+RESULT_FIELDS = ("model", "version", "trigger", "input", "results", "manifest", "failures", "rows",
+                 "postcodes_scored", "shards", "cleanup_errors", "warnings")
+FAILED_IN_VIEW = 100  # failed postcodes listed in the view; all of them at failures_url
 
 
 def run_result(status: Any) -> RunResult | None:
@@ -35,8 +36,10 @@ def run_progress(status: Any) -> Progress | None:
         return None
 
 
-def run_view(status: Any) -> dict:
-    """From a DurableOrchestrationStatus of score_run."""
+def run_view(status: Any, failures: dict[str, str] | None = None, base_url: str = "") -> dict:
+    """From a DurableOrchestrationStatus of score_run. `failures`: the run's failed postcodes as read from its
+    failures blob (pipeline/failures.py), of which the view lists the first FAILED_IN_VIEW; without them (the
+    run list) it gives the count and the route that lists them all."""
     runtime = status.runtime_status.value if status.runtime_status else "Unknown"
     try:
         result = run_result(status)
@@ -72,4 +75,12 @@ def run_view(status: Any) -> dict:
         "errors": errors,
     }
     view.update({key: output[key] for key in RESULT_FIELDS if output.get(key) is not None})
+    if result is not None:
+        # Runs from before slim history carry their failed postcodes inline; newer ones a count and a blob.
+        inline = not result.failures
+        shown = result.postcodes_failed if inline else failures
+        view["postcodes_failed_count"] = len(result.postcodes_failed) if inline else result.postcodes_failed_count
+        if shown is not None:
+            view["postcodes_failed"] = {pc: shown[pc] for pc in sorted(shown)[:FAILED_IN_VIEW]}
+        view["failures_url"] = f"{base_url}/api/runs/{status.instance_id}/failures"
     return view

@@ -12,6 +12,7 @@ import dataclasses
 from scoring.blobstore import BlobNotFound, BlobStore
 from scoring.modelstore import CorruptStore, ModelStore, VersionNotFound
 
+from .failures import FAILURES
 from .payloads import RunRequest, Trigger
 from .planning import PlanError, check_input_exists
 from .revisions import current_revision, pointer_blob
@@ -77,5 +78,10 @@ def retry_request(original: RunRequest, run_id: str, settings: Settings, blobs: 
                            where) from None
     if not failed:
         raise RetryRefused(f"run {root} has no failed postcodes to retry")
-    return dataclasses.replace(original, version=version, input_blob=input_blob, postcodes=failed,
+    # By reference when the revision keeps its failures.json (slim history: the retry's input stays small).
+    listed = current.prefix + FAILURES
+    by_reference = blobs.exists(container, listed)
+    return dataclasses.replace(original, version=version, input_blob=input_blob,
+                               postcodes=None if by_reference else failed,
+                               postcodes_blob=f"{container}/{listed}" if by_reference else None,
                                trigger=Trigger.RETRY, retry_of=root, dry_run=False, input_etag=etag)

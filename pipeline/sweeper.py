@@ -21,6 +21,7 @@ from azure.durable_functions import OrchestrationRuntimeStatus
 
 from scoring.blobstore import BlobStore
 from scoring.errors import typed_one_line
+from scoring.secrets import scrub
 from scoring.timestamps import SECONDS_FORMAT
 
 from . import naming
@@ -178,7 +179,8 @@ async def _sweep_one(group: GroupSummary, groups: ContainerGroups, blobs: BlobSt
     blob = orphan_log_blob(group.name, run)
     saved, logs_error = None, None
     try:
-        text = await asyncio.to_thread(groups.logs, group.name)
+        # Model code can print what it reads from its environment (as in activities.save_container_logs).
+        text = scrub(await asyncio.to_thread(groups.logs, group.name))
         await asyncio.to_thread(blobs.write_bytes, results_container, blob, text.encode(),
                                 content_type="text/plain")
         saved = f"{results_container}/{blob}"

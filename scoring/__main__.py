@@ -22,20 +22,23 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .blobstore import BlobStore
 from .errors import one_line
 from .exit_codes import EXIT_FATAL
-from .job import JobError, job_from_environment
-from .modelstore import ModelStore, ModelStoreError
 from .names import InvalidName
-from .registration import register_version
-from .secrets import scrub
-from .timestamps import now_micros
-from .worker import FatalShardError, run_shard, write_failure_status
+from .output_scrub import scrub_process_output
+
+if TYPE_CHECKING:
+    from .blobstore import BlobStore
+
+# The Azure SDK, R and the worker are imported where they are used: `run` forks its output scrubber first,
+# and the process that stays behind to scrub should not hold them (scoring/output_scrub.py).
 
 
 def connect_storage(env=os.environ) -> BlobStore:
+    from .blobstore import BlobStore
+
     # AZURE_CLIENT_ID: in a container, the worker identity's client id (never the app's).
     return BlobStore.connect(account_url=env.get("SCORING_STORAGE_ACCOUNT_URL", ""),
                              connection_string=env.get("SCORING_STORAGE_CONNECTION_STRING", ""),
@@ -43,6 +46,10 @@ def connect_storage(env=os.environ) -> BlobStore:
 
 
 def command_run(_args: argparse.Namespace) -> int:
+    from .job import JobError, job_from_environment
+    from .timestamps import now_micros
+    from .worker import FatalShardError, run_shard, write_failure_status
+
     started = now_micros()
     job = None
     try:
@@ -75,6 +82,9 @@ def command_run(_args: argparse.Namespace) -> int:
 def command_register(args: argparse.Namespace) -> int:
     if args.from_blob:
         return command_register_staged(args)
+    from .modelstore import ModelStore
+    from .registration import register_version
+
     store = ModelStore(connect_storage(), args.container)
     manifest = register_version(store, args.model, args.version, Path(args.source), champion=args.champion,
                                 check_models=not args.no_check, slim=not args.no_slim,
@@ -93,6 +103,7 @@ def command_register(args: argparse.Namespace) -> int:
 
 def command_register_staged(args: argparse.Namespace) -> int:
     """Register an uploaded archive; the outcome (or the refusal, with why) goes to --result-blob."""
+    from .modelstore import ModelStoreError
     from .staged import ArchiveError, register_staged, verified_line, write_result
 
     blobs = connect_storage()
@@ -120,12 +131,16 @@ def command_register_staged(args: argparse.Namespace) -> int:
 
 
 def command_champion(args: argparse.Namespace) -> int:
+    from .modelstore import ModelStore
+
     ModelStore(connect_storage(), args.container).set_alias(args.model, args.version)
     print(f"{args.model}: champion is now {args.version}")
     return 0
 
 
 def command_versions(args: argparse.Namespace) -> int:
+    from .modelstore import ModelStore, ModelStoreError
+
     store = ModelStore(connect_storage(), args.container)
     try:
         champion = store.resolve_version(args.model, "champion")
@@ -134,19 +149,6 @@ def command_versions(args: argparse.Namespace) -> int:
     for v in store.versions(args.model):
         print(v + ("  (champion)" if v == champion else ""))
     return 0
-
-
-class ScrubbingStream:
-    """A text stream that masks known secrets in whatever is written to it (tracebacks included)."""
-
-    def __init__(self, stream):
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        return self._stream.write(scrub(text))
-
-    def __getattr__(self, name: str):
-        return getattr(self._stream, name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,11 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     for p in (reg, champ, ver):
         p.add_argument("--container", default=os.environ.get("MODELS_CONTAINER", "models"))
     args = parser.parse_args(argv)
-    if args.command == "run":  # everything the container prints ends up in the kept logs
-        sys.stdout, sys.stderr = ScrubbingStream(sys.stdout), ScrubbingStream(sys.stderr)
+    if args.command == "run" or getattr(args, "from_blob", None):  # the two container commands run model
+        scrub_process_output()  # code; all they write ends up in the container's logs. Returns in the child.
     logging.basicConfig(level=os.environ.get("SCORING_LOG_LEVEL", "WARNING"))
     if args.command == "run":
         return command_run(args)
+    from .modelstore import ModelStoreError
+
     handler = {"register": command_register, "champion": command_champion, "versions": command_versions}
     try:
         return handler[args.command](args)

@@ -165,14 +165,17 @@ class BlobStore:
         except ValueError as e:
             raise ValueError(f"blob {container}/{name} is not valid JSON: {e}") from None
 
-    def stream(self, container: str, name: str, chunk_bytes: int | None = None) -> Iterator[bytes]:
+    def stream(self, container: str, name: str, chunk_bytes: int | None = None,
+               etag: str | None = None) -> Iterator[bytes]:
         """The blob's bytes in ranged reads of chunk_bytes (the SDK's downloader would buffer its first
-        32 MB get). Every range is read If-Match the first one's ETag: a blob that changes midway raises
-        BlobChanged instead of mixing two versions."""
+        32 MB get). Every range is read If-Match the first one's ETag (or `etag`, to read exactly a version
+        read before): a blob that changes midway raises BlobChanged instead of mixing two versions."""
         chunk_bytes = chunk_bytes or _STREAM_CHUNK
         info = self.info(container, name)
         if info is None:
             raise BlobNotFound(f"blob {container}/{name} does not exist")
+        if etag is not None and info.etag != etag:
+            raise BlobChanged(f"blob {container}/{name} changed since it was read (ETag {info.etag}, not {etag})")
         condition = {"etag": f'"{info.etag}"', "match_condition": MatchConditions.IfNotModified}
         for offset in range(0, info.size, chunk_bytes):
             try:

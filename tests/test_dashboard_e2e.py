@@ -90,7 +90,7 @@ def test_run_views_of_a_published_run(stack, published, broken, sample_models):
     assert detail["canRetry"] is True and detail["canCancel"] is False
 
     failures = api(stack, f"/runs/{published}/failures").json()
-    assert failures["failed"] == [{"postcode": broken, "reason": REASON}]
+    assert failures["failures"] == [{"postcode": broken, "reason": REASON}] and failures["count"] == 1
 
     models, _ = sample_models
     scored = sorted(p.stem for p in models.glob("*.rds") if p.stem != broken)

@@ -152,6 +152,11 @@ def test_run_summary_running_and_finished():
     assert done["postcodes"] == {"total": 300, "scored": 299, "failed": 1} and done["costUsd"] == 0.25
     assert done["files"]["manifest"] == "runs/run-b/manifest.json" and done["version"] == "v3"
     assert views.run_summary(status("run-c", "Terminated"), NOW)["state"] == "cancelled"
+    # Runs since slim history carry a count and the failures blob, not the list (an old run's list still counts).
+    slim = {**output, "postcodes_failed": {}, "postcodes_failed_count": 7,
+            "failures": "results/runs/run-d/revisions/run-d/failures.json"}
+    counted = views.run_summary(status("run-d", "Completed", output=slim), NOW)
+    assert counted["postcodes"] == {"total": 306, "scored": 299, "failed": 7}
 
 
 def test_shard_bars_live_from_shard_orchestrations_and_finished_from_the_output():

@@ -41,33 +41,58 @@ def secret_of(stack) -> str:
     return dict(part.split("=", 1) for part in stack.settings["STORAGE"].split(";") if "=" in part)["AccountKey"]
 
 
-class PublishWatch:
-    """Samples the run's published blobs and the latest pointer while the run is still scoring."""
+PRE_PUBLISH = ("planning", "scoring", "cancelling")
+FINISHED = ("Completed", "Failed", "Terminated")
 
-    def __init__(self, stack, run_id: str):
-        self.stack, self.run_id, self.seen_early = stack, run_id, []
+
+class PublishWatch:
+    """Samples what runs have made visible while they have not yet reached their publish stage.
+
+    For each watched run: the revision behind the pointer it flips (its own, or for a retry the retried
+    run's) naming it, and its model's `latest` pointer naming it. Any number of runs at once (added while
+    the watch runs); a run stops being watched once it has finished."""
+
+    def __init__(self, stack, run_id: str | None = None, model: str = "parcels"):
+        self.stack, self.seen_early = stack, []
+        self._runs: dict[str, tuple[str, str]] = {}  # run id -> (run whose pointer it flips, model)
+        self._lock = threading.Lock()
+        if run_id:
+            self.add(run_id, model=model)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
 
+    def add(self, run_id: str, model: str = "parcels", retry_of: str | None = None) -> None:
+        with self._lock:
+            self._runs[run_id] = (retry_of or run_id, model)
+
+    def _visible(self, run_id: str, target: str, model: str) -> list[str]:
+        blobs, seen = self.stack.blobs, []
+        current = blobs.read_json_versioned("results", f"runs/{target}/current.json")
+        if current and current[0].get("revision") == run_id:
+            seen.append(f"{run_id}: current revision")
+        latest = blobs.read_json_versioned("results", f"latest/{model}.json")
+        if latest and latest[0].get("revision") == run_id:
+            seen.append(f"{run_id}: latest pointer")
+        return seen
+
     def _watch(self) -> None:
-        blobs = self.stack.blobs
         while not self._stop.is_set():
-            # Blobs first, then the stage: what was visible *before* a stage that is still pre-publish was
-            # visible before publishing (the other order lets a fast publish slip in between the two reads).
-            seen = []
-            if blobs.exists("results", f"runs/{self.run_id}/current.json"):
-                seen.append("current revision")
-            info = blobs.info("results", "latest/parcels.json")
-            if info and blobs.read_json("results", "latest/parcels.json")["run_id"] == self.run_id:
-                seen.append("latest pointer")
-            try:
-                view = self.stack.get(f"/api/runs/{self.run_id}").json()
-            except requests.ConnectionError:  # the host is being restarted by the test
-                time.sleep(0.1)
-                continue
-            if view.get("progress", {}).get("stage") in ("planning", "scoring", "cancelling"):
-                self.seen_early += seen
+            with self._lock:
+                runs = dict(self._runs)
+            for run_id, (target, model) in runs.items():
+                # Blobs first, then the stage: what was visible *before* a stage that is still pre-publish was
+                # visible before publishing (the other order lets a fast publish slip in between the two reads).
+                seen = self._visible(run_id, target, model)
+                try:
+                    view = self.stack.get(f"/api/runs/{run_id}").json()
+                except (requests.ConnectionError, ValueError):  # the host is being restarted by the test
+                    continue
+                if view.get("progress", {}).get("stage") in PRE_PUBLISH:
+                    self.seen_early += seen
+                if view.get("runtimeStatus") in FINISHED:
+                    with self._lock:
+                        self._runs.pop(run_id, None)
             time.sleep(0.05)
 
     def stop(self) -> list[str]:

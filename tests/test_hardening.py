@@ -264,8 +264,25 @@ def staged_shard(blobs, run_id: str, index: int, rows: list[list], scored: list[
     prefix = naming.staging_prefix(run_id, index)
     text = ",".join(RESULT_COLUMNS) + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows)
     blobs.write_bytes("staging", prefix + "results.csv", text.encode())
-    status = p.ShardReport(output_prefix=prefix, scored=scored, rows=len(rows), exit_code=0)
+    blobs.write_json("staging", prefix + "status.json", {"scored": scored, "failed": {}, "exit_code": 0})
+    status = p.ShardReport(output_prefix=prefix, scored=len(scored), rows=len(rows), exit_code=0)
     return p.ShardOutcome(index=index, state=p.ShardState.SUCCEEDED, status=status)
+
+
+def publish_planned(plan: p.Plan, shards: list[p.ShardOutcome], settings: Settings, blobs) -> p.Published:
+    """publish_run as the run calls it: the plan kept in blobs by plan_run, passed by reference (a RunPlan)."""
+    from pipeline.plan_store import write_plan
+    from pipeline.publish import publish_run
+
+    request = p.PlanRequest(p.RunRequest("parcels", "v1", "manual/input.csv", None, HORIZON, None, Trigger.HTTP),
+                            plan.run_id, "2099-01-01")
+    return publish_run(write_plan(blobs, "results", request, plan), shards, settings, blobs)
+
+
+def failures_of(blobs, out: p.Published) -> dict[str, str]:
+    from pipeline.failures import read_failures
+
+    return read_failures(blobs, out.failures)
 
 
 def good_rows(postcodes: list[str], volume: float = 10.0, days: list[str] = DAYS) -> list[list]:
@@ -285,7 +302,6 @@ def publish_plan(run_id: str, shards: list[list[str]], **extra) -> p.Plan:
 
 
 def test_publish_excludes_shards_that_fail_validation_and_keeps_the_rest(stack):
-    from pipeline.publish import publish_run
     from pipeline.revisions import current_revision
 
     blobs, run_id = stack.blobs, "run-validation"
@@ -302,9 +318,9 @@ def test_publish_excludes_shards_that_fail_validation_and_keeps_the_rest(stack):
         staged_shard(blobs, run_id, 3, inf_interval, ["1014", "1016"]),
         staged_shard(blobs, run_id, 4, good_rows(["1018", "1020"]), ["1018", "1020"]),
     ]
-    out = publish_run(plan, shards, {}, Settings.from_env(stack.settings), blobs)
+    out = publish_planned(plan, shards, Settings.from_env(stack.settings), blobs)
     assert out.postcodes_scored == 2 and out.rows == 2 * HORIZON
-    failed = out.postcodes_failed
+    failed = failures_of(blobs, out)
     assert "not assigned" in failed["1002"] and "not assigned" in failed["1004"]
     assert "shard 1" in failed["1006"] and "> upper_95 9.5" in failed["1006"], failed["1006"]  # not shard 0's claim
     assert "line 29: 3 fields, expected 9" in failed["1012"]
@@ -317,12 +333,12 @@ def test_publish_excludes_shards_that_fail_validation_and_keeps_the_rest(stack):
 
 
 def test_publish_with_nothing_valid_is_a_permanent_error(stack):
-    from pipeline.publish import PublishError, publish_run
+    from pipeline.publish import PublishError
 
     plan = publish_plan("run-novalid", [["1002"]])
     shard = staged_shard(stack.blobs, "run-novalid", 0, [["1002", DAYS[0], "NaN"]], ["1002"])
     with pytest.raises(PublishError, match="no shard produced valid results"):
-        publish_run(plan, [shard], {}, Settings.from_env(stack.settings), stack.blobs)
+        publish_planned(plan, [shard], Settings.from_env(stack.settings), stack.blobs)
 
 
 def test_a_permanent_publish_error_is_not_retried():
@@ -357,7 +373,6 @@ def test_publish_memory_does_not_grow_with_rows(stack, monkeypatch):
     monkeypatch.setattr(blobstore, "_STREAM_CHUNK", 64 * 1024)
     monkeypatch.setattr(shard_output, "OUT_CHUNK", 64 * 1024)
 
-    from pipeline.publish import publish_run
 
     settings = Settings.from_env(stack.settings)
 
@@ -372,7 +387,7 @@ def test_publish_memory_does_not_grow_with_rows(stack, monkeypatch):
                   for i, s in enumerate(plan.shards)]
         tracemalloc.start()
         try:
-            out = publish_run(plan, shards, {}, settings, stack.blobs)
+            out = publish_planned(plan, shards, settings, stack.blobs)
             return tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
@@ -407,22 +422,21 @@ def test_worker_fails_a_postcode_whose_intervals_are_not_finite_or_ordered(stack
 
 
 def test_a_retry_publishes_a_new_revision_and_leaves_the_old_one_intact(stack):
-    from pipeline.publish import publish_run
     from pipeline.revisions import current_revision
 
     blobs, settings, run_id = stack.blobs, Settings.from_env(stack.settings), "run-revisions"
     plan = publish_plan(run_id, [["1002"], ["1004"]])
-    first = publish_run(plan, [staged_shard(blobs, run_id, 0, good_rows(["1002"]), ["1002"]),
-                               p.ShardOutcome(index=1, state=p.ShardState.FAILED, reason="boom")],
-                        {"1004": "shard 1 failed: boom"}, settings, blobs)
+    first = publish_planned(plan, [staged_shard(blobs, run_id, 0, good_rows(["1002"]), ["1002"]),
+                                   p.ShardOutcome(index=1, state=p.ShardState.FAILED, reason="boom")],
+                            settings, blobs)
     old = current_revision(blobs, "results", run_id)
     old_results, old_manifest = blobs.read_bytes("results", old.results), blobs.read_bytes("results", old.manifest)
-    assert first.postcodes_failed == {"1004": "shard 1 failed: boom"}
+    assert failures_of(blobs, first) == {"1004": "shard 1 failed: boom"}
 
     retry_id = f"{run_id}-retry1"
     retry_plan = publish_plan(retry_id, [["1004"]], retry_of=run_id, subset=True)
-    out = publish_run(retry_plan, [staged_shard(blobs, retry_id, 0, good_rows(["1004"], 20.0), ["1004"])], {},
-                      settings, blobs)
+    out = publish_planned(retry_plan, [staged_shard(blobs, retry_id, 0, good_rows(["1004"], 20.0), ["1004"])],
+                          settings, blobs)
     new = current_revision(blobs, "results", run_id)
     assert new.revision == retry_id != old.revision and out.state == "completed"
     assert blobs.read_bytes("results", old.results) == old_results  # the old revision was not touched

@@ -16,7 +16,7 @@ from support.replay import ACTIVITY_SECONDS, Fail, Raise, Replay, Work
 
 from devenv.durable_host import history as h
 from pipeline import naming
-from pipeline.payloads import Attempt, BudgetAnswer, Plan, ShardOutcome
+from pipeline.payloads import Attempt, BudgetAnswer, RunPlan, ShardOutcome
 
 # --------------------------------------------------------------------------------------------- realistic data
 
@@ -27,9 +27,14 @@ TIMING = {"poll_seconds": 20, "deadline_minutes": 60, "provisioning_deadline_min
 INPUT = {"container": "input", "blob": "daily/2026-11-23.csv", "etag": "0x8DD0B5F3A2C41E7"}
 
 
-def shard(index: int = 0, postcodes: list[str] | None = None, **timing: Any) -> dict:
-    """A shard orchestration's input, as run_orchestrator.shard_input builds it."""
-    return {"run_id": RUN_ID, "index": index, "postcodes": postcodes or ["8001", "8002", "8003"],
+def shard_postcodes(index: int) -> list[str]:
+    """The postcodes make_plan cuts into shard `index` (they live in its plan blob, never in history)."""
+    return [str(8001 + 3 * index + k) for k in range(3)]
+
+
+def shard(index: int = 0, **timing: Any) -> dict:
+    """A shard orchestration's input, as RunPlan.shard_input builds it: its postcodes by reference."""
+    return {"run_id": RUN_ID, "index": index, "postcodes": 3, "postcodes_blob": naming.plan_shard_blob(RUN_ID, index),
             "model": "parcels", "version": "v20261120", "input": INPUT, "horizon": 14,
             "timing": {**TIMING, **timing}, "ts_max_gap_days": None}
 
@@ -50,10 +55,11 @@ WAITING = container("Waiting", detail="pulling image \"scoringacr.azurecr.io/r-s
 
 
 def shard_status(prefix: str, postcodes: list[str], exit_code: int = 0, failed: dict | None = None) -> dict:
-    """read_shard_status's answer: the worker's status.json, trimmed, with its prefix."""
+    """read_shard_status's answer: the worker's status.json as counts, with its prefix."""
     failed = failed or {}
     scored = [pc for pc in postcodes if pc not in failed]
-    return {"scored": scored, "failed": failed, "rows": 14 * len(scored), "exit_code": exit_code, "error": None,
+    return {"scored": len(scored), "failed": len(failed), "rows": 14 * len(scored), "exit_code": exit_code,
+            "error": None,
             "timings": {"load": 1.2, "score": 8.4}, "started": "2026-11-23T06:00:43Z",
             "finished": "2026-11-23T06:04:11Z", "cores": 2, "output_prefix": prefix}
 
@@ -68,7 +74,7 @@ def aci_shard(states: Callable[[str, int], dict | None] | None = None, *, create
     status(prefix) -> read_shard_status's answer (default: all postcodes scored). overrides: name -> answer fn.
     """
     polls: dict[str, int] = {}
-    postcodes = postcodes or shard()["postcodes"]
+    postcodes = postcodes or shard_postcodes(0)
 
     def default_states(group: str, poll: int) -> dict:
         return RUNNING if poll == 1 else container("Terminated", 0, detail="Completed")
@@ -156,7 +162,7 @@ def test_shard_exit_code_3_with_matching_status_is_partial():
         lambda group, poll: container("Terminated", 3, group_state="Succeeded", detail="Completed"),
         status=lambda prefix: shard_status(prefix, ["8001", "8002", "8003"], exit_code=3, failed=failed)))
     assert replay.output["state"] == "partial"
-    assert replay.output["status"]["failed"] == failed
+    assert replay.output["status"]["failed"] == len(failed)  # a count: the reasons stay in status.json
     assert len(replay.output["attempts"]) == 1  # partial is an outcome, not a failure: no second attempt
 
 
@@ -500,23 +506,24 @@ def test_shard_cancel_raised_while_a_later_poll_is_outstanding_is_honoured():
 # --------------------------------------------------------------------------------------------- score_run
 
 REQUEST = {"model": "parcels", "version": "latest", "input_blob": "latest", "postcodes": None, "horizon": 14,
-           "shard_size": 3, "trigger": "http", "dry_run": False, "retry_of": None, "input_etag": ""}
+           "shard_size": 3, "trigger": "http", "dry_run": False, "retry_of": None, "input_etag": "",
+           "postcodes_blob": None}
 
 
 def make_plan(shards: int = 5, parallel_groups: int = 2, failed: dict | None = None) -> dict:
-    """plan_run's answer (a Plan), as plain JSON."""
-    cut = [{"index": i, "postcodes": [str(8001 + 3 * i + k) for k in range(3)]} for i in range(shards)]
+    """plan_run's answer (a RunPlan), as plain JSON: shards by reference, plan-time failures as a count."""
+    cut = [{"index": i, "size": 3, "first": shard_postcodes(i)[0], "last": shard_postcodes(i)[-1],
+            "blob": naming.plan_shard_blob(RUN_ID, i)} for i in range(shards)]
     failed = failed or {}
-    return {"run_id": RUN_ID, "model": "parcels", "version": "v20261120",
-            "model_packages": {"forecast": "8.23.0", "data.table": "1.16.2"}, "input": INPUT, "horizon": 14,
+    return {"run_id": RUN_ID, "model": "parcels", "version": "v20261120", "input": INPUT, "horizon": 14,
             "trigger": "http", "retry_of": None, "subset": False, "postcodes_total": 3 * shards + len(failed),
-            "failed": failed,
-            "not_in_input": 0, "parallel_groups": parallel_groups,
+            "failed": len(failed), "parallel_groups": parallel_groups,
             "container": {"image": "scoringacr.azurecr.io/r-scoring:1.4.2", "cpu": 2.0, "memory_gb": 4.0},
             "estimate": {"groups": shards, "vcpu_seconds": 420.0 * shards, "gb_seconds": 840.0 * shards,
                          "price_usd": round(0.00481 * shards, 6)},
-            "shards": cut, "timing": TIMING, "input_time": "2026-11-23T05:00:00+00:00",
-            "planned_at": "2026-11-23T06:00:00.000000Z", "champion": True, "ts_max_gap_days": None, "warnings": []}
+            "shards": cut, "timing": TIMING, "plan_blob": f"results/{naming.plan_blob(RUN_ID)}",
+            "input_time": "2026-11-23T05:00:00+00:00", "planned_at": "2026-11-23T06:00:00.000000Z",
+            "champion": True, "ts_max_gap_days": None, "warnings": []}
 
 
 def attempt_json(fields: dict) -> dict:
@@ -529,7 +536,7 @@ def shard_outcome(shard_input: dict, state: str = "succeeded", reason: str = "",
     """score_shard's output for its input."""
     index = shard_input["index"]
     prefix = naming.staging_prefix(RUN_ID, index)
-    status = shard_status(prefix, shard_input["postcodes"], 3 if failed else 0, failed) \
+    status = shard_status(prefix, shard_postcodes(index), 3 if failed else 0, failed) \
         if state in ("succeeded", "partial") else None
     attempt = {"attempt": 1, "group": naming.group_name(RUN_ID, index), "state": state, "reason": reason,
                "quota_waits": quota_waits, "billed_from": "2026-11-23T06:00:02+00:00",
@@ -539,27 +546,42 @@ def shard_outcome(shard_input: dict, state: str = "succeeded", reason: str = "",
     else:
         attempt["billed_to"] = "2026-11-23T06:04:30+00:00"
     return ShardOutcome.from_json({"index": index, "state": state, "reason": reason, "status": status,
-                                   "postcodes": len(shard_input["postcodes"]), "attempts": [attempt]}).to_json()
+                                   "postcodes": shard_input["postcodes"], "attempts": [attempt]}).to_json()
 
 
-def published(plan: dict, failed: dict | None = None) -> dict:
-    """publish_run's answer (publish.publish_run's return value)."""
-    failed = failed or {}
-    scored = plan["postcodes_total"] - len(failed)
-    return {"results": f"results/runs/{RUN_ID}/results.csv", "manifest": f"results/runs/{RUN_ID}/manifest.json",
-            "rows": 14 * scored, "postcodes_scored": scored, "postcodes_failed": failed,
+REVISION = f"runs/{RUN_ID}/revisions/{RUN_ID}/"
+
+
+def published(plan: dict, failed: int = 0) -> dict:
+    """publish_run's answer (publish.publish_run's return value): counts and where the failures are."""
+    scored = plan["postcodes_total"] - failed
+    return {"results": f"results/{REVISION}results.csv", "manifest": f"results/{REVISION}manifest.json",
+            "rows": 14 * scored, "postcodes_scored": scored, "postcodes_failed_count": failed,
+            "failures": f"results/{REVISION}failures.json",
             "state": "completed_with_failures" if failed else "completed",
             "cost": {"container_seconds": 268.0, "vcpu_seconds": 536.0, "gb_seconds": 1072.0, "price_usd": 0.0062}}
 
 
-def run_answers(plan: dict | Fail, shard_answer: Callable[[Work], Any] | None = None) -> Callable[[Work], Any]:
+def recorded(publication: dict) -> dict:
+    """record_failures' answer for a run that publishes nothing: every postcode of a failed shard, and the
+    plan's and the ok shards' own failures (counted here as the activity would find them in the blobs)."""
+    count = publication["plan"]["failed"] + sum(
+        o["status"]["failed"] if o["state"] in ("succeeded", "partial") and o["status"] else 3
+        for o in publication["shards"])
+    return {"failures": f"results/{naming.failures_blob(RUN_ID)}", "count": count}
+
+
+def run_answers(plan: dict | Fail, shard_answer: Callable[[Work], Any] | None = None,
+                failed: int = 0) -> Callable[[Work], Any]:
     def answer(work: Work) -> Any:
         if work.name == "plan_run":
             return plan
         if work.kind == "sub":
             return (shard_answer or (lambda w: shard_outcome(w.input)))(work)
         if work.name == "publish_run":
-            return published(plan, work.input["failed"])
+            return published(plan, failed)
+        if work.name == "record_failures":
+            return recorded(work.input)
         if work.name == "request_shard_cancel":
             return len(work.input)
         raise AssertionError(f"unexpected work {work}")
@@ -583,13 +605,15 @@ def test_run_fans_out_with_bounded_concurrency_then_publishes():
     out = replay.run(run_answers(plan))
 
     [plan_call] = replay.calls("plan_run")
-    assert plan_call.input == {"request": REQUEST, "run_id": RUN_ID, "today": "2026-11-23"}
+    assert plan_call.input == {"request": REQUEST, "run_id": RUN_ID, "today": "2026-11-23",
+                               "started": "2026-11-23T06:00:00+00:00"}
     subs = [w for w in replay.scheduled if w.kind == "sub"]
     assert [w.instance_id for w in subs] == [f"{RUN_ID}:shard-00{i}" for i in range(5)]
     assert {w.name for w in subs} == {"score_shard"}
-    assert [w.input for w in subs] == [
-        {"run_id": RUN_ID, "index": i, "postcodes": plan["shards"][i]["postcodes"], "model": "parcels",
-         "version": "v20261120", "input": INPUT, "horizon": 14, "timing": TIMING, "ts_max_gap_days": None}
+    assert [w.input for w in subs] == [  # by reference: the postcodes stay in the plan's blobs
+        {"run_id": RUN_ID, "index": i, "postcodes": 3, "postcodes_blob": f"runs/{RUN_ID}/plan/shard-00{i}.json",
+         "model": "parcels", "version": "v20261120", "input": INPUT, "horizon": 14, "timing": TIMING,
+         "ts_max_gap_days": None}
         for i in range(5)]
     # The plan episode starts two shards; every later start follows one completion.
     assert [w.instance_id for w in replay.episodes[1].new_work] == [f"{RUN_ID}:shard-000", f"{RUN_ID}:shard-001"]
@@ -597,18 +621,18 @@ def test_run_fans_out_with_bounded_concurrency_then_publishes():
     assert_bounded(replay, 2)
 
     [publish] = replay.calls("publish_run")
-    assert publish.input == {"plan": plan, "shards": [shard_outcome(w.input) for w in subs], "failed": {}}
+    assert publish.input == {"plan": plan, "shards": [shard_outcome(w.input) for w in subs]}
     assert replay.timeline()[-1] == "publish_run"
     assert not replay.calls("request_shard_cancel")
     assert out == {"run_id": RUN_ID, "model": "parcels", "trigger": "http", "errors": [], "retry_of": None,
                    "version": "v20261120", "input": INPUT, "shards_total": 5,
                    "shards": [{"index": i, "state": "succeeded", "reason": "",
                                "attempts": shard_outcome(subs[i].input)["attempts"]} for i in range(5)],
-                   "cleanup_errors": [], "warnings": None, **published(plan)}
+                   "cleanup_errors": [], "warnings": None, "postcodes_failed": {}, **published(plan)}
     assert replay.custom_status == {"stage": "done", "shards_total": 5, "shards_done": 5, "shards_running": 0,
                                     "postcodes_total": 15, "postcodes_scored": 15, "postcodes_failed": 0,
                                     "parallel_groups": None}
-    assert Plan.from_json(plan).to_json() == plan  # the test's plan is a complete Plan
+    assert RunPlan.from_json(plan).to_json() == plan  # the test's plan is a complete RunPlan
 
 
 def test_run_fan_out_tolerates_completions_out_of_order():
@@ -636,22 +660,22 @@ def test_run_with_a_failed_shard_still_publishes_the_rest_and_lists_its_postcode
         return shard_outcome(work.input, "failed", reason) if work.input["index"] == 2 else shard_outcome(work.input)
 
     replay = Replay("score_run", REQUEST, instance_id=RUN_ID)
-    out = replay.run(run_answers(plan, shards))
+    out = replay.run(run_answers(plan, shards, failed=4))
 
     subs = [w for w in replay.scheduled if w.kind == "sub"]
     assert len(subs) == 5  # the other shards still ran
-    failed = {"8999": "no input rows for this postcode",
-              **{pc: f"shard 2 failed: {reason}" for pc in ("8007", "8008", "8009")}}
     [publish] = replay.calls("publish_run")
-    assert publish.input == {"plan": plan, "failed": failed,
+    # Which postcodes failed, and why, publish gathers from the plan's and the shards' blobs.
+    assert publish.input == {"plan": plan,
                              "shards": [shards(w) for w in sorted(subs, key=lambda w: w.input["index"])]}
     assert replay.timeline()[-1] == "publish_run"
     # The publish activity decides the final state; the output carries it.
     assert out["state"] == "completed_with_failures"
     assert out["errors"] == [f"shard 2: {reason}"]
-    assert out["postcodes_failed"] == failed
+    assert out["postcodes_failed_count"] == 4 and out["postcodes_failed"] == {}
+    assert out["failures"] == f"results/{REVISION}failures.json"
     assert out["postcodes_scored"] == 16 - 4
-    assert out["results"] == f"results/runs/{RUN_ID}/results.csv"
+    assert out["results"] == f"results/{REVISION}results.csv"
     assert [s["state"] for s in out["shards"]] == ["succeeded", "succeeded", "failed", "succeeded", "succeeded"]
     assert replay.custom_status["stage"] == "done"
 
@@ -670,16 +694,16 @@ def test_run_where_every_shard_fails_publishes_nothing_and_fails():
 
     assert len([w for w in replay.scheduled if w.kind == "sub"]) == 3
     assert not replay.calls("publish_run")
-    assert replay.timeline()[-1] == f"sub:{RUN_ID}:shard-002"
+    assert replay.timeline()[-2:] == [f"sub:{RUN_ID}:shard-002", "record_failures"]
+    [record] = replay.calls("record_failures")
+    assert record.input["plan"] == plan and [o["index"] for o in record.input["shards"]] == [0, 1, 2]
     assert out["state"] == "failed"
     assert [s["state"] for s in out["shards"]] == ["timed_out", "failed", "timed_out"]
     assert len(out["errors"]) == 3
     assert out["errors"][0] == "shard 0: the container did not finish within 60 min"
     assert out["errors"][1].startswith("shard 1: Orchestrator function 'score_shard' failed: KeyError")
     assert out["errors"][2] == "shard 2: the container did not finish within 60 min"
-    assert out["postcodes_failed"]["8999"] == "no input rows for this postcode"
-    assert out["postcodes_failed"]["8001"] == "shard 0 timed_out: the container did not finish within 60 min"
-    assert set(out["postcodes_failed"]) == {"8999"} | {pc for s in plan["shards"] for pc in s["postcodes"]}
+    assert out["postcodes_failed_count"] == 1 + 9 and out["failures"] == f"results/{naming.failures_blob(RUN_ID)}"
     assert out["postcodes_scored"] == 0
     assert out["results"] is None and out["manifest"] is None
     assert replay.custom_status["stage"] == "done"
@@ -696,10 +720,10 @@ def test_run_partial_shard_and_undeleted_group_still_publish():
         return shard_outcome(work.input, delete_error=orphan)
 
     replay = Replay("score_run", REQUEST, instance_id=RUN_ID)
-    out = replay.run(run_answers(plan, shards))
+    out = replay.run(run_answers(plan, shards, failed=1))
     [publish] = replay.calls("publish_run")
     assert [s["state"] for s in publish.input["shards"]] == ["partial", "succeeded"]
-    assert publish.input["failed"] == {"8002": "model did not converge"}
+    assert publish.input["shards"][0]["status"]["failed"] == 1 and out["postcodes_failed_count"] == 1
     assert out["cleanup_errors"] == [orphan]
     assert out["errors"] == []
     assert out["state"] == "completed_with_failures"
@@ -716,7 +740,7 @@ def test_run_shard_sub_orchestration_failure_fails_that_shard_not_the_run():
         return failure if work.input["index"] == 1 else shard_outcome(work.input)
 
     replay = Replay("score_run", REQUEST, instance_id=RUN_ID)
-    out = replay.run(run_answers(plan, shards))
+    out = replay.run(run_answers(plan, shards, failed=3))
 
     assert len([w for w in replay.scheduled if w.kind == "sub"]) == 3
     [publish] = replay.calls("publish_run")
@@ -725,12 +749,11 @@ def test_run_shard_sub_orchestration_failure_fails_that_shard_not_the_run():
     assert outcome["attempts"] == []
     assert outcome["reason"].startswith("Orchestrator function 'score_shard' failed: KeyError")
     assert "Traceback" not in outcome["reason"]
-    assert publish.input["failed"] == {pc: f"shard 1 failed: {outcome['reason']}" for pc in ("8004", "8005", "8006")}
+    assert outcome["postcodes"] == 3  # from the plan's shard reference: publish lists those 3 as failed
     assert out["state"] == "completed_with_failures"
     assert [s["state"] for s in out["shards"]] == ["succeeded", "failed", "succeeded"]
     assert out["errors"] == [f"shard 1: {outcome['reason']}"]
-    assert set(out["postcodes_failed"]) == {"8004", "8005", "8006"}
-    assert out["postcodes_scored"] == 6
+    assert out["postcodes_failed_count"] == 3 and out["postcodes_scored"] == 6
 
 
 def test_run_lowers_its_concurrency_after_a_shard_that_met_a_full_quota():
@@ -815,8 +838,10 @@ def test_run_cancel_forwards_to_running_shards_and_starts_no_more():
     assert [(s["index"], s["state"]) for s in out["shards"]] == [(i, "cancelled") for i in range(5)]
     assert [s["reason"] for s in out["shards"][2:]] == ["the run was cancelled"] * 3
     assert [s["attempts"] for s in out["shards"][2:]] == [[], [], []]
-    assert set(out["postcodes_failed"]) == {pc for s in plan["shards"] for pc in s["postcodes"]}
-    assert out["postcodes_scored"] == 0
+    assert out["postcodes_failed_count"] == 15 and out["postcodes_scored"] == 0
+    [record] = replay.calls("record_failures")  # the reasons, for the status and failures routes
+    assert [(o["index"], o["state"], o["postcodes"]) for o in record.input["shards"]] == [
+        (i, "cancelled", 3) for i in range(5)]
     cancelling = [e for e in replay.episodes if e.delivered == "event cancel"][0]
     assert cancelling.custom_status["stage"] == "cancelling"
     assert replay.custom_status["stage"] == "done"
@@ -872,3 +897,23 @@ def test_run_publish_failure_fails_the_run():
     assert out["state"] == "failed"
     assert out["errors"] == ["publish: Activity function 'publish_run' failed: ValueError: shard 1 results lack "
                              "postcode 8005"]
+
+
+def test_run_that_cannot_record_its_failures_still_ends_with_its_state_and_says_so():
+    plan = make_plan(shards=2, parallel_groups=2)
+    answers = run_answers(plan, lambda w: shard_outcome(w.input, "timed_out", "the container did not finish"))
+
+    def answer(work: Work) -> Any:
+        if work.retry_timer_for is not None:
+            return None
+        if work.name == "record_failures":
+            return Fail("Activity function 'record_failures' failed: BlobNotFound: plan.json")
+        return answers(work)
+
+    replay = Replay("score_run", REQUEST, instance_id=RUN_ID)
+    out = replay.run(answer)
+    assert len(replay.calls("record_failures")) == TIMING["retry_attempts"]  # retried durably, then given up
+    assert out["state"] == "failed" and out["failures"] is None
+    assert out["postcodes_failed_count"] == 6  # still counted in the orchestration
+    assert out["errors"][-1] == ("failures not recorded: Activity function 'record_failures' failed: BlobNotFound: "
+                                 "plan.json")

@@ -90,9 +90,11 @@ def test_http_run_publishes_what_r_computes(stack, sample_models, tmp_path):
     in_results = sorted(b.name[len(prefix):] for b in stack.blobs.list("results", prefix))
     published = {n for n in in_results if not n.startswith("logs/")}
     revision = f"revisions/{run_id}/"
-    assert {"current.json", revision + "manifest.json", revision + "results.csv"} <= published
+    assert {"current.json", revision + "manifest.json", revision + "results.csv", revision + "failures.json",
+            "plan/plan.json", "plan/shard-000.json", "plan/shard-001.json"} <= published
     assert published <= {"current.json", revision + "manifest.json", revision + "results.csv",
-                         revision + "results.index.json"}, published
+                         revision + "results.index.json", revision + "failures.json",
+                         "plan/plan.json", "plan/shard-000.json", "plan/shard-001.json"}, published
     staged = {b.name for b in stack.blobs.list("staging", f"{run_id}/")}
     for shard in range(2):
         for name in ("job.json", "results.csv", "status.json"):

@@ -145,6 +145,30 @@ def test_sweep_rules_with_fakes():
     assert "run-d" not in checked and "run-h" not in checked  # young and foreign groups need no status
 
 
+def test_kept_orphan_logs_are_scrubbed(monkeypatch):
+    """An orphan's logs are kept as the shard's own are: without any secret the app knows (here: the storage
+    connection string in its settings), nor any key or SAS signature it can recognise."""
+    from scoring import secrets
+
+    connection = "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=c2VjcmV0a2V5MTIzNDU2;EndpointSuffix=x"
+    monkeypatch.setenv("STORAGE", connection)
+    secrets._process_secrets.cache_clear()
+    try:
+        class LeakyGroups(FakeGroups):
+            def logs(self, name):
+                return f"model says {connection} and https://a.blob/c?sv=1&sig=abcDEF123456%3D\n"
+
+        groups = LeakyGroups([group("run-a-s000", **APP, run="run-a", shard="0",
+                                    created=stamp(NOW - timedelta(hours=3)))])
+        results, blobs, _ = run_sweep(groups)
+    finally:
+        monkeypatch.delenv("STORAGE")
+        secrets._process_secrets.cache_clear()
+    kept = blobs.written["results/runs/run-a/logs/orphan-run-a-s000.log"]
+    assert results["run-a-s000"].action == SweepAction.DELETED
+    assert kept.startswith("model says ***") and "c2VjcmV0a2V5MTIzNDU2" not in kept and "abcDEF123456" not in kept
+
+
 # ------------------------------------------------------------------------------------------ end to end
 
 SWEEP_DONE = "Executed 'Functions.sweep_orphan_groups' ("

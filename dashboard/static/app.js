@@ -179,13 +179,13 @@ async function refreshRun() {
   const failures = await get(`/runs/${runId}/failures`);
   const fb = $("failures-body");
   fb.replaceChildren();
-  for (const f of failures.failed) {
+  for (const f of failures.failures) {
     const tr = el("tr");
     tr.dataset.postcode = f.postcode;
     tr.append(el("td", f.postcode), el("td", f.reason));
     fb.appendChild(tr);
   }
-  if (!failures.failed.length) {
+  if (!failures.failures.length) {
     const tr = el("tr");
     const td = el("td", "None.", "note");
     td.colSpan = 2;

@@ -187,4 +187,4 @@ def score_shard(context: df.DurableOrchestrationContext):
     # An orchestration's output must be plain JSON (SDK 1.7 json.dumps it without the custom-object hook);
     # the parent reads it back with ShardOutcome.from_json.
     return ShardOutcome(index=shard.index, state=final.state, reason=final.reason, status=report,
-                        postcodes=len(shard.postcodes), attempts=attempts).to_json()
+                        postcodes=shard.postcodes, attempts=attempts).to_json()

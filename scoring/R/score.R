@@ -199,6 +199,17 @@ finish_one <- function(p, out = NULL) {
 
 score_one <- function(postcode, path) finish_one(prepare_one(postcode, path))
 
+# suppressWarnings, except for a warning or message raised with stop(): R sends such a condition past every
+# handler to the top level, which ends the node; as an error it fails its postcode with its own message.
+quietly <- function(expr) {
+  withCallingHandlers(expr,
+    warning = function(w) {
+      if (is.null(findRestart("muffleWarning"))) stop(conditionMessage(w), call. = FALSE)
+      invokeRestart("muffleWarning")
+    },
+    message = function(m) if (is.null(findRestart("muffleMessage"))) stop(conditionMessage(m), call. = FALSE))
+}
+
 # Score a chunk of (postcode, path) pairs. One failure never stops the others.
 score_chunk <- function(postcodes, paths) {
   frames <- vector("list", length(postcodes))
@@ -206,7 +217,7 @@ score_chunk <- function(postcodes, paths) {
   failures <- character(0)
   fail <- function(pc, e) failures[pc] <<- gsub("[\r\n]+", " ", conditionMessage(e))
   for (i in seq_along(postcodes)) {
-    r <- tryCatch(suppressWarnings(prepare_one(postcodes[[i]], paths[[i]])), error = function(e) e)
+    r <- tryCatch(quietly(prepare_one(postcodes[[i]], paths[[i]])), error = function(e) e)
     if (inherits(r, "error")) fail(postcodes[[i]], r) else prepared[[i]] <- r
   }
   # glm/lm models sharing a formula: one model frame for all their rows (shared_design.R); the rest: NULL.
@@ -214,7 +225,7 @@ score_chunk <- function(postcodes, paths) {
     tryCatch(suppressWarnings(shared_design_predict(prepared)), error = function(e) list()) else list()
   for (i in seq_along(postcodes)) {
     if (is.null(prepared[[i]])) next
-    r <- tryCatch(suppressWarnings(finish_one(prepared[[i]], shared[i][[1]])), error = function(e) e)
+    r <- tryCatch(quietly(finish_one(prepared[[i]], shared[i][[1]])), error = function(e) e)
     if (inherits(r, "error")) fail(postcodes[[i]], r) else frames[[i]] <- r
     prepared[i] <- list(NULL)
   }

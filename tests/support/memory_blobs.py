@@ -82,8 +82,11 @@ class MemoryBlobStore:
             return None
         return self.read_json(container, name), self.blobs[(container, name)][1]
 
-    def stream(self, container: str, name: str, chunk_bytes: int | None = None) -> Iterator[bytes]:
-        data = self._get(container, name)[0]
+    def stream(self, container: str, name: str, chunk_bytes: int | None = None,
+               etag: str | None = None) -> Iterator[bytes]:
+        data, current = self._get(container, name)[:2]
+        if etag is not None and current != etag:
+            raise BlobChanged(f"blob {container}/{name} changed since it was read (ETag {current}, not {etag})")
         step = chunk_bytes or 1 << 20
         for offset in range(0, len(data), step):
             yield data[offset:offset + step]

@@ -30,11 +30,12 @@ from pipeline.registration import build_blueprint
 # may answer with the plain JSON of a payload; the driver turns it into the object the activity would return.
 INPUT_TYPES: dict[str, type[p.Payload]] = {
     "score_run": p.RunRequest, "score_shard": p.ShardInput, "plan_run": p.PlanRequest,
-    "create_container_group": p.GroupRequest, "save_container_logs": p.LogsRequest, "publish_run": p.Publication}
+    "create_container_group": p.GroupRequest, "save_container_logs": p.LogsRequest, "publish_run": p.Publication,
+    "record_failures": p.Publication}
 RESULT_TYPES: dict[str, type[p.Payload]] = {
-    "score_run": p.RunResult, "score_shard": p.ShardOutcome, "plan_run": p.Plan,
+    "score_run": p.RunResult, "score_shard": p.ShardOutcome, "plan_run": p.RunPlan,
     "create_container_group": p.CreateResult, "get_container_state": p.ContainerState,
-    "read_shard_status": p.ShardReport, "publish_run": p.Published}
+    "read_shard_status": p.ShardReport, "publish_run": p.Published, "record_failures": p.FailuresWritten}
 
 
 def sdk_dumps(value: Any) -> str:

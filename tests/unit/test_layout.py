@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 ORCHESTRATORS = {"score_run", "score_shard"}
 ACTIVITIES = {"plan_run", "create_container_group", "get_container_state", "save_container_logs",
               "delete_container_group", "read_shard_status", "publish_run", "request_shard_cancel", "acquire_vcpu",
-              "release_vcpu"}
+              "release_vcpu", "record_failures"}
 # dashboard/routes.py, registered by function_app.py with one line.
 DASHBOARD = {"dashboard_page", "dashboard_static", "dashboard_runs", "dashboard_run", "dashboard_failures",
              "dashboard_postcodes", "dashboard_forecast", "dashboard_file", "dashboard_groups", "dashboard_cost"}

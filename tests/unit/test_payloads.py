@@ -14,10 +14,10 @@ from pipeline import payloads as p
 TIMING = p.Timing(poll_seconds=20, deadline_minutes=60, provisioning_deadline_minutes=15, retry_interval_seconds=15,
                   retry_attempts=5, shard_attempts=2, quota_waits=10)
 INPUT = p.InputRef(container="input", blob="daily/2026-11-23.csv", etag="0x8DD0B5F3A2C41E7")
-SHARD = p.ShardInput(run_id="run-abc", index=3, postcodes=["8001", "8002"], model="parcels", version="v1",
-                     input=INPUT, horizon=14, timing=TIMING)
-REPORT = p.ShardReport(output_prefix="runs/run-abc/staging/shard-003-a1/", scored=["8001"],
-                       failed={"8002": "R error"}, rows=14, exit_code=3, timings={"total": 1.5})
+SHARD = p.ShardInput(run_id="run-abc", index=3, postcodes=2, postcodes_blob="runs/run-abc/plan/shard-003.json",
+                     model="parcels", version="v1", input=INPUT, horizon=14, timing=TIMING)
+REPORT = p.ShardReport(output_prefix="runs/run-abc/staging/shard-003-a1/", scored=1, failed=1, rows=14, exit_code=3,
+                       timings={"total": 1.5})
 OUTCOME = p.ShardOutcome(index=3, state=p.ShardState.PARTIAL, status=REPORT, postcodes=2,
                          attempts=[p.Attempt(attempt=1, group="run-abc-s003", state=p.ShardState.PARTIAL,
                                              exit_code=3, deleted=True)])
@@ -25,6 +25,11 @@ PLAN = p.Plan(run_id="run-abc", model="parcels", version="v1", model_packages={"
               horizon=14, trigger=p.Trigger.HTTP, retry_of=None, subset=False, postcodes_total=2, failed={},
               not_in_input=0, parallel_groups=1, container=p.ContainerSize("img:1", 2.0, 4.0),
               estimate=p.Estimate(1, 120.0, 240.0, 0.002), shards=[p.ShardPlan(0, ["8001", "8002"])], timing=TIMING)
+RUN_PLAN = p.RunPlan(run_id="run-abc", model="parcels", version="v1", input=INPUT, horizon=14, trigger=p.Trigger.HTTP,
+                     retry_of=None, subset=False, postcodes_total=3, failed=1, parallel_groups=1,
+                     container=p.ContainerSize("img:1", 2.0, 4.0), estimate=p.Estimate(1, 120.0, 240.0, 0.002),
+                     shards=[p.ShardRef(0, 2, "8001", "8002", "runs/run-abc/plan/shard-000.json")], timing=TIMING,
+                     plan_blob="results/runs/run-abc/plan/plan.json")
 
 
 def through_sdk(value):
@@ -33,16 +38,19 @@ def through_sdk(value):
 
 
 @pytest.mark.parametrize("payload", [
-    SHARD, REPORT, OUTCOME, PLAN, TIMING,
+    SHARD, REPORT, OUTCOME, PLAN, RUN_PLAN, TIMING,
     p.RunRequest("parcels", "champion", "latest", None, 60, None, p.Trigger.TIMER),
-    p.PlanRequest(p.RunRequest("parcels", "v1", "x.csv", ["8001"], 7, 5, p.Trigger.HTTP, True), "run-a", "2026-11-23"),
+    p.PlanRequest(p.RunRequest("parcels", "v1", "x.csv", ["8001"], 7, 5, p.Trigger.HTTP, True), "run-a", "2026-11-23",
+                  "2026-11-23T06:00:00+00:00"),
     p.GroupRequest(shard=SHARD, attempt=2, group="run-abc-s003-a2", output_prefix="runs/run-abc/staging/x/"),
     p.CreateResult(ok=False, reason="quota", code="ContainerGroupQuotaReached", quota=True),
     p.ContainerState("Running", "Succeeded", "Running", None, "2026-11-23T06:00:41Z", None, None),
     p.LogsRequest(group="g", blob="runs/run-abc/logs/shard-000-a1.log"),
-    p.Publication(plan=PLAN, shards=[OUTCOME], failed={"8002": "R error"}),
-    p.Published("results/runs/run-abc/results.csv", "results/runs/run-abc/manifest.json", 14, 1, {"8002": "x"},
-                p.RunState.COMPLETED_WITH_FAILURES, {"price_usd": 0.01}),
+    p.Publication(plan=RUN_PLAN, shards=[OUTCOME]),
+    p.Published("results/runs/run-abc/results.csv", "results/runs/run-abc/manifest.json", 14, 1, 2,
+                "results/runs/run-abc/revisions/run-abc/failures.json", p.RunState.COMPLETED_WITH_FAILURES,
+                {"price_usd": 0.01}),
+    p.FailuresWritten(failures="results/runs/run-abc/failures.json", count=3),
     p.RunResult(run_id="run-abc", model="parcels", trigger=p.Trigger.BLOB, input=INPUT),
     p.Progress(stage=p.Stage.SCORING, shards_total=3),
 ], ids=lambda v: type(v).__name__)
@@ -58,7 +66,7 @@ def test_nested_payloads_travel_as_plain_json_inside_one_envelope():
     assert envelope["__class__"] == "ShardOutcome" and envelope["__module__"] == "pipeline.payloads"
     assert "__class__" not in json.dumps(envelope["__data__"])  # no nested envelopes
     data = envelope["__data__"]
-    assert data["state"] == "partial" and data["status"]["failed"] == {"8002": "R error"}
+    assert data["state"] == "partial" and data["status"]["failed"] == 1
 
 
 def test_states_are_strings_in_json_and_enums_after_reading():
@@ -78,8 +86,9 @@ def test_ok_states_are_succeeded_and_partial_only():
     ({k: v for k, v in SHARD.to_json().items() if k != "timing"}, "field 'timing' is missing"),
     ({**SHARD.to_json(), "index": "3"}, "ShardInput.index must be int, got str"),
     ({**SHARD.to_json(), "index": True}, "ShardInput.index must be int, got bool"),
-    ({**SHARD.to_json(), "postcodes": "8001"}, "ShardInput.postcodes must be a list"),
-    ({**SHARD.to_json(), "postcodes": ["8001", 8002]}, "ShardInput.postcodes[1] must be str"),
+    # A shard input carries how many postcodes and where they are, never the list (slim history).
+    ({**SHARD.to_json(), "postcodes": ["8001", "8002"]}, "ShardInput.postcodes must be int, got list"),
+    ({k: v for k, v in SHARD.to_json().items() if k != "postcodes_blob"}, "field 'postcodes_blob' is missing"),
     ({**SHARD.to_json(), "input": None}, "ShardInput.input must not be null"),
     ({**SHARD.to_json(), "timing": {**TIMING.to_json(), "shard_attempts": 2.5}}, "Timing.shard_attempts must be int"),
 ])
@@ -112,10 +121,11 @@ def test_decode_refuses_another_class_in_the_envelope():
         p.decode(envelope, p.Plan)
 
 
-def test_plan_shard_input_carries_the_plan_fields_and_the_shard():
-    shard = PLAN.shard_input(PLAN.shards[0])
-    assert shard == p.ShardInput(run_id="run-abc", index=0, postcodes=["8001", "8002"], model="parcels",
-                                 version="v1", input=INPUT, horizon=14, timing=TIMING)
+def test_plan_shard_input_carries_the_plan_fields_and_the_shard_by_reference():
+    shard = RUN_PLAN.shard_input(RUN_PLAN.shards[0])
+    assert shard == p.ShardInput(run_id="run-abc", index=0, postcodes=2,
+                                 postcodes_blob="runs/run-abc/plan/shard-000.json", model="parcels", version="v1",
+                                 input=INPUT, horizon=14, timing=TIMING)
 
 
 @pytest.mark.parametrize("state, group_state, terminated", [

@@ -7,7 +7,10 @@ from support.unit_data import put_version
 
 from pipeline import naming
 from pipeline import payloads as p
-from pipeline.publish import RESULT_COLUMNS, PublishError, publish_run, run_cost
+from pipeline.failures import read_failures
+from pipeline.plan_store import write_plan
+from pipeline.publish import RESULT_COLUMNS, PublishError, run_cost
+from pipeline.publish import publish_run as publish_from_ref
 from pipeline.revisions import current_revision
 from pipeline.shard_output import ShardRejected, validate_shard
 
@@ -34,13 +37,26 @@ def make_plan(run_id: str, shards: list[list[str]], *, failed: dict | None = Non
                   shards=[p.ShardPlan(i, pcs) for i, pcs in enumerate(shards)], timing=TIMING)
 
 
+def publish_run(plan: p.Plan, shards: list[p.ShardOutcome], settings, mem) -> p.Published:
+    """As the run does it: plan_run kept the plan in blobs, publish_run gets its RunPlan (references, counts)."""
+    request = p.PlanRequest(p.RunRequest("parcels", "v1", "daily/in.csv", None, 2, None, p.Trigger.HTTP), plan.run_id,
+                            "2026-11-23")
+    return publish_from_ref(write_plan(mem, "results", request, plan), shards, settings, mem)
+
+
+def failures_of(mem, published: p.Published) -> dict[str, str]:
+    return read_failures(mem, published.failures)
+
+
 def staged(mem, run_id: str, index: int, scored: list[str], failed: dict | None = None, text: str | None = None,
            state: p.ShardState = p.ShardState.SUCCEEDED) -> p.ShardOutcome:
-    """A shard whose worker staged its results, and its outcome."""
+    """A shard whose worker staged its results and status.json, and its outcome (counts only)."""
     prefix = naming.staging_prefix(run_id, index)
     mem.write_bytes("staging", prefix + "results.csv",
                     (text if text is not None else rows_csv(sorted(scored))).encode())  # sorted, as the worker writes
-    report = p.ShardReport(output_prefix=prefix, scored=scored, failed=failed or {}, rows=2 * len(scored),
+    mem.write_json("staging", prefix + "status.json", {"scored": scored, "failed": failed or {},
+                                                       "exit_code": 3 if failed else 0})
+    report = p.ShardReport(output_prefix=prefix, scored=len(scored), failed=len(failed or {}), rows=2 * len(scored),
                            exit_code=3 if failed else 0)
     attempt = p.Attempt(attempt=1, group=naming.group_name(run_id, index), state=state, exit_code=report.exit_code,
                         started="2026-11-23T06:00:00Z", finished="2026-11-23T06:01:40Z", deleted=True)
@@ -78,11 +94,12 @@ def test_staged_rows_that_break_the_contract_are_refused_naming_why(mem, text, m
 def test_publish_writes_results_manifest_success_then_latest(mem, settings, model):
     plan = make_plan("run-a", [["8001", "8002"], ["8003"]], failed={"8004": "no input rows for this postcode"})
     shards = [staged(mem, "run-a", 1, ["8003"]), staged(mem, "run-a", 0, ["8002", "8001"])]
-    published = publish_run(plan, sorted(shards, key=lambda s: s.index), dict(plan.failed), settings, mem)
+    published = publish_run(plan, sorted(shards, key=lambda s: s.index), settings, mem)
 
     assert published.state is p.RunState.COMPLETED_WITH_FAILURES
-    assert published.rows == 6 and published.postcodes_scored == 3
-    assert published.postcodes_failed == {"8004": "no input rows for this postcode"}
+    assert published.rows == 6 and published.postcodes_scored == 3 and published.postcodes_failed_count == 1
+    assert failures_of(mem, published) == {"8004": "no input rows for this postcode"}
+    assert published.failures == "results/runs/run-a/revisions/run-a/failures.json"
     current = current_revision(mem, "results", "run-a")
     assert current.revision == "run-a" and published.revision == "run-a"
     text = mem.text("results", current.results).splitlines()
@@ -97,8 +114,8 @@ def test_publish_writes_results_manifest_success_then_latest(mem, settings, mode
     assert mem.read_json("results", "runs/run-a/current.json")["published"] == manifest["published"]
     assert mem.read_json("results", "latest/parcels.json")["run_id"] == "run-a"
     # The order readers rely on: the revision's results and manifest, the run's pointer, the latest pointer.
-    order = [name for name in (current.results, current.manifest, "runs/run-a/current.json",
-                               "latest/parcels.json")]
+    order = [name for name in (current.results, current.prefix + "failures.json", current.manifest,
+                               "runs/run-a/current.json", "latest/parcels.json")]
     etags = [mem.info("results", name).etag for name in order]
     assert etags == sorted(etags)
 
@@ -107,16 +124,16 @@ def test_a_shard_with_invalid_rows_is_left_out_and_its_postcodes_failed(mem, set
     plan = make_plan("run-b", [["8001"], ["8002"]])
     bad = rows_csv(["8002"], volume="-3")
     shards = [staged(mem, "run-b", 0, ["8001"]), staged(mem, "run-b", 1, ["8002"], text=bad)]
-    published = publish_run(plan, shards, {}, settings, mem)
+    published = publish_run(plan, shards, settings, mem)
     assert published.postcodes_scored == 1
-    assert published.postcodes_failed["8002"] == "not published: shard 1 output rejected: line 2: negative volume -3"
+    assert failures_of(mem, published)["8002"] == "not published: shard 1 output rejected: line 2: negative volume -3"
 
 
 def test_a_postcode_neither_scored_nor_failed_stops_the_publication(mem, settings, model):
     plan = make_plan("run-c", [["8001", "8002"]])
     shards = [staged(mem, "run-c", 0, ["8001"])]  # 8002 vanished: not scored, not reported failed
     with pytest.raises(PublishError, match=r"1 postcode\(s\) neither scored nor failed, e.g. 8002"):
-        publish_run(plan, shards, {}, settings, mem)
+        publish_run(plan, shards, settings, mem)
     assert current_revision(mem, "results", "run-c") is None
 
 
@@ -124,35 +141,35 @@ def test_nothing_valid_publishes_nothing(mem, settings, model):
     plan = make_plan("run-d", [["8001"]])
     shards = [staged(mem, "run-d", 0, ["8001"], text=rows_csv(["8001"], volume="NA"))]
     with pytest.raises(PublishError, match="no shard produced valid results"):
-        publish_run(plan, shards, {}, settings, mem)
-    assert mem.names("results", "runs/run-d/") == []  # nothing published; the staged output stays in staging
-    assert mem.names("staging", "run-d/") == ["run-d/shard-000-a1/results.csv"]
+        publish_run(plan, shards, settings, mem)
+    assert mem.names("results", "runs/run-d/revisions/") == []  # nothing published; staged output stays in staging
+    assert current_revision(mem, "results", "run-d") is None
+    assert mem.names("staging", "run-d/") == ["run-d/shard-000-a1/results.csv", "run-d/shard-000-a1/status.json"]
 
 
 def test_failed_shards_are_skipped(mem, settings, model):
     plan = make_plan("run-e", [["8001"], ["8002"]])
     failed_shard = p.ShardOutcome(index=1, state=p.ShardState.FAILED, reason="boom", postcodes=1)
-    published = publish_run(plan, [staged(mem, "run-e", 0, ["8001"]), failed_shard], {"8002": "shard 1 failed"},
-                            settings, mem)
-    assert published.postcodes_scored == 1 and published.postcodes_failed == {"8002": "shard 1 failed"}
+    published = publish_run(plan, [staged(mem, "run-e", 0, ["8001"]), failed_shard], settings, mem)
+    assert published.postcodes_scored == 1 and failures_of(mem, published) == {"8002": "shard 1 failed: boom"}
 
 
 def test_a_subset_run_does_not_move_latest(mem, settings, model):
     plan = make_plan("run-f", [["8001"]], subset=True)
-    publish_run(plan, [staged(mem, "run-f", 0, ["8001"])], {}, settings, mem)
+    publish_run(plan, [staged(mem, "run-f", 0, ["8001"])], settings, mem)
     assert current_revision(mem, "results", "run-f") and not mem.exists("results", "latest/parcels.json")
 
 
 def test_a_retry_merges_into_the_run_it_retries(mem, settings, model):
     first = make_plan("run-g", [["8001", "8002"]])
-    publish_run(first, [staged(mem, "run-g", 0, ["8001"], failed={"8002": "R error"})], {"8002": "R error"},
-                settings, mem)
+    publish_run(first, [staged(mem, "run-g", 0, ["8001"], failed={"8002": "R error"})], settings, mem)
     assert mem.read_json("results", "latest/parcels.json")["run_id"] == "run-g"
 
     retry = make_plan("run-g-retry1", [["8002"]], retry_of="run-g", subset=True)
-    published = publish_run(retry, [staged(mem, "run-g-retry1", 0, ["8002"])], {}, settings, mem)
+    published = publish_run(retry, [staged(mem, "run-g-retry1", 0, ["8002"])], settings, mem)
 
-    assert published.state is p.RunState.COMPLETED and published.postcodes_failed == {}
+    assert published.state is p.RunState.COMPLETED and published.postcodes_failed_count == 0
+    assert failures_of(mem, published) == {}
     assert published.results == "results/runs/run-g/revisions/run-g-retry1/results.csv"
     current = current_revision(mem, "results", "run-g")
     rows = mem.text("results", current.results).splitlines()[1:]
@@ -160,16 +177,17 @@ def test_a_retry_merges_into_the_run_it_retries(mem, settings, model):
     manifest = mem.read_json("results", current.manifest)
     assert [r["run_id"] for r in manifest["revisions"]] == ["run-g", "run-g-retry1"]
     assert not mem.exists("results", "runs/run-g-retry1/results.csv")
-    assert mem.read_json("results", "latest/parcels.json")["run_id"] == "run-g"  # it named run-g: it still does
+    latest = mem.read_json("results", "latest/parcels.json")  # it named run-g: it names run-g's new revision
+    assert (latest["run_id"], latest["revision"], latest["results"]) == ("run-g", "run-g-retry1", current.results)
 
 
 def test_a_retry_of_an_older_run_does_not_turn_latest_back(mem, settings, model):
     publish_run(make_plan("run-h", [["8001", "8002"]]),
-                [staged(mem, "run-h", 0, ["8001"], failed={"8002": "x"})], {"8002": "x"}, settings, mem)
-    publish_run(make_plan("run-i", [["8001"]]), [staged(mem, "run-i", 0, ["8001"])], {}, settings, mem)
+                [staged(mem, "run-h", 0, ["8001"], failed={"8002": "x"})], settings, mem)
+    publish_run(make_plan("run-i", [["8001"]]), [staged(mem, "run-i", 0, ["8001"])], settings, mem)
     before = mem.info("results", "latest/parcels.json").etag
     retry = make_plan("run-h-retry1", [["8002"]], retry_of="run-h", subset=True)
-    publish_run(retry, [staged(mem, "run-h-retry1", 0, ["8002"])], {}, settings, mem)
+    publish_run(retry, [staged(mem, "run-h-retry1", 0, ["8002"])], settings, mem)
     assert mem.read_json("results", "latest/parcels.json")["run_id"] == "run-i"
     assert mem.info("results", "latest/parcels.json").etag == before
 

@@ -100,7 +100,9 @@ run_wait <- function(conn, run, timeout = 3600, interval = 1) {
                         call = NULL, status = NA_integer_, field = NULL)))
   }
   if (identical(status$state, "completed_with_failures")) {
-    cli::cli_alert_warning("run {r$id}: {length(status$postcodes_failed)} postcode(s) failed; see run_failures()")
+    # The count; the status lists only the first failed postcodes (all of them: run_failures()).
+    failed <- status$postcodes_failed_count %||% length(status$postcodes_failed)
+    cli::cli_alert_warning("run {r$id}: {failed} postcode(s) failed; see run_failures()")
   } else {
     cli::cli_alert_success("run {r$id}: {status$state}")
   }
