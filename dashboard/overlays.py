@@ -11,8 +11,9 @@ the pointer through pipeline.accuracy.read_accuracy (one definition of where thi
 No pointer means no evaluation yet: no overlay, never an error. A pointer to missing or unreadable files
 means no overlay and a logged warning (the page still shows the forecast).
 
-Cost: metrics.csv is small (one row per postcode, lead and version) and pairs.csv is as large as the run's
-results; both are read whole, once per forecast view, because the accuracy feature writes no index for them.
+Cost: pairs.csv is as large as the run's results. A pointer naming `pairs_index` and `metrics_index`
+(pipeline/accuracy_index.py) is read through them: two small indexes and the postcode's two byte ranges.
+An evaluation published before those indexes is read whole, as it always was.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import csv
 import io
 import logging
 
+from dashboard.results_index import ResultsChanged
+from pipeline import accuracy_index
 from pipeline.accuracy import METRIC_COLUMNS, read_accuracy
 from scoring.blobstore import BlobNotFound, BlobStore
 
@@ -41,13 +44,23 @@ def read_overlays(blobs: BlobStore, container: str, run_id: str, postcode: str) 
     if pointer is None:
         return {}, None
     try:
+        if isinstance(pointer, dict) and pointer.get("pairs_index") and pointer.get("metrics_index"):
+            return _indexed(blobs, pointer, postcode)
         metrics_text = _read(blobs, pointer["metrics"])
         pairs_text = _read(blobs, pointer["pairs"])
         return postcode_actuals(pairs_text, postcode), postcode_metrics(metrics_text, postcode)
-    except (KeyError, TypeError, ValueError, BlobNotFound) as e:
+    except (KeyError, TypeError, ValueError, BlobNotFound, ResultsChanged) as e:
         log.warning("run %s: accuracy pointer %s names files that cannot be read, no overlay: %s",
                     run_id, pointer.get("evaluation") if isinstance(pointer, dict) else pointer, e)
         return {}, None
+
+
+def _indexed(blobs: BlobStore, pointer: dict, postcode: str) -> tuple[dict[str, float], dict | None]:
+    """Only the postcode's slices: its pairs rows and its metrics row, each by one ranged read."""
+    actuals = {r["date"]: float(r["actual"]) for r in accuracy_index.postcode_pairs(blobs, pointer, postcode)}
+    row = accuracy_index.postcode_metrics_row(blobs, pointer, postcode)
+    metrics = None if row is None else {name: _value(name, row.get(name, "NA")) for name in METRIC_NAMES}
+    return actuals, metrics
 
 
 def _read(blobs: BlobStore, where: str) -> str:

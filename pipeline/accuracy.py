@@ -14,8 +14,9 @@ per model version), with error = actual - forecast as in forecast::accuracy():
            (width + 2/alpha times the distance outside), over rows that carry that interval.
 A value that cannot be computed (no interval, a zero scale) is NA.
 
-Published as runs/<run>/accuracy/<evaluation>/{metrics.csv,pairs.csv}, then runs/<run>/accuracy.json names
-that evaluation: the pointer is written last, so a reader never sees a half-written set.
+Published as runs/<run>/accuracy/<evaluation>/{metrics.csv,pairs.csv} with their per-postcode byte indexes
+({metrics,pairs}.index.json, accuracy_index.py), then runs/<run>/accuracy.json names that evaluation: the
+pointer is written last, so a reader never sees a half-written set.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from datetime import UTC, date, datetime, timedelta
 from scoring.blobstore import BlobNotFound, BlobStore
 
 from . import naming
+from .accuracy_index import write_accuracy_indexes
 from .revisions import current_revision
 
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -267,15 +269,17 @@ def evaluate_run(run_id: str, evaluation: str, blobs: BlobStore, results_contain
         raise AccuracyError(f"the actuals share no (postcode, date) with the forecasts of run {run_id}")
     table = metric_table(pairs)
     folder = f"{prefix}accuracy/{evaluation}/"
-    blobs.write_bytes(results_container, folder + "metrics.csv", to_csv(METRIC_COLUMNS, table),
-                      content_type="text/csv")
-    blobs.write_bytes(results_container, folder + "pairs.csv", to_csv(PAIR_COLUMNS, pair_rows(pairs)),
-                      content_type="text/csv")
+    metrics_csv, pairs_csv = to_csv(METRIC_COLUMNS, table), to_csv(PAIR_COLUMNS, pair_rows(pairs))
+    blobs.write_bytes(results_container, folder + "metrics.csv", metrics_csv, content_type="text/csv")
+    blobs.write_bytes(results_container, folder + "pairs.csv", pairs_csv, content_type="text/csv")
+    # Per-postcode byte ranges of both, so the dashboard reads one postcode's slice (accuracy_index.py).
+    indexes = write_accuracy_indexes(blobs, results_container, folder, metrics_csv, pairs_csv)
     pointer = {
         "run_id": run_id, "evaluation": evaluation,
         "computed": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "results": f"{results_container}/{results_blob}",
         "metrics": f"{results_container}/{folder}metrics.csv", "pairs": f"{results_container}/{folder}pairs.csv",
+        **indexes,
         "actuals": sources, "postcodes": len({p.postcode for p in pairs}), "rows": len(pairs),
         "overall": table[0], "model_versions": [r for r in table if r["level"] == "model_version"],
         "definitions": "error = actual - forecast; lead 1 = a postcode's first forecast day; "

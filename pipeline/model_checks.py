@@ -1,12 +1,15 @@
 """Plan checks from the models themselves: does the input fit what each postcode's model was fitted with?
 
 Every postcode's model has a profile in the version's manifest (scoring/R/model_profile.R): the columns it
-reads with their fitted types and factor levels, and for time-series models the last training day. Before any
-container group exists, a postcode fails here, with the column and the values, when the input
+reads with their fitted types and factor levels, and for time-series models the last training day and the
+step (scoring/steps.py). Before any container group exists, a postcode fails here, with the column and the
+values, when the input
     - lacks a column its model reads,
     - has values that cannot become the fitted type (numbers, TRUE/FALSE, YYYY-MM-DD),
     - has factor levels the model never saw,
-    - (time series) starts on or before the training end, or more than TS_MAX_GAP_DAYS after it.
+    - (time series) starts on or before the training end, has dates off the model's step grid (a Wednesday
+      for a model stepping Mondays, daily rows for a monthly model), or starts more than TS_MAX_GAP_DAYS
+      after the end (the forecast steps skipped before its first date, in days).
 The worker applies the same rules in R (scoring/R/model_aware.R), so what passes here scores there.
 """
 
@@ -14,9 +17,11 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import date
+from bisect import insort
+from datetime import date, timedelta
 
 from scoring.modelstore import DATES_ASSUMED, Manifest
+from scoring.steps import DAILY, Step, add_steps, grid_example, step_index, step_of
 
 from .input_scan import scan_input
 
@@ -25,6 +30,7 @@ R_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|I
 LOGICAL = {"TRUE", "T", "true", "True", "1", "FALSE", "F", "false", "False", "0"}
 MISSING = {"", "NA"}
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+OFF_GRID_SHOWN = 5  # off-grid dates kept per postcode for its reason (the rest are counted)
 
 
 def shown(values: list[str], at_most: int = 5) -> str:
@@ -102,6 +108,15 @@ class ModelInputCheck:
         self.verdicts: dict[tuple[int, str], dict[str, bool]] = {}  # (profile, column) -> value -> fits
         self.bad: dict[str, dict[str, set[str]]] = {}  # postcode -> column -> the values that do not fit
         self.first_date: dict[str, str] = {}
+        # Time-series postcodes with a training end: (end, step); each row's date must be on that grid.
+        self.grids = {pc: (date.fromisoformat(manifest.models[pc].training_end), step_of(manifest.models[pc].step))
+                      for pc, i in self.profile_of.items()
+                      if manifest.profiles[i].get("time_series") and manifest.models[pc].training_end}
+        # Each distinct date string, parsed once (the scan has checked them): its ordinal, and for month steps
+        # (month count, day, whether it ends its month).
+        self.ordinals: dict[str, int] = {}
+        self.months: dict[str, tuple[int, int, bool]] = {}
+        self.off_grid: dict[str, list] = {}  # postcode -> [count, its earliest OFF_GRID_SHOWN dates], failing only
 
     def visit(self, header: list[str], postcode: str, rows: list[list[str]]) -> None:
         profile = self.profile_of.get(postcode)
@@ -112,6 +127,10 @@ class ModelInputCheck:
         first = min(row[self.idate] for row in rows)  # YYYY-MM-DD (checked by the scan): text order is date order
         if first < self.first_date.get(postcode, "9999"):
             self.first_date[postcode] = first
+        grid = self.grids.get(postcode)
+        if grid is not None:
+            for text in self._off_grid([row[self.idate] for row in rows], *grid):
+                _keep_earliest(self.off_grid.setdefault(postcode, [0]), text)
         for column, i in self.columns.get(profile, ()):
             known = self.verdicts.setdefault((profile, column["name"]), {})
             for value in {row[i] for row in rows}:
@@ -120,6 +139,28 @@ class ModelInputCheck:
                     fits = known[value] = column_problem(column, {value}) is None
                 if not fits:
                     self.bad.setdefault(postcode, {}).setdefault(column["name"], set()).add(value)
+
+    def _off_grid(self, texts: list[str], end: date, step: Step) -> list[str]:
+        """The dates among these that are not on the grid. Day and week steps (the common case) are one
+        subtraction and modulo per row on ordinals parsed once per distinct date."""
+        ordinals, months = self.ordinals, self.months
+        try:
+            if step.days is not None:
+                end_ordinal, days = end.toordinal(), step.days
+                return [t for t in texts if (ordinals[t] - end_ordinal) % days]
+            # Months (steps.add_steps): the month count is a multiple of the step and the day is the end's,
+            # or a month end when the end is one.
+            end_month, end_day = end.year * 12 + end.month, end.day
+            month_ends = (end + timedelta(days=1)).day == 1
+            return [t for t in texts if (months[t][0] - end_month) % step.count
+                    or (not months[t][2] if month_ends else months[t][1] != end_day)]
+        except KeyError:  # a date not seen before: parse the block's new ones (the scan has checked them)
+            for t in texts:
+                if t not in ordinals:
+                    day = date.fromisoformat(t)
+                    ordinals[t] = day.toordinal()
+                    months[t] = (day.year * 12 + day.month, day.day, (day + timedelta(days=1)).day == 1)
+            return self._off_grid(texts, end, step)
 
     def _start(self, header: list[str]) -> None:
         profiles = self.manifest.profiles
@@ -143,7 +184,7 @@ class ModelInputCheck:
                 continue
             profile = manifest.profiles[index]
             if profile.get("time_series"):
-                reason = _time_series_problem(manifest.models[pc].training_end, self.first_date.get(pc),
+                reason = _time_series_problem(self.grids.get(pc), self.first_date.get(pc), self.off_grid.get(pc),
                                               self.max_gap_days)
             else:
                 reason = _prototype_problem(profile.get("prototype") or [], self.bad.get(pc, {}), self.header)
@@ -175,14 +216,36 @@ def _prototype_problem(prototype: list[dict], bad: dict[str, set[str]], header: 
     return None
 
 
-def _time_series_problem(training_end: str | None, first: str | None, max_gap_days: int) -> str | None:
-    if not training_end or not first:
+def _keep_earliest(seen: list, text: str) -> None:
+    """seen = [count, the OFF_GRID_SHOWN earliest dates so far, sorted]: the worker names the earliest too."""
+    seen[0] += 1
+    if len(seen) <= OFF_GRID_SHOWN or text < seen[-1]:
+        insort(seen, text, lo=1)
+        if len(seen) > OFF_GRID_SHOWN + 1:
+            seen.pop()
+
+
+def _time_series_problem(grid: tuple[date, Step] | None, first: str | None, off_grid: list | None,
+                         max_gap_days: float) -> str | None:
+    """The worker's rules (R/model_aware.R forecast_steps), in its order: start, grid, gap."""
+    if grid is None or not first:
         return None
-    end, start = date.fromisoformat(training_end), date.fromisoformat(first)
+    end, step = grid
+    start = date.fromisoformat(first)
     if start <= end:
         return f"input starts on {start}, on or before the model's training end {end}"
-    gap = (start - end).days - 1
-    if not math.isinf(max_gap_days) and gap > max_gap_days:
+    if off_grid:
+        count, dates = off_grid[0], sorted(off_grid[1:])
+        more = f" and {count - len(dates)} more" if count > len(dates) else ""
+        return (f"input date(s) {shown(dates)}{more} are not on the model's step grid ({step} from its training "
+                f"end {end}: {grid_example(end, step)})")
+    k = step_index(end, start, step)
+    gap = (add_steps(end, k - 1, step) - end).days
+    if math.isinf(max_gap_days) or gap <= max_gap_days:
+        return None
+    if step == DAILY:
         return (f"input starts on {start}, {gap} days after the model's training end {end}; at most "
                 f"{max_gap_days} days are allowed (TS_MAX_GAP_DAYS; retrain the model)")
-    return None
+    return (f"input starts on {start}, step {k} of {step} after the model's training end {end}: the {k - 1} "
+            f"step(s) before it span {gap} days; at most {max_gap_days} days are allowed (TS_MAX_GAP_DAYS; "
+            "retrain the model)")

@@ -88,7 +88,8 @@ def command_register(args: argparse.Namespace) -> int:
     store = ModelStore(connect_storage(), args.container)
     manifest = register_version(store, args.model, args.version, Path(args.source), champion=args.champion,
                                 check_models=not args.no_check, slim=not args.no_slim,
-                                extra_packages=tuple(args.r_package), training_end=args.training_end)
+                                extra_packages=tuple(args.r_package), training_end=args.training_end,
+                                step=args.step)
     slimmed = sum(e.slimmed for e in manifest.models.values())
     print(f"registered {args.model}/{args.version}: {len(manifest.models)} models in {len(manifest.packs)} "
           f"pack(s), {slimmed} slimmed for scoring, R {manifest.r_version}"
@@ -167,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     reg.add_argument("--r-package", action="append", default=[], help="an R package the models need")
     reg.add_argument("--training-end", metavar="YYYY-MM-DD",
                      help="last training day of the time-series models (training_end.csv sets it per postcode)")
+    reg.add_argument("--step", metavar="STEP",
+                     help="calendar step of the time-series models: '1 day', '2 days', '1 week', '1 month' "
+                          "(default: from the series' frequency; training_end.csv's step column sets it per postcode)")
     reg.add_argument("--no-slim", action="store_true", help="store the .rds files exactly as given")
     reg.add_argument("--no-check", action="store_true",
                      help="skip loading each model in R (stores the files as given, unverified)")

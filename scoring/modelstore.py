@@ -14,7 +14,8 @@ version never write the same blob, and the manifest (create-only) names the file
 The manifest maps each postcode to its bytes (pack blob, offset, length, sha256), and records the R version,
 the R packages the models need and when the version was created. `profiles` lists the distinct model
 profiles (class, packages to load, formula packages to attach, input prototype; see R/model_profile.R); each
-model entry names its profile and, for time-series models, the date its training data ends.
+model entry names its profile and, for time-series models, the date its training data ends and its step
+(scoring/steps.py).
 """
 
 from __future__ import annotations
@@ -22,17 +23,18 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import date
 
 from .blobstore import BlobNotFound, BlobStore
 from .names import SAFE_TOKEN, InvalidName, check_blob_path, check_model_name, check_version
+from .steps import StepError, end_problem, parse_step
 from .timestamps import now_seconds
 
 MANIFEST = "manifest.json"
 SCORER = "scorer.R"
 CHAMPION = "champion"
-TRAINING_END = "training_end.csv"  # optional: postcode,training_end (YYYY-MM-DD) for time-series models
-NOT_DAILY_FREQUENCIES = (4, 12, 52)  # quarterly, monthly, weekly series: no date alignment (R/model_profile.R)
-DATES_ASSUMED = ("no training end date: these time-series forecasts start the day after training ended and are "
+TRAINING_END = "training_end.csv"  # optional: postcode,training_end[,step] for time-series models
+DATES_ASSUMED = ("no training end date: these time-series forecasts start one step after training ended and are "
                  "labelled with the input's dates, which is assumed, not checked (register with --training-end "
                  "or training_end.csv)")
 
@@ -66,6 +68,8 @@ class ModelEntry:
     profile: int | None = None  # index into Manifest.profiles
     training_end: str | None = None  # time-series models: last training day (YYYY-MM-DD), if known
     training_end_source: str | None = None
+    step: str | None = None  # time-series models: one step in calendar time ("1 week"); None: one day
+    step_source: str | None = None
 
 
 @dataclass
@@ -118,6 +122,9 @@ class Manifest:
                 raise ModelStoreError(f"manifest entry {pc}: {err}") from None
             if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (e.offset, e.length)):
                 raise ModelStoreError(f"manifest entry {pc}: offset and length must be non-negative integers")
+            problem = _time_problem(e)
+            if problem:
+                raise ModelStoreError(f"manifest entry {pc}: {problem}")
         # scorer.R, or <registration>/scorer.R where a server-side registration published it (registration_publish).
         if self.scorer is not None and not (self.scorer == SCORER or (
                 isinstance(self.scorer, str) and self.scorer.endswith("/" + SCORER)
@@ -138,6 +145,26 @@ class Manifest:
         labelled with the input's dates (an assumption the manifest and run status state)."""
         return [pc for pc in self.postcodes
                 if (self.profile_of(pc) or {}).get("time_series") and not self.models[pc].training_end]
+
+
+def _time_problem(entry: ModelEntry) -> str | None:
+    """Planning and the worker compute dates from these: a training end that is not a date, or a step that is
+    not a step, is damage to report, not a crash."""
+    if entry.training_end is not None:
+        try:
+            if not isinstance(entry.training_end, str) or len(entry.training_end) != 10:
+                raise ValueError
+            end = date.fromisoformat(entry.training_end)
+        except ValueError:
+            return f"training_end {str(entry.training_end)[:40]!r} is not YYYY-MM-DD"
+    if entry.step is not None:
+        try:
+            step = parse_step(entry.step)
+        except StepError as e:
+            return str(e)
+        if entry.training_end is not None:
+            return end_problem(end, step)
+    return None
 
 
 def version_prefix(model: str, version: str) -> str:

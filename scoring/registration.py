@@ -18,7 +18,6 @@ from pathlib import Path
 from .blobstore import BlobExists
 from .modelstore import (
     MANIFEST,
-    NOT_DAILY_FREQUENCIES,
     SCORER,
     TRAINING_END,
     Manifest,
@@ -29,6 +28,7 @@ from .modelstore import (
     version_prefix,
 )
 from .names import check_model_name, check_version, is_valid_postcode, postcode_pattern
+from .steps import StepError, end_problem, parse_step
 from .timestamps import now_seconds
 
 PACK_MAX_MODELS = 250
@@ -37,18 +37,20 @@ PACK_MAX_BYTES = 16 * 1024 * 1024
 
 def register_version(store: ModelStore, model: str, version: str, folder: Path, champion: bool = False,
                      check_models: bool = True, slim: bool = True,
-                     extra_packages: tuple[str, ...] = (), training_end: str | None = None) -> Manifest:
+                     extra_packages: tuple[str, ...] = (), training_end: str | None = None,
+                     step: str | None = None) -> Manifest:
     """Upload a folder of <postcode>.rds (and optional scorer.R, training_end.csv) as a new version, with
     direct access to the models container (the data scientists' CLI).
 
-    `training_end` (YYYY-MM-DD) is the last training day of every time-series model in the folder;
-    training_end.csv gives it per postcode. Either wins over what the model itself says."""
+    `training_end` (YYYY-MM-DD) is the last training day of every time-series model in the folder and `step`
+    its calendar step ("1 week"; scoring/steps.py); training_end.csv gives them per postcode (columns
+    postcode,training_end[,step]). Either wins over what the model itself says."""
     prefix = version_prefix(model, version)
     if store.blobs.exists(store.container, prefix + MANIFEST):
         raise ModelStoreError(f"model {model!r} already has version {version!r}; versions are immutable, "
                               "register a new one")
     manifest = build_version(store, prefix, model, version, folder, check_models=check_models, slim=slim,
-                             extra_packages=extra_packages, training_end=training_end, exclusive=True)
+                             extra_packages=extra_packages, training_end=training_end, step=step, exclusive=True)
     if champion:
         store.set_alias(model, version)
     return manifest
@@ -56,7 +58,7 @@ def register_version(store: ModelStore, model: str, version: str, folder: Path, 
 
 def build_version(store: ModelStore, prefix: str, model: str, version: str, folder: Path,
                   check_models: bool = True, slim: bool = True, extra_packages: tuple[str, ...] = (),
-                  training_end: str | None = None, exclusive: bool = False) -> Manifest:
+                  training_end: str | None = None, exclusive: bool = False, step: str | None = None) -> Manifest:
     """Check the folder in R, write packs, scorer.R and finally the manifest under `prefix` of store.container.
 
     exclusive: the manifest is created only if absent (the models container); a registration container
@@ -65,12 +67,12 @@ def build_version(store: ModelStore, prefix: str, model: str, version: str, fold
     check_model_name(model)
     check_version(version)
     files, scorer = scan_model_folder(folder)
-    given_ends = read_training_ends(folder, files, training_end)
+    given_ends, given_steps = read_training_ends(folder, files, training_end, step)
     with tempfile.TemporaryDirectory(prefix="register-") as tmp:
         stored, classes, r_version, packages, profiles = _inspect(files, scorer, Path(tmp), check_models, slim,
                                                                  extra_packages)
         models, packs = _upload_packs(store, prefix, files, stored, classes)
-    distinct, models = _attach_profiles(models, profiles, given_ends)
+    distinct, models = _attach_profiles(models, profiles, given_ends, given_steps)
     manifest = Manifest(model=model, version=version, created=now_seconds(), r_version=r_version,
                         r_packages=packages, models=models, packs=packs, profiles=distinct)
     if scorer is not None:
@@ -173,23 +175,39 @@ def _inspect(files: dict[str, Path], scorer: Path | None, tmp: Path, check_model
     return stored, classes, r_session.r_version(), packages, profiles
 
 
-def read_training_ends(folder: Path, files: dict[str, Path], default: str | None) -> dict[str, str]:
-    """postcode -> last training day, from training_end.csv and/or the version-wide default; checked."""
+def read_training_ends(folder: Path, files: dict[str, Path], default: str | None,
+                       default_step: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """(postcode -> last training day, postcode -> step), from training_end.csv (an optional third column
+    `step`; blank: the model's own) and/or the version-wide defaults; checked."""
     ends: dict[str, str] = {}
+    steps: dict[str, str] = {}
     if default is not None:
         ends = dict.fromkeys(files, _check_day(default, "--training-end"))
+    if default_step is not None:
+        steps = dict.fromkeys(files, _check_step(default_step, "--step"))
     path = folder / TRAINING_END
     if path.is_file():
         rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
-        if not rows or [c.strip() for c in rows[0]] != ["postcode", "training_end"]:
-            raise ModelStoreError(f"{path}: the header must be 'postcode,training_end'")
+        header = [c.strip() for c in rows[0]] if rows else []
+        if header not in (["postcode", "training_end"], ["postcode", "training_end", "step"]):
+            raise ModelStoreError(f"{path}: the header must be 'postcode,training_end' or 'postcode,training_end,step'")
         for number, row in enumerate(rows[1:], start=2):
             if not row:
                 continue
-            if len(row) != 2 or row[0] not in files:
-                raise ModelStoreError(f"{path} line {number}: {row!r} is not '<postcode of a model here>,YYYY-MM-DD'")
+            if len(row) != len(header) or row[0] not in files:
+                raise ModelStoreError(f"{path} line {number}: {row!r} is not '<postcode of a model here>,YYYY-MM-DD"
+                                      + (",<step>'" if len(header) == 3 else "'"))
             ends[row[0]] = _check_day(row[1].strip(), f"{path} line {number}")
-    return ends
+            if len(header) == 3 and row[2].strip():
+                steps[row[0]] = _check_step(row[2], f"{path} line {number}")
+    return ends, steps
+
+
+def _check_step(text: str, where: str) -> str:
+    try:
+        return str(parse_step(text))
+    except StepError as e:
+        raise ModelStoreError(f"{where}: {e}") from None
 
 
 def _check_day(text: str, where: str) -> str:
@@ -202,9 +220,9 @@ def _check_day(text: str, where: str) -> str:
     return text
 
 
-def _attach_profiles(models: dict[str, ModelEntry], profiles: dict[str, dict],
-                     given_ends: dict[str, str]) -> tuple[list[dict], dict[str, ModelEntry]]:
-    """Distinct profiles (thousands of models share a handful) and each entry's index and training end."""
+def _attach_profiles(models: dict[str, ModelEntry], profiles: dict[str, dict], given_ends: dict[str, str],
+                     given_steps: dict[str, str]) -> tuple[list[dict], dict[str, ModelEntry]]:
+    """Distinct profiles (thousands of models share a handful) and each entry's index, training end and step."""
     distinct: list[dict] = []
     index: dict[str, int] = {}
     out: dict[str, ModelEntry] = {}
@@ -213,24 +231,46 @@ def _attach_profiles(models: dict[str, ModelEntry], profiles: dict[str, dict],
         if profile is None:
             out[pc] = entry
             continue
-        shared = {k: v for k, v in profile.items() if k not in ("training_end", "training_end_source", "frequency")}
+        shared = {k: v for k, v in profile.items()
+                  if k not in ("training_end", "training_end_source", "frequency", "step", "step_source")}
         for key in ("class", "packages", "attach"):  # R gives a bare string for a vector of one
             shared[key] = _as_list(shared.get(key))
         key = json.dumps(shared, sort_keys=True)
         if key not in index:
             index[key] = len(distinct)
             distinct.append(shared)
-        end, source = profile.get("training_end"), profile.get("training_end_source")
-        if shared.get("time_series") and pc in given_ends:
-            if profile.get("frequency") in NOT_DAILY_FREQUENCIES:
-                raise ModelStoreError(f"{pc}.rds: a training end is given for a series of frequency "
-                                      f"{profile['frequency']:g}; dated forecasts need a daily series "
-                                      "(one step = one day)")
-            end, source = given_ends[pc], "registration"
         if not shared.get("time_series"):
-            end, source = None, None
-        out[pc] = replace(entry, profile=index[key], training_end=end, training_end_source=source)
+            out[pc] = replace(entry, profile=index[key])
+            continue
+        end, source = profile.get("training_end"), profile.get("training_end_source")
+        if pc in given_ends:
+            end, source = given_ends[pc], "registration"
+        step, step_source = _model_step(pc, profile, given_steps)
+        if end is not None:
+            if step is None:
+                raise ModelStoreError(
+                    f"{pc}.rds: a training end ({end}) is known but not the model's step: its series has frequency "
+                    f"{profile.get('frequency')}, which names no calendar step; give it (attribute step, --step "
+                    "or the step column of training_end.csv), e.g. '1 day', '1 week', '1 month'")
+            problem = end_problem(date.fromisoformat(end), parse_step(step))
+            if problem:
+                raise ModelStoreError(f"{pc}.rds: {problem} ({source})")
+        out[pc] = replace(entry, profile=index[key], training_end=end, training_end_source=source, step=step,
+                          step_source=step_source)
     return distinct, out
+
+
+def _model_step(pc: str, profile: dict, given_steps: dict[str, str]) -> tuple[str | None, str | None]:
+    """(canonical step, where it came from): registration's, else what R read from the model, else None."""
+    if pc in given_steps:
+        return given_steps[pc], "registration"
+    step = profile.get("step")
+    if step is None:
+        return None, None
+    try:
+        return str(parse_step(step)), profile.get("step_source")
+    except StepError as e:
+        raise ModelStoreError(f"{pc}.rds: {e} ({profile.get('step_source')})") from None
 
 
 def _as_list(value: object) -> list:

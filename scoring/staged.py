@@ -1,5 +1,6 @@
 """A model version uploaded as one archive: a tar (optionally gzip-compressed) or zip of `<postcode>.rds`
-files and an optional `scorer.R`, all at the top level.
+files, an optional `scorer.R` and an optional `training_end.csv` (time-series training ends and steps), all
+at the top level.
 
 The Functions app checks the member names at the door (`check_members`) and stages the archive in Blob
 Storage; the registration container unpacks it (`unpack`) and checks and builds it with the image's own R
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .blobstore import BlobStore
-from .modelstore import SCORER, ModelStore, sha256
+from .modelstore import SCORER, TRAINING_END, ModelStore, sha256
 from .names import is_valid_postcode, postcode_pattern
 from .registration import build_version
 
@@ -95,7 +96,8 @@ def archive_members(source: Source) -> list[Member]:
 
 
 def check_members(members: list[Member], max_unpacked: int = MAX_UNPACKED_BYTES) -> int:
-    """Refuse anything but `<postcode>.rds` files and one optional scorer.R; returns the number of models."""
+    """Refuse anything but `<postcode>.rds` files, one optional scorer.R and training_end.csv; returns the
+    number of models."""
     if len(members) > MAX_MEMBERS:
         raise ArchiveError(f"the archive has {len(members)} files; at most {MAX_MEMBERS}")
     names = [m.name for m in members]
@@ -103,11 +105,12 @@ def check_members(members: list[Member], max_unpacked: int = MAX_UNPACKED_BYTES)
     if duplicates:
         raise ArchiveError(f"the archive holds {duplicates[0]} more than once")
     pattern = postcode_pattern()
-    bad = [n for n in names if n != SCORER and not (n.endswith(".rds") and is_valid_postcode(n[:-4], pattern))]
+    bad = [n for n in names
+           if n not in (SCORER, TRAINING_END) and not (n.endswith(".rds") and is_valid_postcode(n[:-4], pattern))]
     if bad:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise ArchiveError(f"{len(bad)} file(s) are not <postcode>.rds (postcodes match {pattern.pattern}) "
-                           f"or {SCORER}: {shown}")
+                           f", {SCORER} or {TRAINING_END}: {shown}")
     models = sum(1 for n in names if n.endswith(".rds"))
     if not models:
         raise ArchiveError("the archive holds no models: expected one <postcode>.rds per postcode")

@@ -28,6 +28,7 @@ from pipeline.accuracy import METRIC_COLUMNS, evaluate_run
 from pipeline.aci.client import GroupSummary
 from pipeline.publish import RESULT_COLUMNS
 from pipeline.revisions import flip_pointer, revision_prefix
+from scoring.blobstore import BlobStore
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -344,3 +345,80 @@ def test_overlay_pointer_to_missing_files_is_no_overlay_and_a_warning(blobs, cap
     with caplog.at_level("WARNING", logger="dashboard.overlays"):
         assert overlays.read_overlays(blobs, "results", run_id, "1000") == ({}, None)
     assert any(run_id in r.getMessage() and "pairs.csv" in r.getMessage() for r in caplog.records), caplog.text
+
+
+class CountingBlobStore(BlobStore):
+    """The real store (same Azurite client), recording every download: (blob, offset, length, bytes read)."""
+
+    def __init__(self, inner: BlobStore) -> None:
+        super().__init__(inner._service)
+        self.reads: list[tuple[str, int | None, int | None, int]] = []
+
+    def read_bytes(self, container, name, offset=None, length=None):
+        data = super().read_bytes(container, name, offset, length)
+        self.reads.append((f"{container}/{name}", offset, length, len(data)))
+        return data
+
+    def read_versioned(self, container, name):
+        data, etag = super().read_versioned(container, name)
+        self.reads.append((f"{container}/{name}", None, None, len(data)))
+        return data, etag
+
+    def stream(self, container, name, chunk_bytes=None):
+        for chunk in super().stream(container, name, chunk_bytes):
+            self.reads.append((f"{container}/{name}", None, None, len(chunk)))
+            yield chunk
+
+    def bytes_read(self) -> int:
+        return sum(r[3] for r in self.reads)
+
+
+def _evaluated_big_run(blobs, run_id: str, postcodes: list[str], days: int) -> dict:
+    blobs.write_bytes("results", revision_prefix(run_id, run_id) + "results.csv", results_csv(postcodes, days))
+    flip_pointer(blobs, "results", run_id, run_id, "2026-11-23T00:00:00Z", None)
+    actuals = "".join(f"{pc},2026-12-{d + 1:02d},{(int(pc) * 7 + d * 3) % 50}.25\n" for pc in postcodes
+                      for d in range(days) if (int(pc) + d) % 5)  # some days without actuals
+    blobs.write_bytes("input", f"actuals/{run_id}/a.csv", ("postcode,date,volume\n" + actuals).encode())
+    return evaluate_run(run_id, "eval-big", blobs, "results", "input", "actuals/")
+
+
+def test_overlay_reads_only_the_postcodes_slices_and_equals_the_whole_file_read(blobs):
+    run_id = "run-overlay-indexed"
+    postcodes = [str(1000 + 2 * i) for i in range(120)]
+    pointer = _evaluated_big_run(blobs, run_id, postcodes, days=20)
+    pairs_size = blobs.info("results", pointer["pairs"].partition("/")[2]).size
+    metrics_size = blobs.info("results", pointer["metrics"].partition("/")[2]).size
+    whole_pairs = blobs.read_bytes("results", pointer["pairs"].partition("/")[2]).decode()
+    whole_metrics = blobs.read_bytes("results", pointer["metrics"].partition("/")[2]).decode()
+    for postcode in ("1000", "1118", "1238", "1999"):  # first, middle, last, and one the run does not have
+        counting = CountingBlobStore(blobs)
+        got = overlays.read_overlays(counting, "results", run_id, postcode)
+        expected = overlays.postcode_actuals(whole_pairs, postcode), overlays.postcode_metrics(whole_metrics, postcode)
+        assert got == expected
+        whole_reads = [r for r in counting.reads if r[0] in (pointer["pairs"], pointer["metrics"]) and r[1] is None]
+        assert whole_reads == []  # never the whole pairs.csv or metrics.csv
+        ranged = {r[0]: r for r in counting.reads if r[1] is not None}
+        if postcode == "1999":
+            assert ranged == {} and got == ({}, None)
+            continue
+        assert set(ranged) == {pointer["pairs"], pointer["metrics"]}
+        assert len(got[0]) == 16 and got[1]["n"] == 16  # 20 days, every fifth without an actual
+        # The slices are exactly the postcode's rows: 16 pair rows and one metrics row.
+        pairs_slice = ranged[pointer["pairs"]]
+        assert pairs_slice[3] == pairs_slice[2] and whole_pairs.encode()[
+            pairs_slice[1]:pairs_slice[1] + pairs_slice[2]].count(b"\n") == 16
+        assert counting.bytes_read() < (pairs_size + metrics_size) / 4, (counting.reads, pairs_size)
+
+
+def test_overlay_of_an_evaluation_without_indexes_reads_the_files_whole(blobs):
+    """Evaluations published before the indexes: their pointer names no index; the overlay is the same."""
+    run_id = "run-overlay-old"
+    pointer = _evaluated_big_run(blobs, run_id, [str(1000 + 2 * i) for i in range(30)], days=10)
+    indexed = overlays.read_overlays(blobs, "results", run_id, "1010")
+    old = {k: v for k, v in pointer.items() if k not in ("pairs_index", "metrics_index")}
+    blobs.write_json("results", f"runs/{run_id}/accuracy.json", old)
+    for name in ("pairs_index", "metrics_index"):
+        blobs.delete("results", pointer[name].partition("/")[2])
+    counting = CountingBlobStore(blobs)
+    assert overlays.read_overlays(counting, "results", run_id, "1010") == indexed and indexed[1]["n"] == 8
+    assert {r[0] for r in counting.reads if r[1] is None} >= {pointer["pairs"], pointer["metrics"]}

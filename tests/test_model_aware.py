@@ -168,6 +168,19 @@ def test_time_series_forecast_lands_on_the_input_dates(azurite, blobs, fixtures)
     planned = plan(blobs, version, blob)
     assert planned.failed == {} and any("dates assumed" in w and "1004" in w for w in planned.warnings)
 
+    # A manifest written before steps existed (no `step` on its entries) steps one day, as it always did.
+    name = f"parcels/{version}/manifest.json"
+    manifest = blobs.read_json("models", name)
+    assert manifest["models"]["1000"]["step"] == "1 day"
+    for entry in manifest["models"].values():
+        entry.pop("step"), entry.pop("step_source")
+    blobs.write_json("models", name, manifest)
+    assert ModelStore(blobs).read_manifest("parcels", version).models["1000"].step is None
+    result = run_worker(azurite, job(version, blob, "t/ts-old/"))
+    assert result.returncode == EXIT_OK, result.stderr
+    assert_equal_to_r(read_csv(blobs, "t/ts-old/results.csv"), reference(fixtures / "ts_reference.csv"),
+                      ("volume", "lower_80", "upper_95"))
+
 
 def test_time_series_input_before_training_end_or_too_late_fails(azurite, blobs, fixtures):
     version = register(blobs, fixtures / "ts")
@@ -213,14 +226,94 @@ def test_image_check_covers_the_models_packages(blobs, fixtures):
         plan(blobs, version, blob, IMAGE_R_PACKAGES="forecast=8.20;data.table=1.14.8;jsonlite=1.8.4")
 
 
-def test_training_end_on_a_monthly_series_is_refused(blobs, tmp_path):
+def test_steps_come_from_the_series_or_the_data_scientist_and_are_checked(blobs, tmp_path):
     folder = tmp_path / "monthly"
     folder.mkdir()
-    subprocess.run(["Rscript", "-e", f"saveRDS(forecast::ets(USAccDeaths), '{folder / '1000.rds'}')"], check=True,
-                   capture_output=True)
-    with pytest.raises(ModelStoreError, match="frequency 12; dated forecasts need a daily series"):
-        register(blobs, folder, training_end="1978-12-31")
-    assert ModelStore(blobs).read_manifest("parcels", register(blobs, folder)).dates_assumed() == ["1000"]
+    # USAccDeaths: monthly from January 1973 to December 1978; the hourly series has no calendar step.
+    subprocess.run(["Rscript", "-e", f"saveRDS(forecast::ets(USAccDeaths), '{folder / '1000.rds'}'); "
+                    f"saveRDS(forecast::ets(ts(1:100 + 0, frequency = 24)), '{folder / '1002.rds'}')"],
+                   check=True, capture_output=True)
+    manifest = ModelStore(blobs).read_manifest("parcels", register(blobs, folder))
+    derived = manifest.models["1000"]
+    assert (derived.training_end, derived.training_end_source) == ("1978-12-01", "monthly ts calendar")
+    assert (derived.step, derived.step_source) == ("1 month", "ts frequency 12")
+    assert manifest.models["1002"].step is None and manifest.dates_assumed() == ["1002"]
+    # Given: a month end anchors month ends; a step for the hourly one; day 30 of a 31-day month is refused.
+    (folder / "training_end.csv").write_text("postcode,training_end,step\n1000,1978-12-31,\n1002,2026-11-01,1 day\n")
+    given = ModelStore(blobs).read_manifest("parcels", register(blobs, folder))
+    assert (given.models["1000"].training_end, given.models["1000"].step) == ("1978-12-31", "1 month")
+    assert (given.models["1002"].step, given.models["1002"].step_source) == ("1 day", "registration")
+    (folder / "training_end.csv").write_text("postcode,training_end\n1000,1978-12-30\n")
+    with pytest.raises(ModelStoreError, match="1000.rds: training end 1978-12-30 with a step of 1 month: use a day"):
+        register(blobs, folder)
+    (folder / "training_end.csv").write_text("postcode,training_end\n1002,2026-11-01\n")
+    with pytest.raises(ModelStoreError, match="1002.rds: a training end .* frequency 24, which names no calendar step"):
+        register(blobs, folder)
+    (folder / "training_end.csv").unlink()
+    with pytest.raises(ModelStoreError, match="--step: step 'fortnight' is not"):
+        register(blobs, folder, step="fortnight")
+
+
+def test_weekly_monthly_and_two_day_models_forecast_on_the_input_dates(azurite, blobs, fixtures):
+    """The input starts GAP steps after each model's training end: R's forecast(model, h = GAP + n), last n."""
+    version = register(blobs, fixtures / "steps")
+    manifest = ModelStore(blobs).read_manifest("parcels", version)
+    steps = {pc: (e.step, e.step_source) for pc, e in manifest.models.items()}
+    assert steps == {"2000": ("1 week", "ts frequency 52"), "2002": ("1 month", "ts frequency 12"),
+                     "2004": ("1 month", "ts frequency 12"), "2006": ("2 days", "model attribute step")}
+    assert manifest.models["2002"].training_end_source == "monthly ts calendar"
+    blob = upload(blobs, (fixtures / "steps.csv").read_bytes())
+    # The limit counts the days of the steps skipped: GAP months are ~150 days.
+    result = run_worker(azurite, job(version, blob, "t/steps/", ts_max_gap_days=400))
+    assert result.returncode == EXIT_OK, result.stderr
+    assert_equal_to_r(read_csv(blobs, "t/steps/results.csv"), reference(fixtures / "steps_reference.csv"),
+                      ("volume", "lower_80", "upper_95"))
+    assert plan(blobs, version, blob, TS_MAX_GAP_DAYS="400").failed == {}
+    assert set(plan(blobs, version, blob).failed) == {"2002", "2004"}  # the default 90 days: too long ago
+
+
+def test_dates_off_the_step_grid_or_too_late_fail_in_the_plan_and_the_worker(azurite, blobs, fixtures):
+    version = register(blobs, fixtures / "steps")
+    given = {pc: [r["date"] for r in rows] for pc, rows in _by_postcode(fixtures / "steps.csv").items()}
+    shift = {"2000": timedelta(days=2),  # Wednesdays for a model stepping Mondays
+             "2006": timedelta(days=0)}  # untouched: the plan keeps one postcode to score
+    text = "postcode,date\n"
+    for pc in ("2000", "2006"):
+        text += "".join(f"{pc},{date.fromisoformat(d) + shift[pc]}\n" for d in given[pc])
+    first_month = date.fromisoformat(given["2002"][0])
+    text += "".join(f"2002,{first_month + timedelta(days=d)}\n" for d in range(DAYS))  # daily rows, monthly model
+    late = [date(first_month.year + 1, first_month.month, 1)]  # a year later: on the grid, too far
+    while len(late) < DAYS:
+        late.append(date(late[-1].year + (late[-1].month == 12), late[-1].month % 12 + 1, 1))
+    text += "".join(f"2004,{_month_end(d)}\n" for d in late)
+    blob = upload(blobs, text.encode())
+
+    result = run_worker(azurite, job(version, blob, "t/steps-bad/", ts_max_gap_days=400))
+    assert result.returncode == EXIT_PARTIAL, result.stderr
+    worker = blobs.read_json("results", "t/steps-bad/status.json")["failed"]
+    planned = plan(blobs, version, blob, TS_MAX_GAP_DAYS="400").failed
+    assert set(worker) == set(planned) == {"2000", "2002", "2004"}
+    assert planned["2000"].startswith(worker["2000"]) and planned["2002"].startswith(worker["2002"])  # same words
+    wednesday = str(date.fromisoformat(given["2000"][0]) + timedelta(days=2))
+    for reasons in (worker, planned):
+        assert f"input date(s) '{wednesday}'" in reasons["2000"]
+        assert "are not on the model's step grid (1 week from its training end" in reasons["2000"]
+        assert f"'{first_month + timedelta(days=1)}'" in reasons["2002"]
+        assert "not on the model's step grid (1 month from its training end" in reasons["2002"]
+        assert f"input starts on {_month_end(late[0])}, step {GAP + 13} of 1 month" in reasons["2004"]
+        assert "days are allowed" in reasons["2004"]
+
+
+def _by_postcode(path: Path) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for row in csv.DictReader(path.open()):
+        out.setdefault(row["postcode"], []).append(row)
+    return out
+
+
+def _month_end(d: date) -> date:
+    nxt = date(d.year + (d.month == 12), d.month % 12 + 1, 1)
+    return nxt - timedelta(days=1)
 
 
 CASES = [("numeric", None, v) for v in ("3", "3.5", "1e5", "-2", "+4", ".5", " 7 ", "Inf", "0x1A", "abc", "1,5",
@@ -265,6 +358,33 @@ def test_planning_and_the_worker_agree_on_every_hostile_value(tmp_path):
                 f"column '{col['name']}'")
             assert value.strip() in python_problem and value.strip() in in_r[i]["message"]
     assert refused == 15  # the cases above that no conversion can rescue
+
+
+@pytest.mark.integration  # runs R
+def test_planning_and_the_worker_agree_on_every_step_grid(tmp_path):
+    """Python's grid (planning) and R's (the worker) give the same step index, or both none, for every date
+    of two years after training ends on awkward days (month ends, a leap day, the 15th, the 28th)."""
+    from scoring.steps import add_steps, parse_step, step_index
+
+    ends = ["2026-01-31", "2024-02-29", "2026-02-28", "2026-03-15", "2026-04-28", "2026-12-31", "2026-11-30"]
+    steps = ["1 day", "2 days", "1 week", "3 weeks", "1 month", "2 months", "3 months", "12 months"]
+    rows = [(end, step, str(date.fromisoformat(end) + timedelta(days=d)))
+            for end in ends for step in steps for d in range(1, 731, 1 if "month" in step else 3)]
+    with (tmp_path / "cases.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([("end", "step", "date"), *rows])
+    subprocess.run(["Rscript", str(REPO / "tests" / "r" / "step_cases.R"), str(REPO / "scoring" / "R"),
+                    str(tmp_path / "cases.csv"), str(tmp_path / "r.csv")], check=True, capture_output=True)
+    in_r = {(r["end"], r["step"], r["date"]): r for r in csv.DictReader((tmp_path / "r.csv").open())}
+    assert len(in_r) == len(rows)
+    on_grid = 0
+    for end, step, day in rows:
+        e, s = date.fromisoformat(end), parse_step(step)
+        k = step_index(e, date.fromisoformat(day), s)
+        r = in_r[(end, step, day)]
+        assert r["k"] == ("NA" if k is None else str(k)), (end, step, day, k, r)
+        assert r["grid"] == " ".join(str(add_steps(e, i, s)) for i in (1, 2, 3)), (end, step, r)
+        on_grid += k is not None
+    assert 0 < on_grid < len(rows)
 
 
 @pytest.mark.parametrize("gap", [-1, "30", True, 1.5])

@@ -32,13 +32,14 @@ def zip_of(files: dict[str, bytes]) -> bytes:
 @pytest.mark.parametrize("pack", [tar_of, lambda f: tar_of(f, "w"), zip_of])
 @pytest.mark.parametrize("on_disk", [False, True])
 def test_tar_tgz_and_zip_unpack_to_the_same_files(pack, on_disk, tmp_path):
-    files = {"1000.rds": b"a" * 10, "./20000.rds": b"b", "scorer.R": b"score <- function(m, d) 1"}
+    files = {"1000.rds": b"a" * 10, "./20000.rds": b"b", "scorer.R": b"score <- function(m, d) 1",
+             "training_end.csv": b"postcode,training_end,step\n1000,2026-11-30,1 week\n"}
     source = pack(files)
     if on_disk:  # the registration container unpacks a downloaded file
         (tmp_path / "upload.bin").write_bytes(source)
         source = tmp_path / "upload.bin"
     folder = unpack(source, tmp_path / "v")
-    assert sorted(p.name for p in folder.iterdir()) == ["1000.rds", "20000.rds", "scorer.R"]
+    assert sorted(p.name for p in folder.iterdir()) == ["1000.rds", "20000.rds", "scorer.R", "training_end.csv"]
     assert (folder / "1000.rds").read_bytes() == b"a" * 10
 
 

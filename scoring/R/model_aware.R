@@ -113,18 +113,65 @@ conform_newdata <- function(newdata, prototype) {
   newdata
 }
 
-# Forecast steps (1 = the day after training ended) for the input's dates; stops when the input starts on
-# or before the training end, or too long after it.
-forecast_steps <- function(dates, training_end, max_gap_days) {
+# A step as scoring/steps.py writes it ("1 day", "2 days", "1 week", "3 months"; NULL: one day) ->
+# list(count, unit) with unit "day" (weeks as 7 days) or "month".
+parse_step <- function(step) {
+  if (is.null(step) || (length(step) == 1 && is.na(step))) return(list(count = 1L, unit = "day", text = "1 day"))
+  m <- regmatches(step, regexec("^([0-9]+) (day|week|month)s?$", step))[[1]]
+  if (length(m) != 3) stop("model step '", step, "' is not '<n> days|weeks|months'", call. = FALSE)
+  n <- as.integer(m[2])
+  if (m[3] == "week") list(count = 7L * n, unit = "day", text = step) else list(count = n, unit = m[3], text = step)
+}
+
+is_month_end <- function(d) as.integer(format(d + 1, "%d")) == 1L
+
+# The date of step k after `end` (months: a month-end anchor gives month ends, else the day is kept).
+add_steps <- function(end, k, step) {
+  if (step$unit == "day") return(end + k * step$count)
+  months <- as.integer(format(end, "%Y")) * 12L + as.integer(format(end, "%m")) - 1L + k * step$count
+  first_of <- function(m) as.Date(sprintf("%04d-%02d-01", m %/% 12L, m %% 12L + 1L))
+  if (is_month_end(end)) first_of(months + 1L) - 1 else first_of(months) + as.integer(format(end, "%d")) - 1L
+}
+
+# Step index of each date from `end` (NA where the date is off the grid).
+step_indices <- function(dates, end, step) {
+  if (step$unit == "day") {
+    diff <- as.integer(dates - end)
+    return(ifelse(diff %% step$count == 0L, diff %/% step$count, NA_integer_))
+  }
+  months <- (as.integer(format(dates, "%Y")) - as.integer(format(end, "%Y"))) * 12L +
+    as.integer(format(dates, "%m")) - as.integer(format(end, "%m"))
+  k <- ifelse(months %% step$count == 0L, months %/% step$count, NA_integer_)
+  on_grid <- !is.na(k) & vapply(seq_along(dates), function(i)
+    !is.na(k[i]) && add_steps(end, k[i], step) == dates[i], logical(1))
+  ifelse(on_grid, k, NA_integer_)
+}
+
+# Forecast steps (1 = the first step after training ended) for the input's dates; stops when the input starts
+# on or before the training end, has dates off the model's step grid, or starts too long after the end.
+forecast_steps <- function(dates, training_end, max_gap_days, step = NULL) {
   end <- as.Date(training_end)
-  steps <- as.integer(dates - end)
+  step <- parse_step(step)
   first <- min(dates)
-  if (min(steps) < 1) stop("input starts on ", format(first), ", on or before the model's training end ",
-                           format(end), call. = FALSE)
-  gap <- min(steps) - 1L
-  if (length(max_gap_days) == 1 && !is.na(max_gap_days) && gap > max_gap_days)
-    stop("input starts on ", format(first), ", ", gap, " days after the model's training end ", format(end),
-         "; at most ", max_gap_days, " days are allowed (retrain the model)", call. = FALSE)
+  if (first <= end) stop("input starts on ", format(first), ", on or before the model's training end ",
+                         format(end), call. = FALSE)
+  steps <- step_indices(dates, end, step)
+  if (anyNA(steps)) {
+    off <- sort(dates[is.na(steps)])
+    stop("input date(s) ", shown(format(off)), " are not on the model's step grid (", step$text,
+         " from its training end ", format(end), ": ", paste(format(add_steps(end, 1:3, step)), collapse = ", "),
+         ", ...)", call. = FALSE)
+  }
+  k <- min(steps)
+  gap <- as.integer(add_steps(end, k - 1L, step) - end)
+  if (length(max_gap_days) == 1 && !is.na(max_gap_days) && gap > max_gap_days) {
+    if (step$unit == "day" && step$count == 1L)
+      stop("input starts on ", format(first), ", ", gap, " days after the model's training end ", format(end),
+           "; at most ", max_gap_days, " days are allowed (retrain the model)", call. = FALSE)
+    stop("input starts on ", format(first), ", step ", k, " of ", step$text, " after the model's training end ",
+         format(end), ": the ", k - 1L, " step(s) before it span ", gap, " days; at most ", max_gap_days,
+         " days are allowed (retrain the model)", call. = FALSE)
+  }
   steps
 }
 
@@ -138,7 +185,8 @@ model_aware_newdata <- function(postcode, model, newdata) {
   load_model_packages(unlist(profile$packages), unlist(profile$attach))
   if (isTRUE(profile$time_series)) {
     if (!is.null(entry$training_end))
-      attr(newdata, "forecast_steps") <- forecast_steps(newdata$date, entry$training_end, .model_aware$max_gap_days)
+      attr(newdata, "forecast_steps") <- forecast_steps(newdata$date, entry$training_end, .model_aware$max_gap_days,
+                                                        entry$step)
     return(newdata)
   }
   if (length(profile$prototype)) return(conform_newdata(newdata, profile$prototype))

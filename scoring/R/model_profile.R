@@ -8,7 +8,10 @@
 #   attach         packages whose functions the formula calls (ns/bs: splines, s/te: mgcv): model.frame
 #                  evaluates the formula where those names must be visible.
 #   training_end   for time-series models: the calendar date of the last training observation, from the
-#                  model's attribute `training_end`, else from a daily ts with a calendar start.
+#                  model's attribute `training_end`, else from a daily, monthly or quarterly ts with a
+#                  calendar start.
+#   step           for time-series models: the calendar time of one step ("1 day", "1 week", "1 month"),
+#                  from the model's attribute `step`, else from the series' frequency.
 
 DEFAULT_ATTACHED <- c("base", "stats", "utils", "methods", "graphics", "grDevices", "datasets")
 
@@ -150,32 +153,62 @@ model_series <- function(m) {
   y
 }
 
-# Series observed quarterly, monthly or weekly: one forecast step is not one day, so no date alignment.
-NOT_DAILY_FREQUENCIES <- c(4, 12, 52)
+# The calendar step of a series of this frequency, where the frequency says it: 1 (a plain vector), 7
+# (days with a weekly season), 365: days; 52: weeks; 12: months; 4: quarters. Anything else (24 hours, 5
+# working days) has no calendar step: the data scientist gives it (attribute `step`, --step).
+step_of_frequency <- function(f) {
+  if (is.na(f)) return(NA_character_)
+  if (any(abs(f - c(1, 7, 365, 365.25, 366)) < 1e-6)) return("1 day")
+  if (abs(f - 52) < 0.2) return("1 week")
+  if (abs(f - 12) < 1e-6) return("1 month")
+  if (abs(f - 4) < 1e-6) return("3 months")
+  NA_character_
+}
 
-# The date of the last training observation, and where it came from.
+# The date of the last training observation and the model's step, and where each came from.
 training_end_of <- function(m) {
   given <- attr(m, "training_end", exact = TRUE)
+  given_step <- attr(m, "step", exact = TRUE)
   y <- model_series(m)
   frequency <- if (!is.null(y) && stats::is.ts(y)) stats::frequency(y) else NA_real_
+  step <- step_of_frequency(frequency)
+  step_source <- if (is.na(step)) NA_character_ else sprintf("ts frequency %g", frequency)
+  if (!is.null(given_step)) {
+    if (!is.character(given_step) || length(given_step) != 1 || is.na(given_step))
+      stop("attribute step is not one string such as '1 week': ", format(given_step)[1], call. = FALSE)
+    step <- given_step
+    step_source <- "model attribute step"
+  }
+  out <- list(date = NA_character_, source = NA_character_, frequency = frequency, step = step,
+              step_source = step_source)
   if (!is.null(given)) {
-    if (!is.na(frequency) && frequency %in% NOT_DAILY_FREQUENCIES)
-      stop("attribute training_end is set on a series of frequency ", frequency, "; dated forecasts need a ",
-           "daily series (one step = one day)", call. = FALSE)
     d <- tryCatch(as.Date(given), error = function(e) NA)
     if (length(d) != 1 || is.na(d)) stop("attribute training_end is not a date: ", format(given)[1], call. = FALSE)
-    return(list(date = format(d), source = "model attribute training_end", frequency = frequency))
+    out$date <- format(d)
+    out$source <- "model attribute training_end"
+    return(out)
   }
   if (!is.null(y) && stats::is.ts(y)) {
     tp <- stats::tsp(y)
-    # A daily series with a calendar start, e.g. ts(x, start = c(2024, 45), frequency = 365).
-    if (tp[3] %in% c(365, 365.25, 366) && tp[1] >= 1900 && tp[1] < 2200) {
+    if (tp[1] >= 1900 && tp[1] < 2200) {
       year <- floor(tp[1] + 1e-9)
-      first <- as.Date(sprintf("%d-01-01", as.integer(year))) + round((tp[1] - year) * tp[3])
-      return(list(date = format(first + length(y) - 1), source = "daily ts calendar", frequency = frequency))
+      if (tp[3] %in% c(365, 365.25, 366)) {
+        # A daily series with a calendar start, e.g. ts(x, start = c(2024, 45), frequency = 365).
+        first <- as.Date(sprintf("%d-01-01", as.integer(year))) + round((tp[1] - year) * tp[3])
+        out$date <- format(first + length(y) - 1)
+        out$source <- "daily ts calendar"
+      } else if (tp[3] %in% c(4, 12)) {
+        # Monthly or quarterly with a calendar start, e.g. ts(x, start = c(2024, 3), frequency = 12): the
+        # last period, labelled by its first day (2026-10-01 for October; a quarter by its first month).
+        last <- round(tp[2] * tp[3])
+        months_per <- 12 / tp[3]
+        month <- (last %% tp[3]) * months_per + 1
+        out$date <- sprintf("%04d-%02d-01", as.integer(last %/% tp[3]), as.integer(month))
+        out$source <- if (tp[3] == 12) "monthly ts calendar" else "quarterly ts calendar"
+      }
     }
   }
-  list(date = NA_character_, source = NA_character_, frequency = frequency)
+  out
 }
 
 model_profile <- function(m) {
@@ -207,10 +240,12 @@ model_profile <- function(m) {
     attach <- unique(c(attach, found$pkgs))
   }
   packages <- setdiff(unique(c(packages, attach)), DEFAULT_ATTACHED)
-  end <- if (ts_model) training_end_of(m) else list(date = NA_character_, source = NA_character_, frequency = NA)
+  end <- if (ts_model) training_end_of(m) else list(date = NA_character_, source = NA_character_, frequency = NA,
+                                                   step = NA_character_, step_source = NA_character_)
   list(class = I(classes), time_series = ts_model, packages = I(packages),
        attach = I(setdiff(unique(attach), DEFAULT_ATTACHED)), prototype = model_prototype(m, tt),
-       training_end = end$date, training_end_source = end$source, frequency = end$frequency)
+       training_end = end$date, training_end_source = end$source, frequency = end$frequency,
+       step = end$step, step_source = end$step_source)
 }
 
 profile_json <- function(profile) {

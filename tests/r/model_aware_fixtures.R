@@ -85,3 +85,43 @@ for (pc in names(ts_models)) {
 data.table::fwrite(do.call(rbind, rows), file.path(out, "ts.csv"), dateTimeAs = "ISO")
 write.csv(do.call(rbind, ref), file.path(out, "ts_reference.csv"), row.names = FALSE)
 writeLines(format(train_end), file.path(out, "ts_training_end.txt"))
+
+# Steps other than one day (folder steps/, input steps.csv): each postcode's input starts `gap` steps after
+# its training end, so R's reference is the last n values of forecast(model, h = gap + n).
+dir.create(file.path(out, "steps"))
+months_back <- function(d, k) seq(d, by = "-1 month", length.out = k + 1)[k + 1]   # d minus k months
+first_monday <- start + (8 - as.integer(format(start, "%u"))) %% 7     # the weekly input's first date
+first_month <- as.Date(format(seq(start, by = "month", length.out = 2)[2], "%Y-%m-01"))  # the 1st after start
+
+weekly <- forecast::ets(ts(200 + cumsum(rnorm(120)), frequency = 52), model = "AAN")
+attr(weekly, "training_end") <- format(first_monday - 7 * (gap + 1))  # a Monday; frequency 52 gives the step
+
+ym <- 100 + 10 * sin(2 * pi * (1:72) / 12) + cumsum(rnorm(72, sd = 0.5))
+month_train <- months_back(first_month, gap + 1)                      # a 1st of the month
+ts_start <- months_back(month_train, 71)
+monthly <- forecast::ets(ts(ym, start = c(as.integer(format(ts_start, "%Y")), as.integer(format(ts_start, "%m"))),
+                            frequency = 12), model = "ANA")           # end and step from the ts calendar
+
+month_end <- forecast::Arima(ts(ym, frequency = 12), order = c(1, 0, 0))
+attr(month_end, "training_end") <- format(months_back(first_month, gap) - 1)  # a month's last day: month ends
+
+every_other <- forecast::Arima(ts(y[1:200], frequency = 7), order = c(1, 0, 1))
+attr(every_other, "training_end") <- format(start - 2 * (gap + 1))
+attr(every_other, "step") <- "2 days"                                 # only the data scientist knows this one
+
+step_models <- list("2000" = weekly, "2002" = monthly, "2004" = month_end, "2006" = every_other)
+dates_of <- list("2000" = first_monday + 7 * (0:(n - 1)),
+                 "2002" = seq(first_month, by = "month", length.out = n),
+                 "2004" = seq(first_month, by = "month", length.out = n + 1)[-1] - 1,
+                 "2006" = start + 2 * (0:(n - 1)))
+rows <- list(); ref <- list()
+for (pc in names(step_models)) {
+  saveRDS(step_models[[pc]], file.path(out, "steps", paste0(pc, ".rds")))
+  rows[[pc]] <- data.frame(postcode = pc, date = dates_of[[pc]])
+  fc <- forecast::forecast(step_models[[pc]], h = gap + n)
+  keep <- (gap + 1):(gap + n)
+  ref[[pc]] <- data.frame(postcode = pc, date = format(dates_of[[pc]]), volume = as.numeric(fc$mean)[keep],
+                          lower_80 = as.numeric(fc$lower[, 1])[keep], upper_95 = as.numeric(fc$upper[, 2])[keep])
+}
+data.table::fwrite(do.call(rbind, rows), file.path(out, "steps.csv"), dateTimeAs = "ISO")
+write.csv(do.call(rbind, ref), file.path(out, "steps_reference.csv"), row.names = FALSE)

@@ -100,3 +100,25 @@ def test_a_manifest_names_its_scorer_only_at_the_version_or_under_one_registrati
     else:
         with pytest.raises(ModelStoreError, match="scorer"):
             manifest.check_safe()
+
+
+@pytest.mark.parametrize("fields, says", [
+    ({"training_end": "2026-11-30", "step": "1 week"}, None),
+    ({"training_end": "2026-01-31", "step": "1 month"}, None),
+    ({"training_end": "2026-11-30"}, None),  # a manifest from before steps: one day
+    ({"training_end": "30.11.2026", "step": "1 day"}, "training_end '30.11.2026' is not YYYY-MM-DD"),
+    ({"training_end": 20261130}, "training_end '20261130' is not YYYY-MM-DD"),
+    ({"training_end": "2026-11-30", "step": "fortnight"}, "step 'fortnight' is not"),
+    ({"training_end": "2026-01-30", "step": "1 month"}, "training end 2026-01-30 with a step of 1 month: use a day"),
+])
+def test_a_manifest_entrys_training_end_and_step_are_checked_when_read(mem, fields, says):
+    """Planning and the worker compute dates from them: damage is a named corrupt store, not a crash."""
+    manifest = put_version(mem, "parcels", "v1", ["8001"]).to_json()
+    manifest["models"]["8001"].update(fields)
+    mem.write_json("models", version_prefix("parcels", "v1") + "manifest.json", manifest)
+    if says is None:
+        entry = ModelStore(mem).read_manifest("parcels", "v1").models["8001"]
+        assert (entry.training_end, entry.step) == (fields["training_end"], fields.get("step"))
+    else:
+        with pytest.raises(ModelStoreError, match=f"manifest.json is corrupt: manifest entry 8001: {says}"):
+            ModelStore(mem).read_manifest("parcels", "v1")
