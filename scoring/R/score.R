@@ -271,8 +271,22 @@ spawn_nodes <- function(n, script = "") {
   # inherit it from here (R reads it at start-up).
   Sys.setenv(R_GC_MEM_GROW = "3")
   .scoring$cluster <- if (n > 1) parallel::makePSOCKcluster(n) else NULL
-  if (!is.null(.scoring$cluster) && nzchar(script)) parallel::clusterCall(.scoring$cluster, warm_node, script)
+  .scoring$warming <- FALSE
+  if (!is.null(.scoring$cluster) && nzchar(script)) {
+    # Sent without waiting: the nodes source this file and load data.table while the worker downloads the manifest, the input
+    # and the packs; the next call to the nodes collects the replies first (nodes_ready).
+    for (node in .scoring$cluster) parallel:::sendCall(node, warm_node, list(script))
+    .scoring$warming <- TRUE
+  }
   invisible(n)
+}
+
+nodes_ready <- function() {
+  if (isTRUE(.scoring$warming)) {
+    .scoring$warming <- FALSE
+    parallel:::checkForRemoteErrors(lapply(.scoring$cluster, parallel:::recvResult))
+  }
+  invisible(TRUE)
 }
 
 start_nodes <- function(script, input_path, postcodes, scorer_path, horizon) {
@@ -281,6 +295,7 @@ start_nodes <- function(script, input_path, postcodes, scorer_path, horizon) {
     return(length(.scoring$input_postcodes))
   }
   # With nodes, only the nodes hold the input: the driver just dispatches and collects.
+  nodes_ready()
   replies <- parallel::clusterCall(.scoring$cluster, init_node, script, input_path, postcodes, scorer_path, horizon)
   for (r in replies) if (!isTRUE(r$ok)) stop(r$message, call. = FALSE)
   .scoring$input_postcodes <- replies[[1]]$postcodes
@@ -288,7 +303,10 @@ start_nodes <- function(script, input_path, postcodes, scorer_path, horizon) {
 }
 
 stop_nodes <- function() {
-  if (!is.null(.scoring$cluster)) parallel::stopCluster(.scoring$cluster)
+  if (!is.null(.scoring$cluster)) {
+    try(nodes_ready(), silent = TRUE)
+    parallel::stopCluster(.scoring$cluster)
+  }
   .scoring$cluster <- NULL
   invisible(TRUE)
 }
