@@ -151,7 +151,10 @@ def command_versions(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, own_process: bool = False) -> int:
+    """`own_process`: this is the process's entry point (`python -m scoring`), so the container commands may
+    fork their output scrubber. A caller inside another program (a test) must not fork it: the program's
+    other threads would not exist in the child, and the caller would become the scrubber."""
     parser = argparse.ArgumentParser(prog="python -m scoring", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="score the job given in the environment (the container entrypoint)")
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in (reg, champ, ver):
         p.add_argument("--container", default=os.environ.get("MODELS_CONTAINER", "models"))
     args = parser.parse_args(argv)
-    if args.command == "run" or getattr(args, "from_blob", None):  # the two container commands run model
+    if own_process and (args.command == "run" or getattr(args, "from_blob", None)):  # the container commands run model
         scrub_process_output()  # code; all they write ends up in the container's logs. Returns in the child.
     logging.basicConfig(level=os.environ.get("SCORING_LOG_LEVEL", "WARNING"))
     if args.command == "run":
@@ -198,4 +201,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(own_process=True))

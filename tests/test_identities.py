@@ -143,8 +143,14 @@ def test_the_create_activity_sends_the_worker_identity_only(standin: Standin, az
         services.storage().ensure_container("staging")
         timing = Timing(poll_seconds=1, deadline_minutes=1, provisioning_deadline_minutes=1,
                         retry_interval_seconds=1, retry_attempts=1, shard_attempts=1, quota_waits=1)
-        work = ShardInput(run_id="run-identity", index=0, postcodes=["8001"], model="parcels", version="v1",
-                          input=InputRef(container="input", blob="x.csv", etag="0x1"), horizon=3, timing=timing)
+        # The plan's shard blob, as plan_run writes it (the create activity reads the postcodes from it).
+        shard_blob = naming.plan_shard_blob("run-identity", 0)
+        services.storage().ensure_container("results")
+        services.storage().write_json("results", shard_blob, {"run_id": "run-identity", "index": 0,
+                                                              "postcodes": ["8001"]})
+        work = ShardInput(run_id="run-identity", index=0, postcodes=1, postcodes_blob=shard_blob, model="parcels",
+                          version="v1", input=InputRef(container="input", blob="x.csv", etag="0x1"), horizon=3,
+                          timing=timing)
         request = GroupRequest(shard=work, attempt=1, group="run-identity-s000",
                                output_prefix=naming.staging_prefix("run-identity", 0))
         assert activities.create_container_group(request).ok

@@ -97,3 +97,15 @@ def test_line_scrubber_finds_a_secret_cut_across_reads_and_bounds_what_it_holds(
     text = out.read_text()
     assert text.startswith("first *** end\nsecond ***") and KEY not in text
     assert text.count("x") == MAX_LINE + 10 and text.endswith("x***")
+
+
+def test_only_the_process_entry_point_forks_its_scrubber(monkeypatch):
+    # Forking inside another program (a test calling main) would make that program the scrubber, and its
+    # child would lose every other thread; only `python -m scoring` (own_process=True) may fork.
+    import scoring.__main__ as cli
+
+    forks: list[str] = []
+    monkeypatch.setattr(cli, "scrub_process_output", lambda: forks.append("fork"))
+    monkeypatch.setattr(cli, "command_run", lambda args: 0)
+    assert cli.main(["run"]) == 0 and forks == []
+    assert cli.main(["run"], own_process=True) == 0 and forks == ["fork"]
