@@ -23,8 +23,6 @@ from datetime import date, timedelta
 from scoring.modelstore import DATES_ASSUMED, Manifest
 from scoring.steps import DAILY, Step, add_steps, grid_example, step_index, step_of
 
-from .input_scan import scan_input
-
 # What R's as.numeric() reads from CSV text (plus Inf/NaN, which predict turns into a failed postcode).
 R_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|Inf|NaN|0[xX][0-9a-fA-F]+)\s*")
 LOGICAL = {"TRUE", "T", "true", "True", "1", "FALSE", "F", "false", "False", "0"}
@@ -191,15 +189,6 @@ class ModelInputCheck:
             if reason:
                 failed[pc] = f"{reason} ({self.where})"
         return failed, warnings
-
-
-def check_input_against_models(data: bytes, manifest: Manifest, postcodes: list[str], max_gap_days: int,
-                               where: str) -> tuple[dict[str, str], list[str]]:
-    """(failed postcodes with their reason, warnings for the run), in a pass of its own over the input CSV.
-    Planning feeds a ModelInputCheck from its one pass instead."""
-    check = ModelInputCheck(manifest, max_gap_days, where)
-    scan_input(data, where, visit=check.visit)
-    return check.result(postcodes)
 
 
 def _prototype_problem(prototype: list[dict], bad: dict[str, set[str]], header: list[str]) -> str | None:

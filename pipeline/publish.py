@@ -159,16 +159,14 @@ def write_results(blobs: BlobStore, staging: str, container: str, name: str,
     first publish copies the validated bytes of each shard in order (nothing parsed or written again); a
     retry merges its shards' rows with the rows of the revision it retries (`retried`) for the postcodes it
     did not rescore."""
+    whole = concatenated(blobs, staging, accepted) if retried is None else None
+    if whole is not None:
+        chunks, postcodes, size = whole
+        blobs.upload_stream(container, name, chunks)
+        write_results_index(blobs, container, name, {"format": INDEX_FORMAT, "size": size,
+                                                     "columns": RESULT_COLUMNS, "postcodes": postcodes})
+        return sum(check.rows for _, check in accepted)
     rows = [0]
-    if retried is None:
-        whole = concatenated(blobs, staging, accepted, rows)
-        if whole is not None:
-            chunks, postcodes, size = whole
-            blobs.upload_stream(container, name, chunks)
-            write_results_index(blobs, container, name, {"format": INDEX_FORMAT, "size": size,
-                                                         "columns": RESULT_COLUMNS, "postcodes": postcodes})
-            return rows[0]
-        rows = [0]
     streams = [data_rows(blobs, staging, blob) for blob, _ in accepted]
     if retried is not None:
         streams.append(data_rows(blobs, container, retried, keep=lambda pc: pc not in rescored))

@@ -266,13 +266,13 @@ def shard_bytes(blobs: BlobStore, container: str, blob: str, check: ShardCheck) 
             yield chunk
 
 
-def concatenated(blobs: BlobStore, container: str, shards: list[tuple[str, ShardCheck]],
-                 counter: list[int]) -> tuple[Iterator[bytes], dict[str, list[int]], int] | None:
+def concatenated(blobs: BlobStore, container: str,
+                 shards: list[tuple[str, ShardCheck]]) -> tuple[Iterator[bytes], dict[str, list[int]], int] | None:
     """The run's results.csv as the header then each validated shard's bytes, in order, and its per-postcode
-    index ({postcode: [offset, length, rows]}, as dashboard/results_index.py stores it) and size; counter[0]
-    counts the rows. Shards hold contiguous slices of the sorted postcodes (planning.cut_shards), so their
-    concatenation is sorted: nothing is parsed or written again. None if the shards' postcodes are not in
-    ascending order one shard after another (then the caller merges rows)."""
+    index ({postcode: [offset, length, rows]}, as dashboard/results_index.py stores it) and size. Shards
+    hold contiguous slices of the sorted postcodes (planning.cut_shards), so their concatenation is sorted:
+    nothing is parsed or written again. None if the shards' postcodes are not in ascending order one shard
+    after another (then the caller merges rows)."""
     header = (",".join(RESULT_COLUMNS) + "\n").encode()
     index: dict[str, list[int]] = {}
     offset, last = len(header), ""
@@ -285,7 +285,6 @@ def concatenated(blobs: BlobStore, container: str, shards: list[tuple[str, Shard
         last = next(reversed(check.index))
         index.update({pc: [offset + o, length, n] for pc, (o, length, n) in check.index.items()})
         offset += check.data_bytes
-        counter[0] += check.rows
 
     def chunks() -> Iterator[bytes]:
         yield header

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from pipeline.model_checks import check_input_against_models
+from pipeline.input_scan import scan_input
+from pipeline.model_checks import ModelInputCheck
 from scoring.modelstore import Manifest, ModelEntry
 
 GLM = {"class": "glm", "prototype": [{"name": "month", "type": "factor", "levels": ["1", "2", "3"]},
@@ -23,7 +24,10 @@ def manifest(profiles: list[dict], entries: dict[str, tuple]) -> Manifest:
 
 
 def check(m: Manifest, text: str, gap: int = 30) -> dict[str, str]:
-    failed, _ = check_input_against_models(text.encode(), m, sorted(m.models), gap, "input x.csv")
+    # As planning does: the check fed from the input scan's one pass.
+    checker = ModelInputCheck(m, gap, "input x.csv")
+    scan_input(text.encode(), "input x.csv", visit=checker.visit)
+    failed, _ = checker.result(sorted(m.models))
     return failed
 
 
