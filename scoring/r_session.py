@@ -32,6 +32,12 @@ def _r():
     # R's console chatter would interleave with our logs; errors come back as exceptions instead.
     callbacks.consolewrite_print = lambda s: None
     callbacks.consolewrite_warnerror = lambda s: None
+    # R calls its ProcessEvents hook every few thousand steps and while it waits on its nodes; rpy2's hook is a
+    # Python no-op that must take the GIL, so while our download threads ran, R crawled (a loop 50x slower).
+    # Without a hook R checks for interrupts as a plain R process does.
+    from rpy2.rinterface_lib import embedded, openrlib
+
+    openrlib.rlib.ptr_R_ProcessEvents = embedded.ffi.NULL
     for script in ("score.R", "model_aware.R", "model_profile.R", "register.R"):
         ro.r["source"](str(R_DIR / script))
     ro.r["source"](str(R_DIR / "isolation.R"))  # after score.R: wraps its node functions
@@ -58,6 +64,8 @@ def _r_message(text: str) -> str:
 
 def _to_r(ro, value):
     if isinstance(value, list | tuple):
+        if value and all(isinstance(v, int) for v in value):
+            return ro.FloatVector([float(v) for v in value])  # offsets may pass R's integer range
         return ro.StrVector([str(v) for v in value])
     return value
 

@@ -52,13 +52,13 @@ restart_nodes <- function() {
   do.call(start_nodes, .isolation$args)
 }
 
-score_batch_isolated <- function(postcodes, paths) {
-  tried <- tryCatch(score_batch(postcodes, paths), error = function(e) e)
+score_batch_isolated <- function(postcodes, files, offsets, sizes) {
+  tried <- tryCatch(score_batch(postcodes, files, offsets, sizes), error = function(e) e)
   if (!inherits(tried, "error")) return(tried)
   restart_nodes()
   failures <- character(0)
   for (i in seq_along(postcodes)) {
-    one <- tryCatch(score_batch(postcodes[i], paths[i]), error = function(e) e)
+    one <- tryCatch(score_batch(postcodes[i], files[i], offsets[i], sizes[i]), error = function(e) e)
     if (inherits(one, "error")) {
       failures[postcodes[i]] <- paste(DIED, gsub("[\r\n]+", " ", conditionMessage(one)))
       restart_nodes()
