@@ -24,6 +24,9 @@ from .secrets import scrub_json
 from .timestamps import now_micros
 
 DOWNLOAD_THREADS = 8
+# Models per node and call: a node holds its part of a batch at once (~90 KB per slim glm and its rows; 1,000
+# keep a node near 200 MB). Larger batches save little once past a few hundred.
+BATCH_PER_CORE = 1000
 log = logging.getLogger("scoring")
 
 
@@ -137,10 +140,11 @@ def run_shard(job: Job, blobs: BlobStore, workdir: Path, cores: int | None = Non
                             batch.append(m)
                         else:
                             status.failed[m.postcode] = "no input rows for this postcode"
-                if batch:
-                    failures = r_session.call("score_batch_isolated", [m.postcode for m in batch],
-                                              [m.file for m in batch], [m.offset for m in batch],
-                                              [m.size for m in batch])
+                step = BATCH_PER_CORE * cores
+                for part in (batch[i:i + step] for i in range(0, len(batch), step)):
+                    failures = r_session.call("score_batch_isolated", [m.postcode for m in part],
+                                              [m.file for m in part], [m.offset for m in part],
+                                              [m.size for m in part])
                     status.failed.update(r_session.named_strings(failures))
             status.timings["scored"] = time.perf_counter() - t0
             results_path = workdir / "results.csv"
