@@ -27,7 +27,7 @@ load_model_packages <- function(packages, attach = character(0)) {
 load_model_profiles <- function(path) {
   info <- jsonlite::fromJSON(path, simplifyVector = FALSE)
   .model_aware$profiles <- info$profiles
-  .model_aware$postcodes <- info$postcodes
+  .model_aware$postcodes <- list2env(as.list(info$postcodes), hash = TRUE)  # looked up per postcode: hashed, not a list
   .model_aware$max_gap_days <- as.numeric(info$max_gap_days)
   text <- character(0)
   for (p in info$profiles) for (col in p$prototype)
