@@ -70,5 +70,5 @@ def commit_upload(upload_id: str) -> str:
     total, limit = sum(parts.values()), int(s.max_staged_mb * 1024 * 1024)
     if total > limit:
         raise ApiError("upload", f"upload {upload_id!r} is {total} bytes; the limit is {limit}", 413)
-    blobs.commit_blocks(s.uploads_container, name, len(parts))
+    blobs.commit_blocks(s.uploads_container, name, range(len(parts)))
     return f"{s.uploads_container}/{name}"

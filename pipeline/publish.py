@@ -27,10 +27,12 @@ from .plan_store import PlanStoreError, read_plan
 from .revisions import Revision, current_revision, flip_pointer, move_latest, revision_prefix
 from .settings import Settings
 from .shard_output import (
+    HEADER,
     RESULT_COLUMNS,
+    BlockCopy,
     ShardCheck,
     ShardRejected,
-    concatenated,
+    combined_index,
     csv_chunks,
     data_rows,
     validate_shard,
@@ -44,11 +46,12 @@ class PublishError(ValueError):
 
 
 def accepted_shards(plan: Plan, shards: list[ShardOutcome], gathered: Gathered, settings: Settings,
-                    blobs: BlobStore) -> tuple[list[ShardOutcome], list[tuple[str, ShardCheck]], set[str]]:
+                    blobs: BlobStore, copy: BlockCopy | None = None,
+                    ) -> tuple[list[ShardOutcome], list[tuple[str, ShardCheck]], set[str]]:
     """(every shard, with a rejected one marked so; the results.csv of each shard whose output passes
     validation, with what validation found; the postcodes they scored). A rejected shard is left out with the
     reason on each of its postcodes; it never sinks the others. `gathered.failed` gains the rejected shards'
-    postcodes."""
+    postcodes. With `copy`, each accepted shard's bytes are staged as they are validated."""
     container = settings.staging_container  # written by the containers (worker identity), read-only here
     failed = gathered.failed
     marked, accepted, scored = [], [], set()
@@ -64,7 +67,8 @@ def accepted_shards(plan: Plan, shards: list[ShardOutcome], gathered: Gathered, 
         reported = gathered.scored.get(shard.index, [])
         blob = status.output_prefix + "results.csv"
         try:
-            check = validate_shard(blobs, container, blob, reported, assigned, plan.horizon, plan.model, plan.version)
+            check = validate_shard(blobs, container, blob, reported, assigned, plan.horizon, plan.model, plan.version,
+                                   copy)
         except ShardRejected as e:
             reason = f"not published: shard {shard.index} output rejected: {e}"
             failed.update({pc: reason for pc in assigned if pc not in failed or pc in reported})
@@ -89,35 +93,39 @@ def publish_run(ref: RunPlan, shards: list[ShardOutcome], settings: Settings, bl
     except PlanStoreError as e:
         raise PublishError(str(e)) from None
     run_id, container = plan.run_id, settings.results_container
-    planned = {pc for s in plan.shards for pc in s.postcodes} | set(plan.failed)
-    gathered = gather(blobs, settings.staging_container, plan, shards)
-    shards, accepted, scored = accepted_shards(plan, shards, gathered, settings, blobs)
-    failed = gathered.failed
-    unaccounted = planned - scored - set(failed)
-    if unaccounted:
-        raise PublishError(f"{len(unaccounted)} postcode(s) neither scored nor failed, e.g. {min(unaccounted)}")
-    if not scored and not plan.retry_of:
-        raise PublishError("no shard produced valid results")
-
     target = plan.retry_of or run_id
     previous = current_revision(blobs, container, target)
     if plan.retry_of and previous is None:
         raise PublishError(f"run {target} has published nothing to retry into")
     if previous is not None and previous.revision == run_id:  # this activity already flipped; finish the rest
         return _outcome(blobs, container, plan, previous)
-
-    old_manifest: dict = {}
-    if plan.retry_of:
-        old_manifest = blobs.read_json(container, previous.manifest)
-        # What an earlier revision scored stays, even if it failed this time.
-        old_scored = set(old_manifest.get("model", {}).get("sha256", {})) - set(old_manifest["postcodes_failed"])
-        kept = scored | old_scored
-        failed = {pc: why for pc, why in {**old_manifest["postcodes_failed"], **failed}.items() if pc not in kept}
     prefix = revision_prefix(target, run_id)
-    rows = write_results(blobs, settings.staging_container, container, prefix + "results.csv", accepted,
-                         previous.results if plan.retry_of else None, scored)
-    if plan.retry_of:
-        scored |= old_scored
+    # A first publish stages each shard's bytes into the results blob while it validates them; a retry merges.
+    with BlockCopy(blobs, container, prefix + "results.csv") as staged:
+        copy = None if plan.retry_of else staged
+        planned = {pc for s in plan.shards for pc in s.postcodes} | set(plan.failed)
+        gathered = gather(blobs, settings.staging_container, plan, shards)
+        shards, accepted, scored = accepted_shards(plan, shards, gathered, settings, blobs, copy)
+        failed = gathered.failed
+        unaccounted = planned - scored - set(failed)
+        if unaccounted:
+            raise PublishError(f"{len(unaccounted)} postcode(s) neither scored nor failed, e.g. {min(unaccounted)}")
+        if not scored and not plan.retry_of:
+            raise PublishError("no shard produced valid results")
+
+        old_manifest: dict = {}
+        if plan.retry_of:
+            old_manifest = blobs.read_json(container, previous.manifest)
+            # What an earlier revision scored stays, even if it failed this time.
+            old_scored = set(old_manifest.get("model", {}).get("sha256", {})) - set(old_manifest["postcodes_failed"])
+            kept = scored | old_scored
+            failed = {pc: why for pc, why in {**old_manifest["postcodes_failed"], **failed}.items() if pc not in kept}
+            rows = merge_results(blobs, settings.staging_container, container, prefix + "results.csv", accepted,
+                                 previous.results, scored)
+            scored |= old_scored
+        else:
+            rows = write_results(blobs, settings.staging_container, container, prefix + "results.csv", accepted,
+                                 staged)
 
     manifest = ModelStore(blobs, settings.models_container).read_manifest(plan.model, plan.version)
     published = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -151,21 +159,27 @@ def publish_run(ref: RunPlan, shards: list[ShardOutcome], settings: Settings, bl
     return _outcome(blobs, container, plan, current)
 
 
-def write_results(blobs: BlobStore, staging: str, container: str, name: str,
-                  accepted: list[tuple[str, ShardCheck]], retried: str | None, rescored: set[str]) -> int:
-    """Write the revision's results.csv and its per-postcode index (before the pointer flips); returns the rows.
+def write_results(blobs: BlobStore, staging: str, container: str, name: str, accepted: list[tuple[str, ShardCheck]],
+                  copy: BlockCopy) -> int:
+    """Write a first revision's results.csv and its per-postcode index (before the pointer flips); returns the
+    rows. The accepted shards' bytes were staged as they were validated (BlockCopy): committing them, after
+    the header, is the copy. Shards not in postcode order one after another are merged instead."""
+    combined = combined_index(accepted)
+    if combined is None:
+        return merge_results(blobs, staging, container, name, accepted, None, set())
+    index, size = combined
+    copy.write(HEADER)
+    copy.commit([copy.end_part()] + [check.blocks for _, check in accepted])
+    write_results_index(blobs, container, name, {"format": INDEX_FORMAT, "size": size, "columns": RESULT_COLUMNS,
+                                                 "postcodes": index})
+    return sum(check.rows for _, check in accepted)
 
-    Shard outputs come from the staging container; only the app (its own identity) writes `container`. A
-    first publish copies the validated bytes of each shard in order (nothing parsed or written again); a
-    retry merges its shards' rows with the rows of the revision it retries (`retried`) for the postcodes it
-    did not rescore."""
-    whole = concatenated(blobs, staging, accepted) if retried is None else None
-    if whole is not None:
-        chunks, postcodes, size = whole
-        blobs.upload_stream(container, name, chunks)
-        write_results_index(blobs, container, name, {"format": INDEX_FORMAT, "size": size,
-                                                     "columns": RESULT_COLUMNS, "postcodes": postcodes})
-        return sum(check.rows for _, check in accepted)
+
+def merge_results(blobs: BlobStore, staging: str, container: str, name: str, accepted: list[tuple[str, ShardCheck]],
+                  retried: str | None, rescored: set[str]) -> int:
+    """results.csv and its index as the rows of the accepted shards (from the staging container; only the app
+    writes `container`), merged in postcode and date order, with the rows of the revision a retry retries
+    (`retried`) for the postcodes it did not rescore; returns the rows."""
     rows = [0]
     streams = [data_rows(blobs, staging, blob) for blob, _ in accepted]
     if retried is not None:

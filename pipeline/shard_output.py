@@ -1,7 +1,7 @@
-"""A shard's staged results.csv, read as a stream: validated row by row, then merged into a run's results.
+"""A shard's staged results.csv, read as a stream: validated, and copied into the run's results as it is read.
 
-Nothing here holds more than one row per shard plus per-postcode counters: publish memory does not grow
-with postcodes x horizon.
+Nothing here holds more than a block of rows per shard plus per-postcode counters: publish memory does not
+grow with postcodes x horizon.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import gc
 import io
 import math
 import operator
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ RESULT_COLUMNS = ["postcode", "date", "volume", "lower_80", "upper_80", "lower_9
 # Interval bounds in the order they must hold around the volume.
 ORDER = ("lower_95", "lower_80", "volume", "upper_80", "upper_95")
 OUT_CHUNK = 4 << 20  # bytes per staged block of the published results.csv
+HEADER = (",".join(RESULT_COLUMNS) + "\n").encode()
 _INDEX = {c: i for i, c in enumerate(RESULT_COLUMNS)}
 
 
@@ -92,6 +94,7 @@ class ShardCheck:
     data_bytes: int
     rows: int
     index: dict[str, list[int]]  # postcode -> [offset from the first data byte, length in bytes, rows]
+    blocks: list[int] = field(default_factory=list)  # where BlockCopy staged the data bytes, in order
 
 
 @dataclass
@@ -109,13 +112,14 @@ class _Progress:
 
 
 def validate_shard(blobs: BlobStore, container: str, blob: str, scored: list[str], assigned: set[str],
-                   horizon: int, model: str, version: str) -> ShardCheck:
+                   horizon: int, model: str, version: str, copy: BlockCopy | None = None) -> ShardCheck:
     """ShardRejected unless the staged CSV holds exactly horizon valid rows for each scored postcode, sorted
     by postcode and date, and the shard reported only postcodes it was assigned.
 
     Rows are checked a block at a time with C-level operations over whole columns (float parsing, ordering,
     set membership); a block with anything unusual is checked again row by row, which names the line.
-    Memory holds one block and a counter per postcode."""
+    Memory holds one block and a counter per postcode. With `copy`, the data bytes are staged as they pass
+    (ShardCheck.blocks); a shard that fails stages nothing that can be committed."""
     stray = sorted(set(scored) - assigned)
     if stray:
         raise ShardRejected(f"reported postcode(s) it was not assigned, e.g. {stray[0]}")
@@ -124,24 +128,33 @@ def validate_shard(blobs: BlobStore, container: str, blob: str, scored: list[str
         raise ShardRejected(f"no results.csv at {container}/{blob}")
     state = _Progress(expected=set(scored), model=model, version=version)
     header_bytes = 0
-    with _no_cyclic_gc():
-        for lines in _line_blocks(blobs.stream(container, blob, etag=info.etag)):
-            if not header_bytes:
-                header, lines = lines[0], lines[1:]
-                columns = next(csv.reader([header]), None)
-                if columns != RESULT_COLUMNS:
-                    raise ShardRejected(f"unexpected columns {str(columns)[:200]}")
-                header_bytes = len(header.encode())
-            if lines:
-                _check_block(lines, state)
-    if not header_bytes:
-        raise ShardRejected("unexpected columns None")
-    wrong = [pc for pc in scored if state.counts.get(pc) != horizon]
-    if wrong:
-        raise ShardRejected(f"{len(wrong)} postcode(s) do not have {horizon} rows, e.g. {wrong[0]} has "
-                            f"{state.counts.get(wrong[0], 0)}")
+    try:
+        with _no_cyclic_gc():
+            for raw, lines in _line_blocks(blobs.stream(container, blob, etag=info.etag)):
+                if not header_bytes:
+                    header, lines = lines[0], lines[1:]
+                    columns = next(csv.reader([header]), None)
+                    if columns != RESULT_COLUMNS:
+                        raise ShardRejected(f"unexpected columns {str(columns)[:200]}")
+                    header_bytes = len(header.encode())
+                    raw = raw[header_bytes:]
+                if lines:
+                    _check_block(lines, state)
+                    if copy is not None:
+                        copy.write(raw)
+        if not header_bytes:
+            raise ShardRejected("unexpected columns None")
+        wrong = [pc for pc in scored if state.counts.get(pc) != horizon]
+        if wrong:
+            raise ShardRejected(f"{len(wrong)} postcode(s) do not have {horizon} rows, e.g. {wrong[0]} has "
+                                f"{state.counts.get(wrong[0], 0)}")
+    except BaseException:
+        if copy is not None:
+            copy.drop_part()
+        raise
     return ShardCheck(etag=info.etag, header_bytes=header_bytes, data_bytes=state.offset,
-                      rows=sum(state.counts.values()), index=state.index)
+                      rows=sum(state.counts.values()), index=state.index,
+                      blocks=copy.end_part() if copy is not None else [])
 
 
 @contextmanager
@@ -158,8 +171,9 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _line_blocks(chunks: Iterable[bytes]) -> Iterator[list[str]]:
-    """Whole lines (each with its newline) of UTF-8 text arriving in byte chunks, a chunk's worth at a time."""
+def _line_blocks(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, list[str]]]:
+    """Whole lines of UTF-8 text arriving in byte chunks, a chunk's worth at a time: their bytes, and the
+    lines (each with its newline)."""
     carry = b""
     try:
         for chunk in chunks:
@@ -167,9 +181,11 @@ def _line_blocks(chunks: Iterable[bytes]) -> Iterator[list[str]]:
             cut = data.rfind(b"\n") + 1
             carry = data[cut:]
             if cut:
-                yield data[:cut].decode("utf-8").splitlines(keepends=True)
+                yield data[:cut], data[:cut].decode("utf-8").splitlines(keepends=True)
         if carry:
-            yield [carry.decode("utf-8")]
+            # Shards are concatenated as they are: a last row without its newline would run into the next
+            # shard's first row. The worker always ends its CSV with one; a file without is cut short.
+            raise ShardRejected("results.csv does not end with a newline (cut short?)")
     except UnicodeDecodeError as e:
         raise ShardRejected(f"results.csv is not UTF-8 text: {e}") from None
 
@@ -254,28 +270,71 @@ def _check_rows(rows: list[list[str]], state: _Progress) -> None:
         previous = (pc, row[1])
 
 
-def shard_bytes(blobs: BlobStore, container: str, blob: str, check: ShardCheck) -> Iterator[bytes]:
-    """The data rows of a validated shard, as the bytes that were validated (BlobChanged if the blob is no
-    longer that version), without the header."""
-    skip = check.header_bytes
-    for chunk in blobs.stream(container, blob, etag=check.etag):
-        if skip:
-            taken = min(skip, len(chunk))
-            chunk, skip = chunk[taken:], skip - taken
-        if chunk:
-            yield chunk
+class BlockCopy:
+    """Stages bytes as blocks of one blob (Put Block) from a background thread while the caller goes on, so a
+    shard's output is uploaded as it is validated: read once, not once to check and again to copy. Bytes
+    are grouped into parts (one per shard, ended by end_part); nothing is visible until commit() names the
+    parts to keep, in order. A dropped part's blocks are never committed (Blob Storage discards them)."""
+
+    IN_FLIGHT = 2  # blocks staged at once: memory stays at a few blocks
+
+    def __init__(self, blobs: BlobStore, container: str, name: str, block_bytes: int | None = None):
+        self._blobs, self._container, self._name = blobs, container, name
+        self._block_bytes = block_bytes or OUT_CHUNK
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="block-copy")
+        self._in_flight: deque[Future] = deque()
+        self._buffer = bytearray()
+        self._part: list[int] = []
+        self._next = 0
+
+    def __enter__(self) -> BlockCopy:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def write(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) >= self._block_bytes:
+            self._stage()
+
+    def end_part(self) -> list[int]:
+        """The blocks holding everything written since the last end_part/drop_part."""
+        self._stage()
+        part, self._part = self._part, []
+        return part
+
+    def drop_part(self) -> None:
+        self._buffer.clear()
+        self._part = []
+
+    def commit(self, parts: list[list[int]], content_type: str = "text/csv") -> str:
+        """Wait for every staged block (raising the first storage error), then make these parts the blob."""
+        while self._in_flight:
+            self._in_flight.popleft().result()
+        return self._blobs.commit_blocks(self._container, self._name, [b for part in parts for b in part],
+                                         content_type=content_type)
+
+    def _stage(self) -> None:
+        if not self._buffer:
+            return
+        while len(self._in_flight) >= self.IN_FLIGHT:
+            self._in_flight.popleft().result()
+        index, data = self._next, bytes(self._buffer)
+        self._next += 1
+        self._buffer.clear()
+        self._in_flight.append(self._pool.submit(self._blobs.stage_block, self._container, self._name, index, data))
+        self._part.append(index)
 
 
-def concatenated(blobs: BlobStore, container: str,
-                 shards: list[tuple[str, ShardCheck]]) -> tuple[Iterator[bytes], dict[str, list[int]], int] | None:
-    """The run's results.csv as the header then each validated shard's bytes, in order, and its per-postcode
-    index ({postcode: [offset, length, rows]}, as dashboard/results_index.py stores it) and size. Shards
-    hold contiguous slices of the sorted postcodes (planning.cut_shards), so their concatenation is sorted:
-    nothing is parsed or written again. None if the shards' postcodes are not in ascending order one shard
-    after another (then the caller merges rows)."""
-    header = (",".join(RESULT_COLUMNS) + "\n").encode()
+def combined_index(shards: list[tuple[str, ShardCheck]]) -> tuple[dict[str, list[int]], int] | None:
+    """The per-postcode index ({postcode: [offset, length, rows]}, as dashboard/results_index.py stores it) and
+    size of the header followed by each validated shard's data bytes, in order. Shards hold contiguous slices
+    of the sorted postcodes (planning.cut_shards), so their concatenation is sorted: nothing is parsed or
+    written again. None if the shards' postcodes are not in ascending order one shard after another (then
+    the caller merges rows)."""
     index: dict[str, list[int]] = {}
-    offset, last = len(header), ""
+    offset, last = len(HEADER), ""
     for _, check in shards:
         if not check.index:
             continue
@@ -285,13 +344,7 @@ def concatenated(blobs: BlobStore, container: str,
         last = next(reversed(check.index))
         index.update({pc: [offset + o, length, n] for pc, (o, length, n) in check.index.items()})
         offset += check.data_bytes
-
-    def chunks() -> Iterator[bytes]:
-        yield header
-        for blob, check in shards:
-            yield from shard_bytes(blobs, container, blob, check)
-
-    return chunks(), index, offset
+    return index, offset
 
 
 def data_rows(blobs: BlobStore, container: str, blob: str, keep=None) -> Iterator[list[str]]:

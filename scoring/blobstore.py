@@ -7,7 +7,7 @@ a connection string. Both the scoring worker and the Functions app use this modu
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from azure.core import MatchConditions
@@ -240,9 +240,11 @@ class BlobStore:
             return {}
         return {int(b.id): b.size for b in uncommitted if str(b.id).isdigit()}
 
-    def commit_blocks(self, container: str, name: str, count: int) -> str:
-        """Make parts 0..count-1 the blob's content; returns the ETag."""
-        r = self._blob(container, name).commit_block_list([BlobBlock(_block_id(i)) for i in range(count)])
+    def commit_blocks(self, container: str, name: str, parts: Iterable[int],
+                      content_type: str = "application/octet-stream") -> str:
+        """Make these parts, in this order, the blob's content; returns the ETag."""
+        r = self._blob(container, name).commit_block_list([BlobBlock(_block_id(i)) for i in parts],
+                                                          content_settings=ContentSettings(content_type=content_type))
         return str(r.get("etag", "")).strip('"')
 
 

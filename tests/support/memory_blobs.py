@@ -9,7 +9,7 @@ lists nothing. tests/unit/test_memory_blobs.py keeps its public methods in step 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 from scoring.blobstore import BlobChanged, BlobExists, BlobInfo, BlobNotFound
@@ -114,9 +114,12 @@ class MemoryBlobStore:
     def uncommitted_blocks(self, container: str, name: str) -> dict[int, int]:
         return {i: len(d) for i, d in self.blocks.get((container, name), {}).items()}
 
-    def commit_blocks(self, container: str, name: str, count: int) -> str:
-        staged = self.blocks.pop((container, name), {})
-        return self.write_bytes(container, name, b"".join(staged[i] for i in range(count)))
+    def commit_blocks(self, container: str, name: str, parts: Iterable[int],
+                      content_type: str = "application/octet-stream") -> str:
+        staged = self.blocks.get((container, name), {})
+        data = b"".join(staged[i] for i in parts)  # KeyError, as Azure refuses a block it does not have
+        del self.blocks[(container, name)]
+        return self.write_bytes(container, name, data, content_type=content_type)
 
     # ------------------------------------------------------------------ for tests
 

@@ -1,13 +1,13 @@
 """Validating a shard's staged results.csv: the whole-column checks agree with the row-by-row ones on every
-input, blocks split anywhere, and the index and copy cover exactly the bytes validated."""
+input, blocks split anywhere, and the index and the copy staged while validating cover exactly the bytes
+validated."""
 
 from __future__ import annotations
 
 import pytest
 
 from pipeline import shard_output
-from pipeline.shard_output import RESULT_COLUMNS, ShardRejected, shard_bytes, validate_shard
-from scoring.blobstore import BlobChanged
+from pipeline.shard_output import RESULT_COLUMNS, BlockCopy, ShardRejected, combined_index, validate_shard
 
 HEADER = ",".join(RESULT_COLUMNS) + "\n"
 DAYS = ["2026-12-01", "2026-12-02", "2026-12-03"]
@@ -57,6 +57,7 @@ CASES = {
     "wrong model": with_change(61, row(POSTCODES[20], DAYS[1]).replace("parcels", "letters")),
     "short row": with_change(62, f"{POSTCODES[20]},{DAYS[2]},1\n"),
     "blank line": with_change(63, "\n"),
+    "last newline missing": good_rows()[:-1] + [good_rows()[-1].rstrip("\n")],
 }
 
 
@@ -85,22 +86,35 @@ def test_the_index_and_the_copy_cover_exactly_the_validated_bytes(mem):
     mem.ensure_container("staging")
     data = (HEADER + "".join(good_rows())).encode()
     mem.write_bytes("staging", "s/results.csv", data)
-    check = validate_shard(SmallChunks(mem, 113), "staging", "s/results.csv", POSTCODES, set(POSTCODES), 3,
-                           "parcels", "v1")
-    body = b"".join(shard_bytes(SmallChunks(mem, 113), "staging", "s/results.csv", check))
+    with BlockCopy(mem, "results", "r/results.csv", block_bytes=500) as copy:
+        check = validate_shard(SmallChunks(mem, 113), "staging", "s/results.csv", POSTCODES, set(POSTCODES), 3,
+                               "parcels", "v1", copy)
+        assert len(check.blocks) > 1 and mem.names("results") == []  # staged, nothing visible yet
+        copy.commit([check.blocks])
+    body = mem.read_bytes("results", "r/results.csv")
     assert body == data[len(HEADER):] and check.data_bytes == len(body) and check.rows == 120
     for pc in POSTCODES:
         offset, length, rows = check.index[pc]
         assert body[offset:offset + length] == "".join(row(pc, d) for d in DAYS).encode() and rows == 3
 
 
-def test_a_shard_rewritten_after_validation_is_not_copied(mem):
+@pytest.mark.parametrize("case", ["negative volume", "stray postcode", "last newline missing"])
+def test_a_rejected_shard_stages_nothing_that_is_committed(mem, case):
     mem.ensure_container("staging")
-    mem.write_bytes("staging", "s/results.csv", (HEADER + "".join(good_rows())).encode())
-    check = validate_shard(mem, "staging", "s/results.csv", POSTCODES, set(POSTCODES), 3, "parcels", "v1")
-    mem.write_bytes("staging", "s/results.csv", (HEADER + "".join(CASES["negative volume"])).encode())
-    with pytest.raises(BlobChanged):
-        list(shard_bytes(mem, "staging", "s/results.csv", check))
+    good, bad = POSTCODES[:20], POSTCODES[20:]
+    mem.write_bytes("staging", "good/results.csv", (HEADER + "".join(row(pc, d) for pc in good for d in DAYS)).encode())
+    mem.write_bytes("staging", "bad/results.csv",
+                    (HEADER + "".join(line for line in CASES[case] if line.split(",")[0] not in good)).encode())
+    with BlockCopy(mem, "results", "r/results.csv", block_bytes=200) as copy:
+        kept = validate_shard(SmallChunks(mem, 97), "staging", "good/results.csv", good, set(good), 3, "parcels",
+                              "v1", copy)
+        with pytest.raises(ShardRejected):
+            validate_shard(SmallChunks(mem, 97), "staging", "bad/results.csv", bad, set(bad), 3, "parcels", "v1",
+                           copy)
+        copy.write(HEADER.encode())
+        header = copy.end_part()
+        copy.commit([header, kept.blocks])
+    assert mem.text("results", "r/results.csv") == HEADER + "".join(row(pc, d) for pc in good for d in DAYS)
 
 
 def test_text_that_is_not_utf8_is_rejected(mem):
@@ -110,20 +124,22 @@ def test_text_that_is_not_utf8_is_rejected(mem):
 
 
 def test_validated_shards_concatenate_into_sorted_results_with_their_index(mem):
-    from pipeline.shard_output import concatenated
-
     mem.ensure_container("staging")
     halves = [POSTCODES[:25], POSTCODES[25:]]
     checks = []
-    for i, pcs in enumerate(halves):
-        text = HEADER + "".join(row(pc, d) for pc in pcs for d in DAYS)
-        mem.write_bytes("staging", f"s{i}/results.csv", text.encode())
-        checks.append((f"s{i}/results.csv", validate_shard(mem, "staging", f"s{i}/results.csv", pcs, set(pcs), 3,
-                                                           "parcels", "v1")))
-    chunks, index, size = concatenated(mem, "staging", checks)
-    body = b"".join(chunks)
+    with BlockCopy(mem, "results", "r/results.csv", block_bytes=300) as copy:
+        copy.write(HEADER.encode())
+        header = copy.end_part()
+        for i, pcs in enumerate(halves):
+            text = HEADER + "".join(row(pc, d) for pc in pcs for d in DAYS)
+            mem.write_bytes("staging", f"s{i}/results.csv", text.encode())
+            checks.append((f"s{i}/results.csv", validate_shard(mem, "staging", f"s{i}/results.csv", pcs, set(pcs), 3,
+                                                               "parcels", "v1", copy)))
+        copy.commit([header] + [check.blocks for _, check in checks])
+    index, size = combined_index(checks)
+    body = mem.read_bytes("results", "r/results.csv")
     assert body == (HEADER + "".join(good_rows())).encode() and size == len(body)
     offset, length, rows = index[POSTCODES[30]]
     assert body[offset:offset + length] == "".join(row(POSTCODES[30], d) for d in DAYS).encode() and rows == 3
     # Shards whose postcodes are not in order one after the other cannot be concatenated.
-    assert concatenated(mem, "staging", checks[::-1]) is None
+    assert combined_index(checks[::-1]) is None
