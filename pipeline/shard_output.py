@@ -11,6 +11,9 @@ import gc
 import io
 import math
 import operator
+import queue
+import re
+import threading
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -109,6 +112,7 @@ class _Progress:
     counts: Counter = field(default_factory=Counter)
     offset: int = 0  # data bytes seen
     index: dict[str, list[int]] = field(default_factory=dict)
+    layout: re.Pattern | None = None  # the worker's own row layout (_worker_layout)
 
 
 def validate_shard(blobs: BlobStore, container: str, blob: str, scored: list[str], assigned: set[str],
@@ -130,7 +134,8 @@ def validate_shard(blobs: BlobStore, container: str, blob: str, scored: list[str
     header_bytes = 0
     try:
         with _no_cyclic_gc():
-            for raw, lines in _line_blocks(blobs.stream(container, blob, etag=info.etag)):
+            chunks = read_ahead(blobs.stream(container, blob, OUT_CHUNK, etag=info.etag))
+            for raw, lines in _line_blocks(chunks):
                 if not header_bytes:
                     header, lines = lines[0], lines[1:]
                     columns = next(csv.reader([header]), None)
@@ -155,6 +160,39 @@ def validate_shard(blobs: BlobStore, container: str, blob: str, scored: list[str
     return ShardCheck(etag=info.etag, header_bytes=header_bytes, data_bytes=state.offset,
                       rows=sum(state.counts.values()), index=state.index,
                       blocks=copy.end_part() if copy is not None else [])
+
+
+def read_ahead(chunks: Iterable[bytes], depth: int = 2) -> Iterator[bytes]:
+    """The chunks, fetched by a background thread up to `depth` ahead: the next download overlaps the caller's
+    work on this one (validating a shard waited on each ranged read in turn). Errors arrive in order."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def fetch() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        ready.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(end)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            ready.put(e)
+
+    thread = threading.Thread(target=fetch, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
 
 
 @contextmanager
@@ -190,18 +228,36 @@ def _line_blocks(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, list[str]]]:
         raise ShardRejected(f"results.csv is not UTF-8 text: {e}") from None
 
 
+# A number as the worker writes it (data.table::fwrite): plain decimal or e-notation. At most 200 integer digits
+# and a two-digit exponent keep it below 1e300, so matching the pattern proves it finite.
+_NUMBER = r"\d{1,200}(?:\.\d{0,200})?(?:[eE][-+]?\d{1,2})?"
+
+
+def _worker_layout(model: str, version: str) -> re.Pattern:
+    """One row exactly as the worker writes it: postcode, ISO date, a volume without a sign, either no
+    intervals or all four, the model and its version. Groups: postcode, date, volume, lower_80, upper_80,
+    lower_95, upper_95 (intervals empty when absent)."""
+    bound = rf"-?{_NUMBER}"
+    return re.compile(rf"^([^,\r\n\"]+),(\d{{4}}-\d\d-\d\d),({_NUMBER}),(?:,,,|({bound}),({bound}),({bound}),"
+                      rf"({bound})),{re.escape(model)},{re.escape(version)}\n", re.MULTILINE | re.ASCII)
+
+
 def _check_block(lines: list[str], state: _Progress) -> None:
-    """Check a block of rows (the fast way, else row by row) and add them to the counts and the index."""
-    # The worker quotes nothing (postcodes, dates, numbers and model names have no commas or quotes): a
-    # split is ~4x cheaper than the csv module, which still reads any block with a quote in it.
-    rows = list(csv.reader(lines)) if any('"' in line for line in lines) else [
-        line.rstrip("\r\n").split(",") for line in lines]
-    if not _block_is_valid(rows, state):
-        _check_rows(rows, state)  # raises, naming the line; or finds the block valid after all
+    """Check a block of rows (the fast ways, else row by row) and add them to the counts and the index."""
+    columns = _worker_rows(lines, state)
+    if columns is None:
+        # Not all in the worker's own layout: split (the worker quotes nothing; the csv module reads any block
+        # with a quote in it), then whole-column checks, then, if those find anything, row by row.
+        rows = list(csv.reader(lines)) if any('"' in line for line in lines) else [
+            line.rstrip("\r\n").split(",") for line in lines]
+        if not _block_is_valid(rows, state):
+            _check_rows(rows, state)  # raises, naming the line; or finds the block valid after all
+        columns = (list(map(operator.itemgetter(0), rows)), rows[-1][1])
+    postcodes, last_date = columns
     sizes = list(map(len, lines)) if all(map(str.isascii, lines)) else [len(line.encode()) for line in lines]
     # Rows are sorted (checked above), so each postcode's rows are consecutive: Counter keeps their order.
     first = 0
-    for postcode, n in Counter(map(operator.itemgetter(0), rows)).items():
+    for postcode, n in Counter(postcodes).items():
         nbytes = sum(sizes[first:first + n])
         entry = state.index.get(postcode)
         if entry is None:
@@ -212,8 +268,43 @@ def _check_block(lines: list[str], state: _Progress) -> None:
         state.offset += nbytes
         state.counts[postcode] += n
         first += n
-    state.previous = (rows[-1][0], rows[-1][1])
-    state.line += len(rows)
+    state.previous = (postcodes[-1], last_date)
+    state.line += len(lines)
+
+
+def _worker_rows(lines: list[str], state: _Progress) -> tuple[tuple[str, ...], str] | None:
+    """(the postcode of each row, the last row's date) when every row is valid and in the worker's own layout,
+    found by one regular expression over the block (~2x cheaper than splitting rows); None otherwise."""
+    if state.layout is None:
+        state.layout = _worker_layout(state.model, state.version)
+    found = state.layout.findall("".join(lines))
+    if not found or len(found) != len(lines):  # a line that is not a whole match, or lines split elsewhere
+        return None
+    postcodes, dates, volumes, *intervals = zip(*found, strict=True)
+    if not _sorted_and_expected(postcodes, dates, state):
+        return None
+    if intervals[0].count("") == len(found):
+        return postcodes, dates[-1]  # no intervals: the pattern proved each volume finite and >= 0
+    if "" in intervals[0]:
+        return None  # intervals for some rows only
+    lower_80, upper_80, lower_95, upper_95 = (list(map(float, column)) for column in intervals)
+    if not _ordered([lower_95, lower_80, list(map(float, volumes)), upper_80, upper_95]):
+        return None
+    return postcodes, dates[-1]
+
+
+def _sorted_and_expected(postcodes: tuple[str, ...], dates: tuple[str, ...], state: _Progress) -> bool:
+    """Sorted by (postcode, date), strictly, from where the previous block ended, and only postcodes the shard
+    reported: postcodes never go down, and where one repeats its date goes up (element-wise maps over the
+    columns: no tuple per row)."""
+    return (state.expected.issuperset(postcodes) and state.previous < (postcodes[0], dates[0])
+            and all(map(operator.le, postcodes, postcodes[1:]))
+            and all(map(operator.or_, map(operator.ne, postcodes, postcodes[1:]), map(operator.lt, dates, dates[1:]))))
+
+
+def _ordered(columns: list[list[float]]) -> bool:
+    """Each column <= the next, row by row."""
+    return all(all(map(operator.le, low, high)) for low, high in zip(columns, columns[1:], strict=False))
 
 
 def _block_is_valid(rows: list[list[str]], state: _Progress) -> bool:
@@ -223,14 +314,7 @@ def _block_is_valid(rows: list[list[str]], state: _Progress) -> bool:
     columns = dict(zip(RESULT_COLUMNS, zip(*rows, strict=True), strict=True))
     if set(columns["model"]) != {state.model} or set(columns["model_version"]) != {state.version}:
         return False
-    if not state.expected.issuperset(columns["postcode"]):
-        return False
-    postcodes, dates = columns["postcode"], columns["date"]
-    # Sorted by (postcode, date), strictly: postcodes never go down, and where one repeats its date goes up
-    # (element-wise maps over the columns: no tuple per row).
-    if not (state.previous < (postcodes[0], dates[0]) and all(map(operator.le, postcodes, postcodes[1:]))
-            and all(map(operator.or_, map(operator.ne, postcodes, postcodes[1:]),
-                        map(operator.lt, dates, dates[1:])))):
+    if not _sorted_and_expected(columns["postcode"], columns["date"], state):
         return False
     present = []
     for name in ORDER:
@@ -249,7 +333,7 @@ def _block_is_valid(rows: list[list[str]], state: _Progress) -> bool:
         present.append(values)
         if name == "volume" and min(values) < 0:
             return False
-    return all(all(map(operator.le, low, high)) for low, high in zip(present, present[1:], strict=False))
+    return _ordered(present)
 
 
 def _check_rows(rows: list[list[str]], state: _Progress) -> None:

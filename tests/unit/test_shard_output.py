@@ -58,6 +58,12 @@ CASES = {
     "short row": with_change(62, f"{POSTCODES[20]},{DAYS[2]},1\n"),
     "blank line": with_change(63, "\n"),
     "last newline missing": good_rows()[:-1] + [good_rows()[-1].rstrip("\n")],
+    "numbers as float() reads them": with_change(5, row(POSTCODES[1], DAYS[2], volume=" 1_0.5 ", intervals=(
+        "+9", "12.", ".8e1", "1E1_3"))),
+    "volume with 400 digits": with_change(6, row(POSTCODES[2], DAYS[0], volume="9" * 400)),
+    "volume exponent too large": with_change(7, row(POSTCODES[2], DAYS[1], volume="1e999")),
+    "negative zero volume": with_change(8, row(POSTCODES[2], DAYS[2], volume="-0")),
+    "windows line end": with_change(9, row(POSTCODES[3], DAYS[0]).replace("\n", "\r\n")),
 }
 
 
@@ -71,15 +77,30 @@ def outcome(store, scored: list[str]) -> str:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("chunk", [61, 997, 1 << 20])
-def test_whole_column_checks_agree_with_the_row_by_row_ones(mem, monkeypatch, case, chunk):
+def test_the_worker_layout_and_whole_column_checks_agree_with_the_row_by_row_ones(mem, monkeypatch, case, chunk):
     mem.ensure_container("staging")
     mem.write_bytes("staging", "s/results.csv", (HEADER + "".join(CASES[case])).encode())
     store = SmallChunks(mem, chunk)
+    fastest = outcome(store, POSTCODES)
+    monkeypatch.setattr(shard_output, "_worker_rows", lambda lines, state: None)  # no block by the layout
     fast = outcome(store, POSTCODES)
     monkeypatch.setattr(shard_output, "_block_is_valid", lambda rows, state: False)  # every block row by row
     slow = outcome(store, POSTCODES)
-    assert fast == slow
-    assert fast.startswith("ok") == (case in ("valid", "no intervals at all", "intervals for some rows only"))
+    assert fastest == fast == slow
+    assert fast.startswith("ok") == (case in ("valid", "no intervals at all", "intervals for some rows only",
+                                              "numbers as float() reads them", "windows line end"))
+
+
+@pytest.mark.parametrize("intervals", [("", "", "", ""), ("-1e-05", "1e+16", "-2", "2e+16")], ids=["none", "all"])
+def test_the_worker_layout_accepts_what_the_worker_writes(mem, monkeypatch, intervals):
+    """Rows as fwrite writes them go by the layout alone: no block falls back to the slower checks."""
+    mem.ensure_container("staging")
+    numbers = ["0", "12", "3.25", "1e-05", "2.5e+15", "123456789012345.6"]
+    rows = [row(pc, d, volume=numbers[i % len(numbers)], intervals=intervals) for i, pc in enumerate(POSTCODES)
+            for d in DAYS]
+    mem.write_bytes("staging", "s/results.csv", (HEADER + "".join(rows)).encode())
+    monkeypatch.setattr(shard_output, "_block_is_valid", lambda rows, state: pytest.fail("fell back"))
+    assert outcome(SmallChunks(mem, 333), POSTCODES) == "ok 120 rows"
 
 
 def test_the_index_and_the_copy_cover_exactly_the_validated_bytes(mem):
