@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import operator
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -75,18 +76,21 @@ def scan_input(data: bytes, where: str, key_columns: tuple[str, str] = ("postcod
         for raw, block in itertools.groupby(reader, key=lambda row: row[ip] if len(row) > ip else None):
             block = list(block)
             postcode = normalise_postcode(raw) if raw is not None else ""  # as the worker reads it (trimws)
-            if raw is None or any(len(row) != width for row in block):
+            if raw is None or not all(map(width.__eq__, map(len, block))):
                 _scan_rows(block, line, postcode, width, ip, idate, days, ordinals, where)  # raises, naming the line
-            texts = [row[idate] for row in block]
+            texts = list(map(operator.itemgetter(idate), block))
             for k, text in enumerate(dict.fromkeys(texts)):
                 if text not in ordinals:
                     ordinals[text] = _ordinal(text, where, line + texts.index(text) if k else line)
             seen = days.get(postcode)
             distinct = set(texts)
             if seen is None and len(distinct) == len(texts):
-                first = min(ordinals[t] for t in distinct)
+                days_of = list(map(ordinals.__getitem__, distinct))
+                first, last = min(days_of), max(days_of)
                 days[postcode] = seen = _Days(first)
-                seen.mask = sum(1 << (ordinals[t] - first) for t in distinct)
+                # n distinct days spanning n days are every day of that span (the usual horizon of days)
+                seen.mask = (1 << len(days_of)) - 1 if last - first + 1 == len(days_of) else sum(
+                    1 << (day - first) for day in days_of)
             else:  # a repeat inside the block, or a postcode seen in an earlier block: day by day
                 _scan_rows(block, line, postcode, width, ip, idate, days, ordinals, where)
             rows[postcode] += len(block)

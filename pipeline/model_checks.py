@@ -16,6 +16,7 @@ The worker applies the same rules in R (scoring/R/model_aware.R), so what passes
 from __future__ import annotations
 
 import math
+import operator
 import re
 from bisect import insort
 from datetime import date, timedelta
@@ -122,16 +123,17 @@ class ModelInputCheck:
             return
         if header is not self.header:
             self._start(header)
-        first = min(row[self.idate] for row in rows)  # YYYY-MM-DD (checked by the scan): text order is date order
+        dates = list(map(operator.itemgetter(self.idate), rows))
+        first = min(dates)  # YYYY-MM-DD (checked by the scan): text order is date order
         if first < self.first_date.get(postcode, "9999"):
             self.first_date[postcode] = first
         grid = self.grids.get(postcode)
         if grid is not None:
-            for text in self._off_grid([row[self.idate] for row in rows], *grid):
+            for text in self._off_grid(dates, *grid):
                 _keep_earliest(self.off_grid.setdefault(postcode, [0]), text)
         for column, i in self.columns.get(profile, ()):
             known = self.verdicts.setdefault((profile, column["name"]), {})
-            for value in {row[i] for row in rows}:
+            for value in set(map(operator.itemgetter(i), rows)):
                 fits = known.get(value)
                 if fits is None:
                     fits = known[value] = column_problem(column, {value}) is None
