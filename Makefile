@@ -81,7 +81,7 @@ up: setup
 bench: setup
 	$(PY) bench/run.py
 
-# 30,000 postcodes, one run: pipeline steps, the Functions process's peak memory, e2e30k_vs_rscript.
+# 30,000 postcodes, 3 repeats (~15 min): pipeline steps, the Functions process's peak memory, e2e30k_vs_rscript.
 bench-scale: setup
 	$(PY) bench/run.py --scale
 

@@ -378,6 +378,9 @@ score_batch <- function(postcodes, files, offsets, sizes) {
 
 # Write every result so far, sorted, with the model version; returns the number of rows.
 write_results <- function(path, model, version) {
+  # The nodes are done: sort and write on every core (data.table's default is half of them).
+  threads <- data.table::setDTthreads(0)
+  on.exit(data.table::setDTthreads(threads))
   all <- data.table::rbindlist(.scoring$results)
   if (nrow(all) == 0) {
     all <- data.table::data.table(postcode = character(0), date = as.Date(character(0)), volume = numeric(0))
