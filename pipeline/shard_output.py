@@ -90,10 +90,8 @@ def check_row(row: list[str]) -> str:
 
 @dataclass
 class ShardCheck:
-    """What validating a shard's results.csv found, for copying exactly those bytes into the run's results."""
+    """What validating a shard's results.csv found: its data rows (after the header) and where they were staged."""
 
-    etag: str  # the version validated: the copy reads this one or fails
-    header_bytes: int  # the header line's length: data starts there
     data_bytes: int
     rows: int
     index: dict[str, list[int]]  # postcode -> [offset from the first data byte, length in bytes, rows]
@@ -159,8 +157,7 @@ def validate_shard(blobs: BlobStore, container: str, blob: str, scored: list[str
         if copy is not None:
             copy.drop_part()
         raise
-    return ShardCheck(etag=info.etag, header_bytes=header_bytes, data_bytes=state.offset,
-                      rows=sum(state.counts.values()), index=state.index,
+    return ShardCheck(data_bytes=state.offset, rows=sum(state.counts.values()), index=state.index,
                       blocks=copy.end_part() if copy is not None else [])
 
 
